@@ -1,0 +1,1 @@
+"""Ray actors that host the engine: automations, timers, action executors."""

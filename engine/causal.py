@@ -1,0 +1,109 @@
+"""Causal ordering on ``follows`` (SEMANTICS §6).
+
+An event that follows another waits until its leader has been processed,
+then both are evaluated in order; a follower whose leader has not come
+within the lookback is evaluated on its own. Released followers are stamped
+``received`` = the time they are released, which is when they are processed.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict
+from datetime import datetime
+from uuid import UUID
+
+from marmot.engine.models.events import Event
+from marmot.engine.timestamps import US_PER_S, from_us, to_us
+
+LOOKBACK_US = 15 * 60 * US_PER_S
+
+
+class CausalOrdering:
+    """Holds followers until their leaders are processed."""
+
+    def __init__(self, lookback_us: int = LOOKBACK_US) -> None:
+        self.lookback = lookback_us
+        self._seen: OrderedDict[UUID, int] = OrderedDict()
+        self._waiting: dict[UUID, list[Event]] = {}
+        self._lost_heap: list[tuple[int, int, Event]] = []
+        self._pushes = 0
+
+    @property
+    def waiting(self) -> int:
+        """How many followers are waiting for their leader."""
+        return sum(len(v) for v in self._waiting.values())
+
+    def admit(self, event: Event, now: datetime) -> list[Event]:
+        """Offer an arriving event (stamped ``received``); return the events to
+        evaluate now, in order: none if it must wait, else it and the
+        followers it releases."""
+        now_us = to_us(now)
+        self._expire(now_us)
+        leader = event.follows
+        if leader is not None and leader not in self._seen:
+            received = to_us(event.received) if event.received else now_us
+            if received > now_us - self.lookback:
+                self._waiting.setdefault(leader, []).append(event)
+                self._pushes += 1
+                heapq.heappush(self._lost_heap, (received, self._pushes, event))
+                return []
+        return self._process(event, now, now_us)
+
+    def _process(self, event: Event, now: datetime, now_us: int) -> list[Event]:
+        ready: list[Event] = []
+        stack = [event]
+        while stack:
+            current = stack.pop()
+            ready.append(current)
+            self._seen[current.id] = now_us
+            self._seen.move_to_end(current.id)
+            followers = self._waiting.pop(current.id, None)
+            if followers:
+                # Depth first, earliest occurred first: a follower's own
+                # followers come right after it.
+                followers.sort(key=lambda e: e.occurred)
+                stack.extend(
+                    f.model_copy(update={"received": now}) for f in reversed(followers)
+                )
+        return ready
+
+    def release_lost(self, now: datetime) -> list[Event]:
+        """Followers that waited the whole lookback: evaluate them now, by ``occurred``."""
+        now_us = to_us(now)
+        self._expire(now_us)
+        lost: list[Event] = []
+        heap = self._lost_heap
+        while heap and heap[0][0] <= now_us - self.lookback:
+            _, _, event = heapq.heappop(heap)
+            followers = self._waiting.get(event.follows) if event.follows else None
+            if followers and event in followers:
+                followers.remove(event)
+                if not followers:
+                    del self._waiting[event.follows]  # type: ignore[arg-type]
+                lost.append(event)
+        lost.sort(key=lambda e: e.occurred)
+        ready: list[Event] = []
+        for event in lost:
+            ready.extend(self._process(event.model_copy(update={"received": now}), now, now_us))
+        return ready
+
+    def next_deadline(self) -> datetime | None:
+        """The wall time at which the oldest waiting follower is given up on."""
+        heap = self._lost_heap
+        while heap:
+            event = heap[0][2]
+            followers = self._waiting.get(event.follows) if event.follows else None
+            if followers and event in followers:
+                return from_us(heap[0][0] + self.lookback)
+            heapq.heappop(heap)
+        return None
+
+    def _expire(self, now_us: int) -> None:
+        horizon = now_us - self.lookback
+        seen = self._seen
+        while seen:
+            oldest, at = next(iter(seen.items()))
+            if at >= horizon:
+                break
+            seen.popitem(last=False)

@@ -1,0 +1,61 @@
+"""Compound and sequence triggers: combining child firings (SEMANTICS §4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from marmot.engine.firing import Firing
+from marmot.engine.models.triggers import CompositeTrigger, SequenceTrigger
+from marmot.engine.timestamps import span_us
+
+
+@dataclass(frozen=True, slots=True)
+class ChildFiring:
+    """The latest firing recorded for one child of a composite trigger."""
+
+    child: int
+    firing: Firing
+
+
+class CompositeState:
+    """What a compound or sequence trigger remembers: each child's latest firing."""
+
+    def __init__(self, trigger: CompositeTrigger) -> None:
+        self.trigger = trigger
+        self.is_sequence = isinstance(trigger, SequenceTrigger)
+        self.needed = trigger.needed_firings
+        self.size = len(trigger.triggers)
+        self.within = None if trigger.within is None else span_us(trigger.within)
+        self.recorded: dict[int, Firing] = {}
+
+    def child_fired(self, child: int, firing: Firing) -> list[Firing] | None:
+        """Record a child's firing; return the firings that complete the parent, or None.
+
+        The parent fires with the last child's triggering event; the caller
+        builds the parent's own firing from it.
+        """
+        if self.needed == 1:
+            return [firing]
+        now = firing.fired_us
+        if self.within is not None:
+            horizon = now - self.within
+            self.recorded = {c: f for c, f in self.recorded.items() if f.fired_us >= horizon}
+        self.recorded[child] = firing
+        if not self._is_ready():
+            return None
+        completed = [self.recorded[c] for c in sorted(self.recorded)]
+        self.recorded = {}
+        return completed
+
+    def _is_ready(self) -> bool:
+        if not self.is_sequence:
+            return len(self.recorded) >= self.needed
+        if len(self.recorded) != self.size:
+            return False
+        # Simultaneous firings count in declared order.
+        order = sorted(self.recorded, key=lambda c: (self.recorded[c].fired_us, c))
+        return order == list(range(self.size))
+
+    def clear(self) -> None:
+        """Forget every recorded child firing."""
+        self.recorded = {}

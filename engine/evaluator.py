@@ -1,0 +1,303 @@
+"""One automation's whole trigger state, evaluated as a unit.
+
+``Evaluator`` is what the daemon's automation actor wraps: ``apply`` feeds it
+events, ``advance`` runs proactive evaluation at a time the caller chooses,
+``next_deadline`` says when that should next happen, and ``snapshot`` /
+``restore`` carry the state across restarts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from marmot.engine.buckets import Bucket, BucketTrigger, LeafFiring
+from marmot.engine.composite import CompositeState
+from marmot.engine.errors import ValidationFailed
+from marmot.engine.firing import Firing, TriggerState, firing_id
+from marmot.engine.models.automations import Automation
+from marmot.engine.models.events import Event
+from marmot.engine.models.explain import BucketView, Explanation, TriggerView
+from marmot.engine.models.triggers import EventTrigger, Posture, Trigger
+from marmot.engine.timestamps import EPOCH, from_us, to_us
+
+SNAPSHOT_VERSION = 1
+# ``next_deadline`` returns this when advance() has work to do right away.
+DUE_NOW = EPOCH
+
+_Parent = tuple[int, int] | None  # (composite index, child position) or top level
+
+
+class Evaluator:
+    """Evaluates one automation's trigger tree over events and time."""
+
+    def __init__(self, automation: Automation) -> None:
+        self.automation = automation
+        self.leaves: list[BucketTrigger] = []
+        self._leaf_paths: list[str] = []
+        self._leaf_parents: list[_Parent] = []
+        self.composites: list[CompositeState] = []
+        self._composite_paths: list[str] = []
+        self._composite_parents: list[_Parent] = []
+        self._out: list[Firing] = []
+        self._build(automation.trigger, "trigger", None)
+
+    def _build(self, trigger: Trigger, path: str, parent: _Parent) -> None:
+        if isinstance(trigger, EventTrigger):
+            index = len(self.leaves)
+            self.leaves.append(
+                BucketTrigger(trigger, lambda leaf, i=index: self._leaf_fired(i, leaf))
+            )
+            self._leaf_paths.append(path)
+            self._leaf_parents.append(parent)
+            return
+        index = len(self.composites)
+        self.composites.append(CompositeState(trigger))
+        self._composite_paths.append(path)
+        self._composite_parents.append(parent)
+        for position, child in enumerate(trigger.triggers):
+            self._build(child, f"{path}.triggers[{position}]", (index, position))
+
+    @property
+    def is_enabled(self) -> bool:
+        """Disabled automations are not evaluated (SEMANTICS §5)."""
+        return self.automation.enabled
+
+    # -- firing propagation ------------------------------------------------------
+
+    def _leaf_fired(self, index: int, leaf: LeafFiring) -> None:
+        path = self._leaf_paths[index]
+        event_id = leaf.event.id if leaf.event else None
+        firing = Firing(
+            id=firing_id(self.automation.id, path, leaf.key, leaf.start, leaf.end, event_id),
+            automation_id=self.automation.id,
+            trigger_path=path,
+            labels=self.leaves[index].matcher.labels(leaf.key),
+            triggering_event=leaf.event,
+            fired_us=leaf.fired_us,
+            posture=self.leaves[index].trigger.posture,
+        )
+        self._propagate(firing, self._leaf_parents[index])
+
+    def _propagate(self, firing: Firing, parent: _Parent) -> None:
+        while parent is not None:
+            index, position = parent
+            completed = self.composites[index].child_fired(position, firing)
+            if completed is None:
+                return
+            path = self._composite_paths[index]
+            children = tuple(f.id for f in completed)
+            # SEMANTICS §4: a composite fires with the last child's event and no labels.
+            firing = Firing(
+                id=firing_id(self.automation.id, path, *children),
+                automation_id=self.automation.id,
+                trigger_path=path,
+                labels={},
+                triggering_event=firing.triggering_event,
+                fired_us=firing.fired_us,
+                child_ids=children,
+            )
+            parent = self._composite_parents[index]
+        self._out.append(firing)
+
+    def _drain(self) -> list[Firing]:
+        out, self._out = self._out, []
+        return out
+
+    # -- evaluation ----------------------------------------------------------------
+
+    def is_interested(self, event: Event) -> bool:
+        """Whether any event trigger of the tree is interested in ``event``."""
+        return any(leaf.matcher.is_interested(event) for leaf in self.leaves)
+
+    def apply(self, events: Iterable[Event]) -> list[Firing]:
+        """Evaluate events reactively, in order; return the automation's firings.
+
+        Each event is evaluated at its ``occurred`` time; its firings are
+        stamped with its ``received`` time (the processing clock), or
+        ``occurred`` when it has none.
+        """
+        if not self.automation.enabled:
+            return []
+        leaves = self.leaves
+        for event in events:
+            occurred = -1
+            for leaf in leaves:
+                if leaf.matcher.is_interested(event):
+                    if occurred < 0:
+                        occurred = to_us(event.occurred)
+                        received = to_us(event.received) if event.received else occurred
+                    leaf.on_event(event, occurred, received)
+        return self._drain()
+
+    def advance(self, as_of: datetime, now: datetime) -> list[Firing]:
+        """Proactive evaluation at ``as_of`` (events clock); firings stamped ``now``."""
+        if not self.automation.enabled:
+            return []
+        as_of_us, now_us = to_us(as_of), to_us(now)
+        for leaf in self.leaves:
+            leaf.advance(as_of_us, now_us)
+        return self._drain()
+
+    def next_deadline(self) -> datetime | None:
+        """When ``advance`` should next run, on the events clock.
+
+        ``DUE_NOW`` when it has work right away; ``None`` when nothing is
+        pending until more events arrive.
+        """
+        if not self.automation.enabled:
+            return None
+        deadline = self.next_deadline_us()
+        if deadline is None:
+            return None
+        return DUE_NOW if deadline < 0 else from_us(deadline)
+
+    def next_deadline_us(self) -> int | None:
+        """``next_deadline`` in microseconds; ``-1`` for due now."""
+        best: int | None = None
+        for leaf in self.leaves:
+            deadline = leaf.next_deadline()
+            if deadline is not None and (best is None or deadline < best):
+                best = deadline
+        return best
+
+    def reset(self) -> None:
+        """Forget all state, as when the automation changes (SEMANTICS §5)."""
+        for leaf in self.leaves:
+            leaf.clear()
+        for composite in self.composites:
+            composite.clear()
+
+    @property
+    def open_buckets(self) -> int:
+        """How many buckets are open across the tree."""
+        return sum(len(leaf.buckets) for leaf in self.leaves)
+
+    # -- snapshot / restore ------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """The state as plain, msgpack-able values."""
+        return {
+            "v": SNAPSHOT_VERSION,
+            "automation": str(self.automation.id),
+            "leaves": [
+                [[list(key), b.start, b.end, b.count, _dump_last(b.last)] for key, b in leaf.items()]
+                for leaf in self.leaves
+            ],
+            "composites": [
+                [[child, _dump_firing(f)] for child, f in sorted(c.recorded.items())]
+                for c in self.composites
+            ],
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Replace the state with one taken by ``snapshot`` of the same automation."""
+        if state.get("v") != SNAPSHOT_VERSION:
+            raise ValidationFailed(f"unsupported snapshot version {state.get('v')!r}")
+        if state.get("automation") != str(self.automation.id):
+            raise ValidationFailed("snapshot belongs to another automation")
+        leaves, composites = state["leaves"], state["composites"]
+        if len(leaves) != len(self.leaves) or len(composites) != len(self.composites):
+            raise ValidationFailed("snapshot does not fit this automation's triggers")
+        self.reset()
+        for leaf, rows in zip(self.leaves, leaves, strict=True):
+            for key, start, end, count, last in rows:
+                leaf.load(tuple(key), Bucket(start, end, count, _load_last(last)))
+        for composite, rows in zip(self.composites, composites, strict=True):
+            composite.recorded = {
+                child: _load_firing(data, self.automation.id) for child, data in rows
+            }
+
+    # -- explain -------------------------------------------------------------------
+
+    def explain(self) -> Explanation:
+        """Every trigger with its open buckets or recorded child firings."""
+        views: list[TriggerView] = []
+        for path, leaf in zip(self._leaf_paths, self.leaves, strict=True):
+            views.append(
+                TriggerView(
+                    path=path,
+                    type="event",
+                    posture=leaf.trigger.posture.value,
+                    threshold=leaf.threshold,
+                    within_s=leaf.trigger.within.total_seconds(),
+                    buckets=[
+                        BucketView(
+                            labels=leaf.matcher.labels(key),
+                            start=from_us(b.start),
+                            end=from_us(b.end),
+                            count=b.count,
+                            last_event_id=b.last_event_id,
+                        )
+                        for key, b in leaf.items()
+                    ],
+                )
+            )
+        for path, composite in zip(self._composite_paths, self.composites, strict=True):
+            views.append(
+                TriggerView(
+                    path=path,
+                    type=composite.trigger.type,
+                    within_s=(
+                        composite.trigger.within.total_seconds()
+                        if composite.trigger.within is not None
+                        else None
+                    ),
+                    recorded_children={
+                        f"{path}.triggers[{child}]": f.fired_at
+                        for child, f in sorted(composite.recorded.items())
+                    },
+                )
+            )
+        views.sort(key=lambda v: v.path)
+        return Explanation(
+            automation_id=self.automation.id,
+            name=self.automation.name,
+            enabled=self.automation.enabled,
+            triggers=views,
+            next_deadline=self.next_deadline(),
+            open_buckets=self.open_buckets,
+        )
+
+
+def _dump_last(last: Event | UUID | None) -> Any:
+    if isinstance(last, Event):
+        return last.model_dump(mode="json")
+    return str(last) if last is not None else None
+
+
+def _load_last(data: Any) -> Event | UUID | None:
+    if data is None:
+        return None
+    if isinstance(data, dict):
+        return Event.model_validate(data)
+    return UUID(str(data))
+
+
+def _dump_firing(firing: Firing) -> dict[str, Any]:
+    event = firing.triggering_event
+    return {
+        "id": str(firing.id),
+        "path": firing.trigger_path,
+        "labels": dict(firing.labels),
+        "event": event.model_dump(mode="json") if event else None,
+        "fired_us": firing.fired_us,
+        "posture": firing.posture.value if firing.posture else None,
+        "children": [str(c) for c in firing.child_ids],
+    }
+
+
+def _load_firing(data: dict[str, Any], automation_id: UUID) -> Firing:
+    return Firing(
+        id=UUID(data["id"]),
+        automation_id=automation_id,
+        trigger_path=data["path"],
+        labels=data["labels"],
+        triggering_event=Event.model_validate(data["event"]) if data["event"] else None,
+        fired_us=data["fired_us"],
+        posture=Posture(data["posture"]) if data["posture"] else None,
+        state=TriggerState.Triggered,
+        child_ids=tuple(UUID(c) for c in data["children"]),
+    )

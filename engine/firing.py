@@ -1,0 +1,94 @@
+"""Firings: what a trigger reports when it fires, and the event it emits (SEMANTICS §5)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid5
+
+from marmot.engine.models.automations import Automation
+from marmot.engine.models.events import RESOURCE_ID, RESOURCE_NAME, RESOURCE_ROLE, Event
+from marmot.engine.models.triggers import Posture
+from marmot.engine.timestamps import from_us, rfc3339
+
+# Firing ids are uuid5 names under this namespace, so the same inputs always
+# give the same id (a replayed firing is recognised, not acted on twice).
+FIRING_NAMESPACE = UUID("6f1c2a0e-3d4b-5e6f-8a9b-0c1d2e3f4a5b")
+
+
+class TriggerState(StrEnum):
+    """What happened to a trigger: it fired, or (Marmot's extension) it resolved."""
+
+    Triggered = "Triggered"
+    Resolved = "Resolved"
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    """A trigger fired: for which labels, on which event, when."""
+
+    id: UUID
+    automation_id: UUID
+    trigger_path: str
+    labels: Mapping[str, str]
+    triggering_event: Event | None
+    fired_us: int
+    posture: Posture | None = None
+    state: TriggerState = TriggerState.Triggered
+    child_ids: tuple[UUID, ...] = field(default=())
+
+    @property
+    def fired_at(self) -> datetime:
+        """When it fired, on the processing clock (a UTC ``datetime``)."""
+        return from_us(self.fired_us)
+
+    @property
+    def event_id(self) -> UUID | None:
+        """The triggering event's id, or ``None`` for a firing without one."""
+        return self.triggering_event.id if self.triggering_event else None
+
+
+def firing_id(*parts: object) -> UUID:
+    """A deterministic firing id from the facts that identify it."""
+    return uuid5(FIRING_NAMESPACE, "|".join(str(p) for p in parts))
+
+
+def triggered_event(automation: Automation, firing: Firing) -> Event:
+    """The ``prefect.automation.triggered`` (or ``.resolved``) event of a firing."""
+    resource = {
+        RESOURCE_ID: f"prefect.automation.{automation.id}",
+        RESOURCE_NAME: automation.name,
+    }
+    if firing.posture is not None:
+        resource["prefect.posture"] = firing.posture.value
+    related: list[dict[str, str]] = []
+    source = firing.triggering_event
+    if source is not None:
+        related.append(
+            {RESOURCE_ID: f"prefect.event.{source.id}", RESOURCE_ROLE: "triggering-event"}
+        )
+    return Event(
+        id=uuid5(FIRING_NAMESPACE, f"event|{firing.id}"),
+        occurred=firing.fired_at,
+        event=f"prefect.automation.{firing.state.value.lower()}",
+        resource=resource,
+        related=related,
+        payload={
+            "triggering_labels": dict(firing.labels),
+            "triggering_event": source.model_dump(mode="json") if source else None,
+        },
+    )
+
+
+def conformance_line(automation_name: str, firing: Firing) -> dict[str, Any]:
+    """A firing as one line of ``marmot replay`` output (SEMANTICS §7)."""
+    return {
+        "automation": automation_name,
+        "state": firing.state.value,
+        "labels": dict(firing.labels),
+        "event_id": str(firing.event_id) if firing.event_id else None,
+        "fired_at": rfc3339(firing.fired_at),
+    }

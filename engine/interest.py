@@ -1,0 +1,63 @@
+"""Which automations care about an event: the router's interest index (SEMANTICS §2).
+
+Streams repeat a few event names, so the name part of the interest test is
+answered once per distinct name and cached; only the automations that pass it
+run the resource part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Generic, TypeVar
+
+from marmot.engine.matching import TriggerMatcher
+from marmot.engine.models.events import Event
+
+K = TypeVar("K", bound=Hashable)
+_CACHE_LIMIT = 8192
+
+
+class InterestIndex(Generic[K]):
+    """Maps events to the keys (automation ids) whose triggers are interested."""
+
+    def __init__(self) -> None:
+        self._matchers: dict[K, Sequence[TriggerMatcher]] = {}
+        self._by_name: dict[str, tuple[K, ...]] = {}
+
+    def __len__(self) -> int:
+        return len(self._matchers)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._matchers
+
+    def set(self, key: K, matchers: Sequence[TriggerMatcher]) -> None:
+        """Add or replace the event-trigger matchers registered under ``key``."""
+        self._matchers[key] = tuple(matchers)
+        self._by_name.clear()
+
+    def remove(self, key: K) -> None:
+        """Forget ``key``; unknown keys are ignored."""
+        if self._matchers.pop(key, None) is not None:
+            self._by_name.clear()
+
+    def by_name(self, name: str) -> tuple[K, ...]:
+        """Keys with a trigger whose name test (a, b) accepts ``name``."""
+        found = self._by_name.get(name)
+        if found is None:
+            found = tuple(
+                key
+                for key, matchers in self._matchers.items()
+                if any(m.interested_in_name(name) for m in matchers)
+            )
+            if len(self._by_name) >= _CACHE_LIMIT:
+                self._by_name.clear()
+            self._by_name[name] = found
+        return found
+
+    def route(self, event: Event) -> list[K]:
+        """Keys with a trigger fully interested in ``event``, in registration order."""
+        return [
+            key
+            for key in self.by_name(event.event)
+            if any(m.is_interested(event) for m in self._matchers[key])
+        ]

@@ -1,0 +1,126 @@
+"""Events in Prefect's shape, validated once at the edge (SEMANTICS §1)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from uuid import UUID, uuid4
+
+from pydantic import (
+    AfterValidator,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
+
+from marmot.engine.models._base import MarmotModel
+
+RESOURCE_ID = "prefect.resource.id"
+RESOURCE_ROLE = "prefect.resource.role"
+RESOURCE_NAME = "prefect.resource.name"
+
+# Prefect's defaults; override per validation with context={"limits": EventLimits(...)}.
+DEFAULT_MAX_LABELS = 500
+DEFAULT_MAX_RELATED = 500
+MAX_EVENT_NAME = 1024
+
+
+class EventLimits(MarmotModel):
+    """Size limits applied when an event is validated."""
+
+    max_labels: int = DEFAULT_MAX_LABELS
+    max_related: int = DEFAULT_MAX_RELATED
+
+
+_DEFAULT_LIMITS = EventLimits()
+
+
+def _limits(info: ValidationInfo) -> EventLimits:
+    context = info.context
+    if isinstance(context, dict):
+        limits = context.get("limits")
+        if isinstance(limits, EventLimits):
+            return limits
+    return _DEFAULT_LIMITS
+
+
+def _as_utc(value: datetime) -> datetime:
+    # Prefect treats a naive timestamp as UTC; everything is normalised to UTC.
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+
+
+def _check_labels(labels: dict[str, str], where: str, limits: EventLimits) -> None:
+    if len(labels) > limits.max_labels:
+        raise ValueError(
+            f"{where} has {len(labels)} labels; at most {limits.max_labels} are allowed"
+        )
+    if not labels.get(RESOURCE_ID):
+        raise ValueError(f"{where} must have a non-empty '{RESOURCE_ID}' label")
+
+
+class Event(MarmotModel):
+    """One event: something that happened to a resource, at a time."""
+
+    model_config = MarmotModel.model_config | {"frozen": True}
+
+    id: UUID = Field(default_factory=uuid4)
+    occurred: UtcDatetime
+    event: str = Field(min_length=1, max_length=MAX_EVENT_NAME)
+    resource: dict[str, str]
+    related: list[dict[str, str]] = Field(default_factory=list)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    follows: UUID | None = None
+    received: UtcDatetime | None = None
+
+    @field_validator("resource")
+    @classmethod
+    def _resource_has_id(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        _check_labels(value, "resource", _limits(info))
+        return value
+
+    @field_validator("related")
+    @classmethod
+    def _related_have_id_and_role(
+        cls, value: list[dict[str, str]], info: ValidationInfo
+    ) -> list[dict[str, str]]:
+        limits = _limits(info)
+        if len(value) > limits.max_related:
+            raise ValueError(
+                f"{len(value)} related resources; at most {limits.max_related} are allowed"
+            )
+        for index, labels in enumerate(value):
+            _check_labels(labels, f"related[{index}]", limits)
+            if not labels.get(RESOURCE_ROLE):
+                raise ValueError(f"related[{index}] must have a '{RESOURCE_ROLE}' label")
+        return value
+
+    @property
+    def resource_id(self) -> str:
+        """The primary resource's ``prefect.resource.id``."""
+        return self.resource[RESOURCE_ID]
+
+    def find_label(self, name: str) -> str | None:
+        """A label of the event (SEMANTICS §1).
+
+        ``related:<role>:<label>`` reads ``<label>`` of the first related
+        resource with that role; any other name reads the primary resource.
+        """
+        if name.startswith("related:"):
+            _, _, rest = name.partition(":")
+            role, sep, label = rest.partition(":")
+            if not sep:
+                return None
+            for related in self.related:
+                if related.get(RESOURCE_ROLE) == role:
+                    return related.get(label)
+            return None
+        return self.resource.get(name)
+
+    def related_by_role(self, role: str) -> list[dict[str, str]]:
+        """Every related resource with the given role, in order."""
+        return [r for r in self.related if r.get(RESOURCE_ROLE) == role]

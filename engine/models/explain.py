@@ -1,0 +1,41 @@
+"""What ``explain`` reports about an automation's live state."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from pydantic import BaseModel
+
+
+class BucketView(BaseModel):
+    """One open bucket of an event trigger."""
+
+    labels: dict[str, str]
+    start: datetime
+    end: datetime
+    count: int
+    last_event_id: UUID | None
+
+
+class TriggerView(BaseModel):
+    """One trigger of the tree and what it holds."""
+
+    path: str
+    type: str
+    posture: str | None = None
+    threshold: int | None = None
+    within_s: float | None = None
+    buckets: list[BucketView] = []
+    recorded_children: dict[str, datetime] = {}
+
+
+class Explanation(BaseModel):
+    """An automation's state: every trigger's buckets and its next deadline."""
+
+    automation_id: UUID
+    name: str
+    enabled: bool
+    triggers: list[TriggerView]
+    next_deadline: datetime | None
+    open_buckets: int

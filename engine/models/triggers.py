@@ -1,0 +1,158 @@
+"""Trigger schemas: ``event``, ``compound`` and ``sequence`` (SEMANTICS §3–4).
+
+They accept Prefect's automation JSON and YAML unchanged: sets given as
+lists, ``within`` as seconds, an ISO 8601 duration or ``HH:MM:SS``, and
+``posture`` optional (Reactive), as in Prefect's Python SDK.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+
+from marmot.engine.models._base import MarmotModel
+from marmot.engine.models.resources import ResourceSpecification
+
+# SEMANTICS §3: Proactive triggers need a window of at least 10 s.
+MIN_PROACTIVE_WITHIN = timedelta(seconds=10)
+
+
+class Posture(StrEnum):
+    """Whether a trigger fires on events that happened, or on ones that did not."""
+
+    Reactive = "Reactive"
+    Proactive = "Proactive"
+
+
+class _Trigger(MarmotModel):
+    # Prefect gives every trigger an id; Marmot identifies triggers by their
+    # position in the tree, but keeps a supplied id so documents round-trip.
+    id: UUID | None = None
+
+
+class EventTrigger(_Trigger):
+    """Counts matching events in windows, per ``for_each`` key (SEMANTICS §3)."""
+
+    type: Literal["event"] = "event"
+    match: ResourceSpecification = Field(default_factory=ResourceSpecification)
+    match_related: ResourceSpecification | list[ResourceSpecification] = Field(
+        default_factory=list
+    )
+    after: set[str] = Field(default_factory=set)
+    expect: set[str] = Field(default_factory=set)
+    for_each: set[str] = Field(default_factory=set)
+    posture: Posture = Posture.Reactive
+    threshold: int = Field(default=1, ge=0)
+    within: timedelta = Field(default=timedelta(0), ge=timedelta(0))
+
+    @field_validator("after", "expect", "for_each", mode="before")
+    @classmethod
+    def _single_string_is_a_set(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _proactive_window(self) -> EventTrigger:
+        if self.posture is Posture.Proactive:
+            if self.within == timedelta(0):
+                self.within = MIN_PROACTIVE_WITHIN
+            elif self.within < MIN_PROACTIVE_WITHIN:
+                raise ValueError(
+                    "a Proactive trigger's within must be at least 10 seconds "
+                    f"(got {self.within.total_seconds():g} s)"
+                )
+        return self
+
+    @property
+    def related_specs(self) -> list[ResourceSpecification]:
+        """``match_related`` as a list of specifications."""
+        if isinstance(self.match_related, ResourceSpecification):
+            return [self.match_related] if self.match_related else []
+        return list(self.match_related)
+
+    @property
+    def immediate(self) -> bool:
+        """Reactive with no window: every matching event counts at once."""
+        return self.posture is Posture.Reactive and self.within == timedelta(0)
+
+
+class _CompositeTrigger(_Trigger):
+    triggers: list[TriggerTypes] = Field(min_length=1)
+    within: timedelta | None = Field(default=None, ge=timedelta(0))
+
+    @property
+    def needed_firings(self) -> int:
+        """How many child firings the parent waits for (SEMANTICS §4)."""
+        return len(self.triggers)
+
+
+class CompoundTrigger(_CompositeTrigger):
+    """Fires when ``require`` of its children (any, all or N) have fired."""
+
+    type: Literal["compound"] = "compound"
+    require: int | Literal["any", "all"] = "all"
+
+    @model_validator(mode="after")
+    def _require_in_range(self) -> CompoundTrigger:
+        if isinstance(self.require, int) and not 1 <= self.require <= len(self.triggers):
+            raise ValueError(
+                f"require must be 'any', 'all' or a number from 1 to {len(self.triggers)} "
+                f"(the number of child triggers); got {self.require}"
+            )
+        return self
+
+    @property
+    def needed_firings(self) -> int:
+        if self.require == "any":
+            return 1
+        if self.require == "all":
+            return len(self.triggers)
+        return self.require
+
+
+class SequenceTrigger(_CompositeTrigger):
+    """Fires when all of its children have fired in the declared order."""
+
+    type: Literal["sequence"] = "sequence"
+
+
+def _trigger_tag(value: Any) -> str:
+    # Prefect's SDK lets an event trigger omit `type`.
+    if isinstance(value, dict):
+        return str(value.get("type", "event"))
+    return str(getattr(value, "type", "event"))
+
+
+TriggerTypes = Annotated[
+    Annotated[EventTrigger, Tag("event")]
+    | Annotated[CompoundTrigger, Tag("compound")]
+    | Annotated[SequenceTrigger, Tag("sequence")],
+    Discriminator(
+        _trigger_tag,
+        custom_error_type="invalid_trigger_type",
+        custom_error_message="trigger type must be one of 'event', 'compound', 'sequence'",
+    ),
+]
+Trigger = EventTrigger | CompoundTrigger | SequenceTrigger
+CompositeTrigger = CompoundTrigger | SequenceTrigger
+
+CompoundTrigger.model_rebuild()
+SequenceTrigger.model_rebuild()
+
+
+def iter_event_triggers(trigger: Trigger) -> list[EventTrigger]:
+    """Every event trigger in the tree, depth first, in declared order."""
+    if isinstance(trigger, EventTrigger):
+        return [trigger]
+    found: list[EventTrigger] = []
+    for child in trigger.triggers:
+        found.extend(iter_event_triggers(child))
+    return found
+
+
+def has_proactive(trigger: Trigger) -> bool:
+    """True when any event trigger in the tree is Proactive."""
+    return any(t.posture is Posture.Proactive for t in iter_event_triggers(trigger))

@@ -1,0 +1,1 @@
+"""Marmot: Prefect automations as a standalone, actor-based rules engine."""

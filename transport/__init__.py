@@ -1,0 +1,1 @@
+"""Bytes in and out: msgpack codec, ZeroMQ ingest and RPC, HTTP."""
