@@ -28,6 +28,7 @@ class CausalOrdering:
         self._waiting: dict[UUID, list[Event]] = {}
         self._lost_heap: list[tuple[int, int, Event]] = []
         self._pushes = 0
+        self._next_expiry = 4096
 
     @property
     def waiting(self) -> int:
@@ -35,20 +36,24 @@ class CausalOrdering:
         return sum(len(v) for v in self._waiting.values())
 
     def admit(self, event: Event, now: datetime) -> list[Event]:
-        """Offer an arriving event (stamped ``received``); return the events to
-        evaluate now, in order: none if it must wait, else it and the
-        followers it releases."""
-        now_us = to_us(now)
-        self._expire(now_us)
+        """Offer an arriving event; return the events to evaluate now, in order:
+        none if it must wait, else it and the followers it releases."""
+        return self.admit_us(event, to_us(now))
+
+    def admit_us(self, event: Event, now_us: int) -> list[Event]:
+        """``admit`` with the time in microseconds."""
         leader = event.follows
-        if leader is not None and leader not in self._seen:
+        if leader is None and not self._waiting:
+            self._remember(event.id, now_us)
+            return [event]
+        if leader is not None and not self._was_seen(leader, now_us):
             received = to_us(event.received) if event.received else now_us
             if received > now_us - self.lookback:
                 self._waiting.setdefault(leader, []).append(event)
                 self._pushes += 1
                 heapq.heappush(self._lost_heap, (received, self._pushes, event))
                 return []
-        return self._process(event, now, now_us)
+        return self._process(event, from_us(now_us), now_us)
 
     def _process(self, event: Event, now: datetime, now_us: int) -> list[Event]:
         ready: list[Event] = []
@@ -56,9 +61,8 @@ class CausalOrdering:
         while stack:
             current = stack.pop()
             ready.append(current)
-            self._seen[current.id] = now_us
-            self._seen.move_to_end(current.id)
-            followers = self._waiting.pop(current.id, None)
+            self._remember(current.id, now_us)
+            followers = self._waiting.pop(current.id, None) if self._waiting else None
             if followers:
                 # Depth first, earliest occurred first: a follower's own
                 # followers come right after it.
@@ -98,6 +102,19 @@ class CausalOrdering:
                 return from_us(heap[0][0] + self.lookback)
             heapq.heappop(heap)
         return None
+
+    def _was_seen(self, event_id: UUID, now_us: int) -> bool:
+        at = self._seen.get(event_id)
+        return at is not None and at >= now_us - self.lookback
+
+    def _remember(self, event_id: UUID, now_us: int) -> None:
+        seen = self._seen
+        seen[event_id] = now_us
+        seen.move_to_end(event_id)
+        # Expire in bulk, not per event: the lookup above checks the age anyway.
+        if len(seen) > self._next_expiry:
+            self._expire(now_us)
+            self._next_expiry = len(seen) + 4096
 
     def _expire(self, now_us: int) -> None:
         horizon = now_us - self.lookback

@@ -121,16 +121,25 @@ class Evaluator:
         """
         if not self.automation.enabled:
             return []
-        leaves = self.leaves
         for event in events:
-            occurred = -1
-            for leaf in leaves:
-                if leaf.matcher.is_interested(event):
-                    if occurred < 0:
-                        occurred = to_us(event.occurred)
-                        received = to_us(event.received) if event.received else occurred
-                    leaf.on_event(event, occurred, received)
+            self._apply_one(event, None, None)
         return self._drain()
+
+    def apply_at(self, event: Event, occurred_us: int, now_us: int) -> list[Firing]:
+        """Evaluate one event processed at ``now_us`` (its ``occurred`` given in µs)."""
+        if not self.automation.enabled:
+            return []
+        self._apply_one(event, occurred_us, now_us)
+        return self._drain()
+
+    def _apply_one(self, event: Event, occurred: int | None, now: int | None) -> None:
+        for leaf in self.leaves:
+            if leaf.matcher.is_interested(event):
+                if occurred is None:
+                    occurred = to_us(event.occurred)
+                if now is None:
+                    now = to_us(event.received) if event.received else occurred
+                leaf.on_event(event, occurred, now)
 
     def advance(self, as_of: datetime, now: datetime) -> list[Firing]:
         """Proactive evaluation at ``as_of`` (events clock); firings stamped ``now``."""

@@ -98,6 +98,7 @@ class TriggerMatcher:
         "_after",
         "_expect",
         "_for_each",
+        "_has_related_label",
         "_interest",
         "_match",
         "_names",
@@ -122,6 +123,7 @@ class TriggerMatcher:
             c for c in (CompiledSpec(s) for s in trigger.related_specs) if not c.is_empty
         )
         self._for_each = tuple(sorted(trigger.for_each))
+        self._has_related_label = any(label.startswith("related:") for label in self._for_each)
         self._interest: dict[str, bool] = {}
         self._expects: dict[str, bool] = {}
         self._starts_after: dict[str, bool] = {}
@@ -170,9 +172,13 @@ class TriggerMatcher:
 
     def bucketing_key(self, event: Event) -> tuple[str, ...]:
         """The event's value for each ``for_each`` label, ``""`` when missing."""
-        if not self._for_each:
+        labels = self._for_each
+        if not labels:
             return ()
-        return tuple(event.find_label(label) or "" for label in self._for_each)
+        if len(labels) == 1 and not self._has_related_label:
+            # The common case (one resource label), without the generic path.
+            return (event.resource.get(labels[0]) or "",)
+        return tuple(event.find_label(label) or "" for label in labels)
 
     def labels(self, key: tuple[str, ...]) -> dict[str, str]:
         """A bucketing key as the firing's ``{label: value}`` map."""

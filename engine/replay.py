@@ -128,7 +128,10 @@ class Replay:
 
     def run_until(self, until: datetime) -> None:
         """Run every tick (or deadline) at or before ``until``."""
-        limit = to_us(until)
+        self.run_until_us(to_us(until))
+
+    def run_until_us(self, limit: int) -> None:
+        """``run_until`` in microseconds."""
         while True:
             work = self._next_work()
             if work is None:
@@ -150,7 +153,7 @@ class Replay:
         now = from_us(self.clock)
         as_of_us = self.clock + self.events_clock.offset_us()
         for event in self.causal.release_lost(now):
-            self._evaluate(event)
+            self._evaluate(event, to_us(event.occurred))
         as_of = from_us(as_of_us)
         heap = self._deadlines
         due: set[int] = set()
@@ -165,23 +168,27 @@ class Replay:
     # -- events --------------------------------------------------------------------
 
     def feed(self, event: Event) -> None:
-        """An event arrives (at ``received`` if it has one, else ``occurred``)."""
-        arrival = to_us(event.received or event.occurred)
-        self.run_until(from_us(arrival))
+        """An event arrives (at ``received`` if it has one, else ``occurred``).
+
+        It is processed at ``max(clock, arrival)``, which is its ``received``
+        time in the sense of SEMANTICS §6.
+        """
+        occurred = to_us(event.occurred)
+        arrival = to_us(event.received) if event.received else occurred
+        self.run_until_us(arrival)
         if self.tick and arrival >= self.start:
             # Every tick at or before the arrival has now run (idle ones skipped).
             self._next_tick = max(self._next_tick, (arrival - self.start) // self.tick + 1)
-        self.clock = max(self.clock, arrival)
-        now = from_us(self.clock)
-        arrived = event.model_copy(update={"received": now})
-        self.events_clock.observe_us(to_us(arrived.occurred), self.clock)
-        for ready in self.causal.admit(arrived, now):
-            self._evaluate(ready)
+        if arrival > self.clock:
+            self.clock = arrival
+        self.events_clock.observe_us(occurred, self.clock)
+        for ready in self.causal.admit_us(event, self.clock):
+            self._evaluate(ready, occurred if ready is event else to_us(ready.occurred))
 
-    def _evaluate(self, event: Event) -> None:
-        self.events_clock.observe_us(to_us(event.occurred), self.clock)
+    def _evaluate(self, event: Event, occurred: int) -> None:
+        self.events_clock.observe_us(occurred, self.clock)
         for i in self.index.route(event):
-            self._record(i, self.evaluators[i].apply((event,)))
+            self._record(i, self.evaluators[i].apply_at(event, occurred, self.clock))
             self._schedule(i)
 
     def run(self, events: Iterable[Event], until: datetime) -> list[ReplayFiring]:

@@ -19,7 +19,9 @@ def to_us(value: datetime) -> int:
     """Microseconds since the epoch of an aware (or UTC-naive) datetime."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return (value - EPOCH) // _ONE_US
+    # Field arithmetic is twice as fast as timedelta floor division, and exact.
+    delta = value - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * US_PER_S + delta.microseconds
 
 
 def from_us(us: int) -> datetime:

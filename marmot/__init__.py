@@ -1,1 +1,92 @@
-"""Marmot: Prefect automations as a standalone, actor-based rules engine."""
+"""Marmot: Prefect automations as a standalone, actor-based rules engine.
+
+The public API: the automation, trigger and action schemas (Prefect's shape),
+events, the replay engine, and the error hierarchy.
+"""
+
+from marmot.engine.errors import (
+    Conflict,
+    DaemonUnavailable,
+    LimitExceeded,
+    MarmotError,
+    NotFound,
+    Unauthorized,
+    ValidationFailed,
+)
+from marmot.engine.evaluator import Evaluator
+from marmot.engine.firing import Firing, TriggerState
+from marmot.engine.models.actions import (
+    CallWebhook,
+    CancelFlowRun,
+    ChangeFlowRunState,
+    DeclareIncident,
+    DeleteFlowRun,
+    DoNothing,
+    PauseAutomation,
+    PauseDeployment,
+    PauseWorkPool,
+    PauseWorkQueue,
+    ResumeAutomation,
+    ResumeDeployment,
+    ResumeFlowRun,
+    ResumeWorkPool,
+    ResumeWorkQueue,
+    RunDeployment,
+    SendNotification,
+    SuspendFlowRun,
+)
+from marmot.engine.models.automations import Automation
+from marmot.engine.models.events import Event
+from marmot.engine.models.resources import ResourceSpecification
+from marmot.engine.models.triggers import (
+    CompoundTrigger,
+    EventTrigger,
+    Posture,
+    SequenceTrigger,
+)
+from marmot.engine.replay import Replay, Scenario, replay_scenario
+
+__all__ = [
+    # automations and triggers
+    "Automation",
+    "CompoundTrigger",
+    "EventTrigger",
+    "Posture",
+    "ResourceSpecification",
+    "SequenceTrigger",
+    # actions
+    "CallWebhook",
+    "CancelFlowRun",
+    "ChangeFlowRunState",
+    "DeclareIncident",
+    "DeleteFlowRun",
+    "DoNothing",
+    "PauseAutomation",
+    "PauseDeployment",
+    "PauseWorkPool",
+    "PauseWorkQueue",
+    "ResumeAutomation",
+    "ResumeDeployment",
+    "ResumeFlowRun",
+    "ResumeWorkPool",
+    "ResumeWorkQueue",
+    "RunDeployment",
+    "SendNotification",
+    "SuspendFlowRun",
+    # events and evaluation
+    "Evaluator",
+    "Event",
+    "Firing",
+    "Replay",
+    "Scenario",
+    "TriggerState",
+    "replay_scenario",
+    # errors
+    "Conflict",
+    "DaemonUnavailable",
+    "LimitExceeded",
+    "MarmotError",
+    "NotFound",
+    "Unauthorized",
+    "ValidationFailed",
+]

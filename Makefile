@@ -1,0 +1,56 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run   - install into .venv (first time) and run the daemon on embedded defaults
+#   make test  - install into .venv (first time) and run lint + the whole test suite
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+TREE   := .typecheck
+
+.PHONY: run test lint typecheck imports pytest bench conformance clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/marmot replay configs/examples/scenario-failing-runs.json
+
+test: $(STAMP) lint pytest
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+# mypy and import-linter see the installed layout (marmot.engine, ...) through
+# a symlink tree, since the folders are mapped into the package at install time.
+$(TREE): $(STAMP)
+	rm -rf $(TREE) && mkdir -p $(TREE)/marmot
+	for f in marmot/*; do ln -s ../../$$f $(TREE)/marmot/; done
+	ln -s ../../engine $(TREE)/marmot/engine
+	ln -s ../../actors $(TREE)/marmot/actors
+	ln -s ../../transport $(TREE)/marmot/transport
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(MAKE) --no-print-directory typecheck imports
+
+typecheck: $(STAMP)
+	rm -rf $(TREE); $(MAKE) --no-print-directory $(TREE)
+	cd $(TREE) && ../$(BIN)/mypy --config-file ../pyproject.toml -p marmot
+
+imports: $(STAMP)
+	rm -rf $(TREE); $(MAKE) --no-print-directory $(TREE)
+	cd $(TREE) && ../$(BIN)/lint-imports --config ../pyproject.toml
+
+conformance: $(STAMP)
+	$(BIN)/python ../shared/conformance/compare.py --ours "$(BIN)/marmot replay {scenario}" ../shared/conformance
+
+bench: $(STAMP)
+	$(BIN)/python bench/engine.py
+
+clean:
+	rm -rf $(VENV) $(TREE) .pytest_cache .mypy_cache .ruff_cache .hypothesis

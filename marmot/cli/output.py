@@ -1,0 +1,36 @@
+"""How the CLI prints: rich tables for people, JSON lines for programs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+_err = Console(stderr=True, highlight=False)
+
+
+def fail(message: str) -> None:
+    """Print an error message to stderr."""
+    _err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+
+
+def json_lines(rows: Iterable[dict[str, Any]]) -> None:
+    """One compact JSON object per line on stdout."""
+    out = sys.stdout
+    for row in rows:
+        out.write(json.dumps(row, sort_keys=True, default=str) + "\n")
+    out.flush()
+
+
+def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """A rich table on stdout."""
+    grid = Table(title=title, title_justify="left")
+    for column in columns:
+        grid.add_column(column, overflow="fold")
+    for row in rows:
+        grid.add_row(*("" if cell is None else str(cell) for cell in row))
+    Console().print(grid)

@@ -1,0 +1,179 @@
+"""Reading user files: automation YAML/JSON and JSON-lines event files.
+
+Errors name the file, the line and the field, so a user can go straight to
+the mistake. Automation files may hold one automation, a list of them, or
+``automations: [...]`` (Prefect's layout); each may be YAML or JSON.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from marmot.engine.errors import ValidationFailed
+from marmot.engine.models.actions import ACTION_TYPES
+from marmot.engine.models.automations import Automation
+from marmot.engine.models.events import Event, EventLimits
+
+
+class DocumentError(ValidationFailed):
+    """Raised when a file does not parse or validate; names file, line and field."""
+
+    def __init__(self, path: str, line: int | None, message: str, field: str = "") -> None:
+        where = f"{path}:{line}" if line is not None else path
+        text = f"{where}: {field + ': ' if field else ''}{message}"
+        super().__init__(text, details={"file": path, "line": line, "field": field})
+        self.path, self.line, self.field = path, line, field
+
+
+def _loc(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _node_line(node: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
+    """The 1-based line of the YAML node at ``loc`` (or of its nearest parent)."""
+    if node is None:
+        return None
+    line = node.start_mark.line + 1
+    for part in loc:
+        child: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if getattr(key, "value", None) == part:
+                    child = value
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if 0 <= part < len(node.value):
+                child = node.value[part]
+        if child is None:
+            break
+        node, line = child, child.start_mark.line + 1
+    return line
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DocumentError(str(path), None, exc.strerror or str(exc)) from exc
+    except UnicodeDecodeError as exc:
+        raise DocumentError(str(path), None, f"not UTF-8 text ({exc.reason})") from exc
+
+
+def _documents(path: Path) -> Iterator[tuple[Any, yaml.Node | None]]:
+    text = _read_text(path)
+    try:
+        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        datas = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise DocumentError(str(path), line, f"not valid YAML or JSON: {exc}") from exc
+    yield from zip(datas, nodes, strict=True)
+
+
+def _automation_entries(data: Any, node: yaml.Node | None) -> Iterator[tuple[Any, Any, list[Any]]]:
+    """Yield (document, node, loc prefix) for each automation in a parsed file."""
+    if isinstance(data, dict) and "automations" in data and "trigger" not in data:
+        items, prefix = data["automations"], ["automations"]
+        if not isinstance(items, list):
+            yield items, node, prefix
+            return
+    elif isinstance(data, list):
+        items, prefix = data, []
+    else:
+        yield data, node, []
+        return
+    for index, item in enumerate(items):
+        yield item, node, [*prefix, index]
+
+
+def load_automations(path: str | Path) -> list[Automation]:
+    """Every automation in a YAML or JSON file; raises ``DocumentError``."""
+    file = Path(path)
+    found: list[Automation] = []
+    for data, node in _documents(file):
+        if data is None:
+            continue
+        for document, root, prefix in _automation_entries(data, node):
+            if not isinstance(document, dict):
+                line = _node_line(root, prefix)
+                raise DocumentError(str(file), line, "expected an automation (a mapping)")
+            try:
+                found.append(Automation.model_validate(document))
+            except ValidationError as exc:
+                raise _from_validation(str(file), exc, root, prefix) from exc
+    if not found:
+        raise DocumentError(str(file), None, "no automation found in the file")
+    return found
+
+
+def _from_validation(
+    path: str, exc: ValidationError, root: yaml.Node | None, prefix: list[Any]
+) -> DocumentError:
+    first = exc.errors(include_url=False)[0]
+    loc = [*prefix, *first["loc"]]
+    field = _loc([p for p in first["loc"] if not _is_union_tag(p)])
+    more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
+    error = DocumentError(path, _node_line(root, loc), f"{first['msg']}{more}", field)
+    error.details["errors"] = [
+        {"loc": [str(p) for p in e["loc"]], "msg": e["msg"]}
+        for e in exc.errors(include_url=False)
+    ]
+    return error
+
+
+_UNION_TAGS = frozenset({"event", "compound", "sequence", *ACTION_TYPES})
+
+
+def _is_union_tag(part: int | str) -> bool:
+    # pydantic names the chosen union member in the location (e.g. "event",
+    # "call-webhook"); a user thinks in field names, so drop those parts.
+    return isinstance(part, str) and part in _UNION_TAGS
+
+
+def read_events(path: str | Path, *, limits: EventLimits | None = None) -> list[Event]:
+    """Events from a JSON-lines file, one per line (blank lines skipped)."""
+    file = Path(path)
+    context = {"limits": limits or EventLimits()}
+    events: list[Event] = []
+    # Events are kept, not garbage: pausing the cyclic collector while loading
+    # a large file more than doubles the rate (bench/engine.py).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for number, line in enumerate(_read_text(file).splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                events.append(Event.model_validate_json(line, context=context))
+            except ValidationError as exc:
+                raise _line_error(str(file), number, exc) from exc
+    finally:
+        if collecting:
+            gc.enable()
+    return events
+
+
+def _line_error(path: str, number: int, exc: ValidationError) -> DocumentError:
+    first = exc.errors(include_url=False)[0]
+    if first["type"] == "json_invalid":
+        return DocumentError(path, number, f"not valid JSON: {first['msg']}")
+    return DocumentError(path, number, first["msg"], _loc(first["loc"]))
+
+
+def parse_event_line(line: str) -> dict[str, Any]:
+    """One JSON object from a line (for ``marmot emit -f``); raises ``ValueError``."""
+    value = json.loads(line)
+    if not isinstance(value, dict):
+        raise ValueError("expected a JSON object")
+    return value
