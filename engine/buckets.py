@@ -108,9 +108,7 @@ class BucketTrigger:
         self.buckets.pop(key, None)
         self._full.discard(key)
 
-    def _ensure(
-        self, key: Key, start: int, end: int, count: int, event: Event | None
-    ) -> Bucket:
+    def _ensure(self, key: Key, start: int, end: int, count: int, event: Event | None) -> Bucket:
         # SEMANTICS §3.1: create only if missing. An existing bucket is left
         # exactly as it is, last event included: the reference engine's output
         # shows that (conformance random-1039: a second `after` event does not
@@ -218,7 +216,7 @@ class BucketTrigger:
         heap = self._heap
         due: list[tuple[int, int, Key, Bucket]] = []
         while heap and heap[0][0] <= as_of:
-            end, tiebreak, key, bucket = heapq.heappop(heap)
+            _, tiebreak, key, bucket = heapq.heappop(heap)
             if self.buckets.get(key) is bucket:
                 due.append((bucket.start, tiebreak, key, bucket))
         return due
@@ -241,9 +239,8 @@ class BucketTrigger:
         ``-1`` means "as soon as possible" (a Proactive bucket to delete or
         open); ``None`` means never, until another event arrives.
         """
-        if self.is_proactive:
-            if self._full or (not self.has_for_each and () not in self.buckets):
-                return -1
+        if self.is_proactive and (self._full or (not self.has_for_each and () not in self.buckets)):
+            return -1
         self._clean_top()
         if not self._heap:
             return None

@@ -67,9 +67,7 @@ class CausalOrdering:
                 # Depth first, earliest occurred first: a follower's own
                 # followers come right after it.
                 followers.sort(key=lambda e: e.occurred)
-                stack.extend(
-                    f.model_copy(update={"received": now}) for f in reversed(followers)
-                )
+                stack.extend(f.model_copy(update={"received": now}) for f in reversed(followers))
         return ready
 
     def release_lost(self, now: datetime) -> list[Event]:
@@ -120,7 +118,7 @@ class CausalOrdering:
         horizon = now_us - self.lookback
         seen = self._seen
         while seen:
-            oldest, at = next(iter(seen.items()))
+            _, at = next(iter(seen.items()))
             if at >= horizon:
                 break
             seen.popitem(last=False)

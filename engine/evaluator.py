@@ -8,6 +8,7 @@ events, ``advance`` runs proactive evaluation at a time the caller chooses,
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -47,9 +48,7 @@ class Evaluator:
     def _build(self, trigger: Trigger, path: str, parent: _Parent) -> None:
         if isinstance(trigger, EventTrigger):
             index = len(self.leaves)
-            self.leaves.append(
-                BucketTrigger(trigger, lambda leaf, i=index: self._leaf_fired(i, leaf))
-            )
+            self.leaves.append(BucketTrigger(trigger, functools.partial(self._leaf_fired, index)))
             self._leaf_paths.append(path)
             self._leaf_parents.append(parent)
             return
@@ -192,7 +191,10 @@ class Evaluator:
             "v": SNAPSHOT_VERSION,
             "automation": str(self.automation.id),
             "leaves": [
-                [[list(key), b.start, b.end, b.count, _dump_last(b.last)] for key, b in leaf.items()]
+                [
+                    [list(key), b.start, b.end, b.count, _dump_last(b.last)]
+                    for key, b in leaf.items()
+                ]
                 for leaf in self.leaves
             ],
             "composites": [

@@ -97,15 +97,15 @@ class TriggerMatcher:
     __slots__ = (
         "_after",
         "_expect",
+        "_expects",
         "_for_each",
         "_has_related_label",
         "_interest",
         "_match",
-        "_names",
         "_name_regex",
+        "_names",
         "_related",
         "_starts_after",
-        "_expects",
         "has_after",
     )
 
@@ -114,7 +114,7 @@ class TriggerMatcher:
         self._after = [compile_pattern(p) for p in sorted(trigger.after)]
         self.has_after = bool(trigger.after)
         names = sorted(trigger.expect | trigger.after)
-        # (a) plain fnmatchcase over expect ∪ after, with no `!` handling.
+        # (a) plain fnmatchcase over expect + after, with no `!` handling.
         self._names: list[Predicate] | None = [_glob(p) for p in names] if trigger.expect else None
         # (b) an empty `expect` makes the regex "any non-empty name".
         self._name_regex = name_regex(names if trigger.expect else [])

@@ -4,6 +4,8 @@ The public API: the automation, trigger and action schemas (Prefect's shape),
 events, the replay engine, and the error hierarchy.
 """
 
+__version__ = "0.1.0"
+
 from marmot.engine.errors import (
     Conflict,
     DaemonUnavailable,

@@ -51,9 +51,12 @@ def _node_line(node: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
                 if getattr(key, "value", None) == part:
                     child = value
                     break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if 0 <= part < len(node.value):
-                child = node.value[part]
+        elif (
+            isinstance(node, yaml.SequenceNode)
+            and isinstance(part, int)
+            and 0 <= part < len(node.value)
+        ):
+            child = node.value[part]
         if child is None:
             break
         node, line = child, child.start_mark.line + 1
@@ -126,8 +129,7 @@ def _from_validation(
     more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
     error = DocumentError(path, _node_line(root, loc), f"{first['msg']}{more}", field)
     error.details["errors"] = [
-        {"loc": [str(p) for p in e["loc"]], "msg": e["msg"]}
-        for e in exc.errors(include_url=False)
+        {"loc": [str(p) for p in e["loc"]], "msg": e["msg"]} for e in exc.errors(include_url=False)
     ]
     return error
 

@@ -39,6 +39,16 @@ def _limits(info: ValidationInfo) -> EventLimits:
     return _DEFAULT_LIMITS
 
 
+def _stamp(info: ValidationInfo) -> datetime | None:
+    """The ``received`` time the validating edge (ingest) stamps, if any."""
+    context = info.context
+    if isinstance(context, dict):
+        received = context.get("received")
+        if isinstance(received, datetime):
+            return received
+    return None
+
+
 def _as_utc(value: datetime) -> datetime:
     # Prefect treats a naive timestamp as UTC; everything is normalised to UTC.
     if value.tzinfo is None:
@@ -59,7 +69,11 @@ def _check_labels(labels: dict[str, str], where: str, limits: EventLimits) -> No
 
 
 class Event(MarmotModel):
-    """One event: something that happened to a resource, at a time."""
+    """One event: something that happened to a resource, at a time.
+
+    Validate with ``context={"limits": EventLimits(...), "received": now}`` to
+    apply other limits and stamp the time of acceptance.
+    """
 
     model_config = MarmotModel.model_config | {"frozen": True}
 
@@ -88,6 +102,10 @@ class Event(MarmotModel):
                 _check_labels(labels, f"related[{index}]", limits)
                 if not labels.get(RESOURCE_ROLE):
                     raise ValueError(f"related[{index}] must have a '{RESOURCE_ROLE}' label")
+        stamp = _stamp(info)
+        if stamp is not None:
+            # The daemon stamps `received` when it accepts an event (SEMANTICS §1).
+            object.__setattr__(self, "received", stamp)
         occurred = self.occurred
         if occurred.tzinfo is not UTC:
             object.__setattr__(self, "occurred", _as_utc(occurred))

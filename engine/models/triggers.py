@@ -1,4 +1,4 @@
-"""Trigger schemas: ``event``, ``compound`` and ``sequence`` (SEMANTICS §3–4).
+"""Trigger schemas: ``event``, ``compound`` and ``sequence`` (SEMANTICS §3-4).
 
 They accept Prefect's automation JSON and YAML unchanged: sets given as
 lists, ``within`` as seconds, an ISO 8601 duration or ``HH:MM:SS``, and
@@ -39,9 +39,7 @@ class EventTrigger(_Trigger):
 
     type: Literal["event"] = "event"
     match: ResourceSpecification = Field(default_factory=ResourceSpecification)
-    match_related: ResourceSpecification | list[ResourceSpecification] = Field(
-        default_factory=list
-    )
+    match_related: ResourceSpecification | list[ResourceSpecification] = Field(default_factory=list)
     after: set[str] = Field(default_factory=set)
     expect: set[str] = Field(default_factory=set)
     for_each: set[str] = Field(default_factory=set)

@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from marmot.cli import automation, events, serve
 from marmot.cli import replay as replay_command
 from marmot.cli.output import fail
 from marmot.engine.errors import DaemonUnavailable, MarmotError, ValidationFailed
@@ -24,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Marmot: Prefect automations as a standalone rules engine.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    serve.register(commands)
+    automation.register(commands)
+    events.register(commands)
     replay_command.register(commands)
     return parser
 

@@ -69,8 +69,10 @@ def run(args: argparse.Namespace) -> int:
     events = read_events(args.events)
     if not events:
         raise DocumentError(args.events, None, "no events in the file")
-    start = _time(args.start, "--start") if args.start else min(
-        e.received or e.occurred for e in events
+    start = (
+        _time(args.start, "--start")
+        if args.start
+        else min(e.received or e.occurred for e in events)
     )
     until = _time(args.until, "--until") if args.until else default_until(automations, events)
     tick = 0.0 if args.tick is None else args.tick

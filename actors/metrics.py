@@ -1,0 +1,61 @@
+"""Prometheus metrics of the daemon (served on ``/metrics``).
+
+Every drop, retry and failure increments a counter with a ``reason`` label
+(STYLE.md). One registry per daemon, so tests can run several side by side.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    """The daemon's counters, gauges and histograms."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events_received = Counter(
+            "marmot_events_received",
+            "Events accepted (validated and logged)",
+            ["source"],
+            registry=r,
+        )
+        self.events_dropped = Counter(
+            "marmot_events_dropped", "Frames or events dropped, by reason", ["reason"], registry=r
+        )
+        self.evaluations = Counter(
+            "marmot_evaluations", "Event evaluations by automation actors", registry=r
+        )
+        self.firings = Counter("marmot_firings", "Automation firings", ["automation"], registry=r)
+        self.actions = Counter(
+            "marmot_actions", "Actions run, by type and status", ["type", "status"], registry=r
+        )
+        self.actor_call_failures = Counter(
+            "marmot_actor_call_failures",
+            "Failed calls to actors, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "marmot_batch_events",
+            "Events per batch sent to an automation actor",
+            buckets=(1, 2, 5, 10, 25, 50, 100, 200, 500),
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "marmot_router_queued_events", "Events queued for automation actors", registry=r
+        )
+        self.automations = Gauge("marmot_automations", "Automations loaded in actors", registry=r)
+        self.timer_lateness = Histogram(
+            "marmot_timer_lateness_seconds",
+            "How late proactive deadlines fired",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+            registry=r,
+        )
+        self.rpc_requests = Counter(
+            "marmot_rpc_requests",
+            "RPC requests, by method and outcome",
+            ["method", "outcome"],
+            registry=r,
+        )

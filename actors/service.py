@@ -1,0 +1,337 @@
+"""The daemon's core: automations placed in actors, firings carried to executors.
+
+``Service`` owns the automation registry (store + live actors), the router,
+the timer actor and the executor pool, and offers the coarse operations the
+RPC layer calls: create / update / pause / resume / delete / explain
+automations and emit events. It knows nothing of sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from marmot.actors.executor import ExecutorHost, action_events_from_blob
+from marmot.actors.metrics import Metrics
+from marmot.actors.router import Router, RouterSettings
+from marmot.actors.runtime import RayRuntime
+from marmot.actors.store import Store, StoredAutomation
+from marmot.actors.timer import wall_us
+from marmot.actors.wire import Outcome, event_to_wire, firing_to_wire, pack
+from marmot.engine.errors import LimitExceeded, NotFound
+from marmot.engine.evaluator import Evaluator
+from marmot.engine.firing import Firing, triggered_event
+from marmot.engine.models.automations import Automation
+from marmot.engine.models.events import Event
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    """How automations are placed and executed."""
+
+    data_dir: Path
+    automations_per_actor: int = 1
+    executor_pool_size: int = 2
+    max_automations: int = 1000
+    router: RouterSettings = field(default_factory=RouterSettings)
+
+
+@dataclass
+class _Placement:
+    handle: Any
+    automations: set[str] = field(default_factory=set)
+
+
+class Service:
+    """Automations in actors, events through the router, firings to executors."""
+
+    def __init__(
+        self,
+        runtime: RayRuntime,
+        store: Store,
+        settings: ServiceSettings,
+        metrics: Metrics | None = None,
+        clock_us: Callable[[], int] = wall_us,
+    ) -> None:
+        self.runtime = runtime
+        self.store = store
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self._clock_us = clock_us
+        self.router = Router(store, settings.router, self._on_outcome, clock_us)
+        self._automations: dict[str, Automation] = {}
+        self._documents: dict[str, str] = {}
+        self._actor_of: dict[str, str] = {}
+        self._actors: dict[str, _Placement] = {}
+        self._executors: list[Any] = []
+        self._next_executor = itertools.count()
+        self._timer: Any = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._lock = asyncio.Lock()
+        self._last_offset: int | None = None
+        self.firings_total = 0
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the timer and executors and load every enabled automation."""
+        self.runtime.start()
+        self._timer = self.runtime.timer_actor()
+        log_factory = functools.partial(Store.open, self.store.path)
+        self._executors = [
+            self.runtime.executor_actor(f"executor-{i}", ExecutorHost, log_factory)
+            for i in range(self.settings.executor_pool_size)
+        ]
+        self._spawn(self._consume_timer())
+        enabled = [s.automation for s in self.store.list_automations(enabled=True)]
+        await asyncio.gather(*(self._place(a) for a in enabled))
+        await asyncio.gather(*(e.ping.remote() for e in self._executors))
+        self.metrics.automations.set(len(self._automations))
+        log.info("service started", extra={"automations": len(enabled)})
+
+    async def stop(self) -> None:
+        """Stop every actor this service created."""
+        await self.router.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for placement in self._actors.values():
+            self.runtime.kill(placement.handle)
+        for handle in [*self._executors, self._timer]:
+            if handle is not None:
+                self.runtime.kill(handle)
+        self._actors.clear()
+        self._executors = []
+        self._timer = None
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- placement ----------------------------------------------------------------------
+
+    def _actor_key_for(self, automation_id: str) -> str:
+        per_actor = self.settings.automations_per_actor
+        if per_actor == 1:
+            return f"automation-{automation_id}"
+        for key, placement in self._actors.items():
+            if len(placement.automations) < per_actor:
+                return key
+        return f"shard-{next(i for i in itertools.count() if f'shard-{i}' not in self._actors)}"
+
+    async def _place(self, automation: Automation) -> None:
+        automation_id = str(automation.id)
+        key = self._actor_of.get(automation_id) or self._actor_key_for(automation_id)
+        placement = self._actors.get(key)
+        if placement is None:
+            placement = self._actors[key] = _Placement(self.runtime.automation_actor(key))
+            self.router.add_actor(key, placement.handle)
+        placement.automations.add(automation_id)
+        document = automation.model_dump_json()
+        self._automations[automation_id] = automation
+        self._documents[automation_id] = document
+        self._actor_of[automation_id] = key
+        deadline = await placement.handle.load.remote(document)
+        matchers = [leaf.matcher for leaf in Evaluator(automation).leaves]
+        self.router.route(automation_id, key, matchers)
+        await self._schedule({automation_id: deadline})
+
+    async def _unplace(self, automation_id: str) -> None:
+        key = self._actor_of.pop(automation_id, None)
+        self.router.unroute(automation_id)
+        self._automations.pop(automation_id, None)
+        self._documents.pop(automation_id, None)
+        await self._schedule({automation_id: None})
+        if key is None:
+            return
+        placement = self._actors[key]
+        placement.automations.discard(automation_id)
+        if placement.automations:
+            await placement.handle.unload.remote(automation_id)
+            return
+        del self._actors[key]
+        self.router.remove_actor(key)
+        self.runtime.kill(placement.handle)
+
+    async def _schedule(self, deadlines: dict[str, int | None]) -> None:
+        if self._timer is not None and deadlines:
+            await self._timer.schedule.remote(deadlines)
+
+    # -- automations --------------------------------------------------------------------
+
+    async def create(self, automation: Automation) -> StoredAutomation:
+        """Store a new automation and, if enabled, start evaluating it."""
+        async with self._lock:
+            if automation.enabled and len(self._automations) >= self.settings.max_automations:
+                raise LimitExceeded(
+                    f"this daemon runs at most {self.settings.max_automations} automations "
+                    "(limits: max_automations)"
+                )
+            stored = self.store.create_automation(automation)
+            if automation.enabled:
+                await self._place(stored.automation)
+            self.metrics.automations.set(len(self._automations))
+            return stored
+
+    async def update(self, automation: Automation) -> StoredAutomation:
+        """Replace an automation; its state resets (SEMANTICS §5)."""
+        async with self._lock:
+            stored = self.store.update_automation(automation)
+            automation_id = str(automation.id)
+            if stored.automation.enabled:
+                await self._place(stored.automation)
+            elif automation_id in self._automations:
+                await self._unplace(automation_id)
+            self.metrics.automations.set(len(self._automations))
+            return stored
+
+    async def set_enabled(self, automation_id: UUID, enabled: bool) -> StoredAutomation:
+        """Pause (stop evaluating, forget state) or resume an automation."""
+        async with self._lock:
+            stored = self.store.set_enabled(automation_id, enabled)
+            key = str(automation_id)
+            if enabled and key not in self._automations:
+                await self._place(stored.automation)
+            elif not enabled and key in self._automations:
+                await self._unplace(key)
+            self.metrics.automations.set(len(self._automations))
+            return stored
+
+    async def delete(self, automation_id: UUID) -> None:
+        """Delete an automation and stop evaluating it."""
+        async with self._lock:
+            self.store.delete_automation(automation_id)
+            if str(automation_id) in self._automations:
+                await self._unplace(str(automation_id))
+            self.metrics.automations.set(len(self._automations))
+
+    async def explain(self, automation_id: UUID) -> dict[str, Any]:
+        """The live state of an automation's triggers."""
+        stored = self.store.read_automation(automation_id)
+        key = self._actor_of.get(str(automation_id))
+        if key is None:
+            return {
+                "automation_id": str(automation_id),
+                "name": stored.automation.name,
+                "enabled": stored.automation.enabled,
+                "triggers": [],
+                "next_deadline": None,
+                "open_buckets": 0,
+            }
+        await self.router.drain()
+        found = await self._actors[key].handle.explain.remote(str(automation_id))
+        if found is None:
+            raise NotFound(f"automation {automation_id} is not loaded")
+        return dict(found)
+
+    # -- events -----------------------------------------------------------------------
+
+    async def emit(self, events: Sequence[Event], source: str = "rpc") -> list[int]:
+        """Accept validated events; returns their sequence numbers once logged."""
+        seqs = await self.router.submit(events, backpressure=source != "automation")
+        self.metrics.events_received.labels(source).inc(len(events))
+        self.metrics.queue_depth.set(self.router.queued)
+        offset = self.router.offset_us()
+        if self._timer is not None and offset != self._last_offset:
+            self._last_offset = offset
+            self._timer.set_offset.remote(offset)
+        return seqs
+
+    async def _on_outcome(self, outcome: Outcome) -> None:
+        self.metrics.evaluations.inc(outcome.evaluated)
+        if outcome.deadlines:
+            await self._schedule(outcome.deadlines)
+        for firing in outcome.firings:
+            await self._dispatch(firing)
+
+    async def _dispatch(self, firing: Firing) -> None:
+        automation_id = str(firing.automation_id)
+        automation = self._automations.get(automation_id)
+        if automation is None:
+            return  # deleted or paused while the firing was in flight
+        self.firings_total += 1
+        self.metrics.firings.labels(automation.name).inc()
+        triggered = triggered_event(automation, firing)
+        await self.emit([triggered], source="automation")
+        if not self._executors:
+            return
+        executor = self._executors[next(self._next_executor) % len(self._executors)]
+        blob = pack(
+            [self._documents[automation_id], firing_to_wire(firing), event_to_wire(triggered)]
+        )
+        self._spawn(self._execute(executor, blob))
+
+    async def _execute(self, executor: Any, blob: bytes) -> None:
+        try:
+            events = action_events_from_blob(await executor.execute.remote(blob))
+        except Exception:  # an executor crash is counted; Ray restarts the actor
+            self.metrics.actor_call_failures.labels("executor").inc()
+            log.exception("executor call failed")
+            return
+        for event in events:
+            status = event.event.rsplit(".", 1)[-1]
+            if status != "triggered":
+                self.metrics.actions.labels(str(event.payload.get("action_type")), status).inc()
+        await self.emit(events, source="automation")
+
+    async def _consume_timer(self) -> None:
+        stream = self._timer.stream.options(num_returns="streaming").remote()
+        async for ref in stream:
+            due: list[tuple[str, int, int]] = await ref
+            now = self._clock_us()
+            by_actor: dict[str, list[str]] = {}
+            as_of = now
+            for automation_id, due_as_of, lateness in due:
+                self.metrics.timer_lateness.observe(max(lateness, 0) / 1e6)
+                key = self._actor_of.get(automation_id)
+                if key is not None:
+                    by_actor.setdefault(key, []).append(automation_id)
+                    as_of = due_as_of
+            for key, automation_ids in by_actor.items():
+                placement = self._actors.get(key)
+                if placement is not None:
+                    self._spawn(self._expire(placement.handle, as_of, now, automation_ids))
+
+    async def _expire(self, handle: Any, as_of: int, now: int, automation_ids: list[str]) -> None:
+        try:
+            outcome = Outcome.unpack(await handle.expire.remote(as_of, now, automation_ids))
+        except Exception:
+            self.metrics.actor_call_failures.labels("expire").inc()
+            log.exception("proactive evaluation failed", extra={"automations": automation_ids})
+            return
+        await self._on_outcome(outcome)
+
+    # -- status -------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Counts, queue depths and the node's remaining capacity."""
+        actors = len(self._actors)
+        capacity = self.runtime.capacity(actors + len(self._executors) + 1)
+        per_actor = self.settings.automations_per_actor
+        capacity["automations_free"] = min(
+            capacity["actors_free"] * per_actor,
+            self.settings.max_automations - len(self._automations),
+        )
+        return {
+            "automations_loaded": len(self._automations),
+            "automation_actors": actors,
+            "automations_per_actor": per_actor,
+            "executors": len(self._executors),
+            "events_received": self.router.stats.received,
+            "events_routed": self.router.stats.routed,
+            "queued_events": self.router.queued,
+            "held_followers": self.router.causal.waiting,
+            "firings": self.firings_total,
+            "events_clock_offset_s": self.router.offset_us() / 1e6,
+            "capacity": capacity,
+        }

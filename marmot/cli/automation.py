@@ -1,0 +1,184 @@
+"""``marmot automation ls|inspect|create|update|pause|resume|delete|explain``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+from uuid import UUID
+
+from marmot.cli.connect import client_options, connect
+from marmot.cli.output import json_lines, table
+from marmot.documents import load_automations
+from marmot.engine.errors import ValidationFailed
+from marmot.engine.models.automations import Automation
+from marmot.transport.client import Client
+
+
+def register(commands: Any) -> None:
+    """Add the ``automation`` command group."""
+    group = commands.add_parser("automation", help="manage automations")
+    sub = group.add_subparsers(dest="verb", metavar="VERB", required=True)
+    common = client_options()
+
+    ls = sub.add_parser("ls", parents=[common], help="list automations")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(handler=run_ls)
+
+    for verb, text, handler in [
+        ("inspect", "show one automation", run_inspect),
+        ("pause", "stop evaluating an automation", run_pause),
+        ("resume", "start evaluating an automation again", run_resume),
+        ("delete", "delete an automation", run_delete),
+        ("explain", "show an automation's live buckets", run_explain),
+    ]:
+        p = sub.add_parser(verb, parents=[common], help=text)
+        p.add_argument("automation", help="automation id or name")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(handler=handler)
+
+    for verb, text, handler in [
+        ("create", "create automations from Prefect YAML/JSON files", run_create),
+        ("update", "update automations (matched by id, else by name) from files", run_update),
+    ]:
+        p = sub.add_parser(verb, parents=[common], help=text)
+        p.add_argument("-f", "--file", dest="files", action="append", required=True)
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(handler=handler)
+
+
+def _resolve(client: Client, ref: str) -> Automation:
+    try:
+        return client.read_automation(UUID(ref))
+    except ValueError:
+        return client.read_automation_by_name(ref)
+
+
+def _print(automations: list[Automation], as_json: bool, title: str) -> None:
+    if as_json:
+        json_lines(a.model_dump(mode="json") for a in automations)
+        return
+    table(
+        title,
+        ["id", "name", "enabled", "trigger", "actions"],
+        (
+            [a.id, a.name, a.enabled, a.trigger.type, ", ".join(x.type for x in a.actions)]
+            for a in automations
+        ),
+    )
+
+
+def run_ls(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        rows = client.list_automations()
+    if args.json:
+        json_lines(rows)
+        return 0
+    table(
+        f"{len(rows)} automation(s)",
+        ["id", "name", "enabled", "trigger", "updated"],
+        ([r["id"], r["name"], r["enabled"], r["trigger"]["type"], r["updated"]] for r in rows),
+    )
+    return 0
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        automation = _resolve(client, args.automation)
+    document = automation.model_dump(mode="json")
+    print(json.dumps(document, indent=None if args.json else 2, sort_keys=not args.json))
+    return 0
+
+
+def run_create(args: argparse.Namespace) -> int:
+    automations = [a for path in args.files for a in load_automations(path)]
+    created = []
+    with connect(args) as client:
+        for automation in automations:
+            created.append(client.create_automation(automation))
+    _print(created, args.json, f"created {len(created)} automation(s)")
+    return 0
+
+
+def run_update(args: argparse.Namespace) -> int:
+    documents = [a for path in args.files for a in load_automations(path)]
+    updated = []
+    with connect(args) as client:
+        for automation in documents:
+            target = _find_existing(client, automation)
+            updated.append(client.update_automation(target, automation))
+    _print(updated, args.json, f"updated {len(updated)} automation(s)")
+    return 0
+
+
+def _find_existing(client: Client, automation: Automation) -> UUID:
+    # A file may carry the id (exported from Marmot or Prefect) or just the name.
+    from marmot.engine.errors import NotFound
+
+    try:
+        return client.read_automation(automation.id).id
+    except NotFound:
+        try:
+            return client.read_automation_by_name(automation.name).id
+        except NotFound:
+            raise ValidationFailed(
+                f"no automation with id {automation.id} or name {automation.name!r} to update"
+            ) from None
+
+
+def run_pause(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        automation = client.pause_automation(_resolve(client, args.automation).id)
+    _print([automation], args.json, "paused")
+    return 0
+
+
+def run_resume(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        automation = client.resume_automation(_resolve(client, args.automation).id)
+    _print([automation], args.json, "resumed")
+    return 0
+
+
+def run_delete(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        automation = _resolve(client, args.automation)
+        client.delete_automation(automation.id)
+    if args.json:
+        json_lines([{"deleted": str(automation.id), "name": automation.name}])
+    else:
+        print(f"deleted {automation.name} ({automation.id})")
+    return 0
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        explanation = client.explain(_resolve(client, args.automation).id)
+    if args.json:
+        json_lines([explanation])
+        return 0
+    rows = []
+    for trigger in explanation["triggers"]:
+        buckets = trigger.get("buckets") or []
+        if not buckets:
+            children = trigger.get("recorded_children") or {}
+            rows.append([trigger["path"], trigger["type"], "", "", "", json.dumps(children)])
+        for b in buckets:
+            labels = ", ".join(f"{k}={v}" for k, v in b["labels"].items())
+            rows.append(
+                [
+                    trigger["path"],
+                    trigger.get("posture") or trigger["type"],
+                    labels,
+                    f"{b['start']} .. {b['end']}",
+                    b["count"],
+                    b["last_event_id"],
+                ]
+            )
+    table(
+        f"{explanation['name']}: {explanation['open_buckets']} open bucket(s), "
+        f"next deadline {explanation['next_deadline']}",
+        ["trigger", "kind", "labels", "window", "count", "last event / children"],
+        rows,
+    )
+    return 0

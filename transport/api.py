@@ -1,0 +1,191 @@
+"""The RPC methods: request params in, JSON-safe results out, over ``Service``.
+
+Methods are named ``noun.verb`` (DESIGN.md). Every handler validates its
+params with pydantic, so a bad request gets a structured error with field
+paths, and the service never sees unvalidated data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from importlib.metadata import version
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from marmot.actors.service import Service
+from marmot.actors.store import StoredAutomation
+from marmot.engine.models.automations import Automation
+from marmot.engine.models.events import Event, EventLimits
+
+VERSION = version("marmot")
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _ById(_Params):
+    id: UUID
+
+
+class _ByName(_Params):
+    name: str
+
+
+class _Create(_Params):
+    automation: dict[str, Any]
+
+
+class _Update(_Params):
+    id: UUID
+    automation: dict[str, Any]
+
+
+class _Filter(_Params):
+    name_prefix: str | None = None
+    enabled: bool | None = None
+    tags: list[str] = Field(default_factory=list)
+    limit: int | None = Field(default=None, ge=1)
+    offset: int = Field(default=0, ge=0)
+
+
+class _Emit(_Params):
+    events: list[dict[str, Any]] = Field(min_length=1, max_length=10_000)
+
+
+class _EventFilter(_Params):
+    names: list[str] = Field(default_factory=list)
+    resource_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = Field(default=100, ge=1, le=10_000)
+    descending: bool = True
+    after_seq: int | None = Field(default=None, ge=0)
+
+
+def stored_view(stored: StoredAutomation) -> dict[str, Any]:
+    """An automation as returned to clients: the document plus bookkeeping."""
+    return {
+        **stored.automation.model_dump(mode="json"),
+        "created": stored.created.isoformat(),
+        "updated": stored.updated.isoformat(),
+        "version": stored.version,
+    }
+
+
+def event_view(seq: int, event: Event) -> dict[str, Any]:
+    """An event as returned to clients, with its log sequence number."""
+    return {"seq": seq, **event.model_dump(mode="json")}
+
+
+class Api:
+    """Binds RPC method names to ``Service`` operations."""
+
+    def __init__(
+        self, service: Service, limits: EventLimits, clock: Callable[[], datetime]
+    ) -> None:
+        self.service = service
+        self.limits = limits
+        self._now = clock
+        self._events = TypeAdapter(list[Event])
+
+    def handlers(self) -> dict[str, Handler]:
+        """Method name -> handler, for the RPC server."""
+        return {
+            "health": self.health,
+            "status": self.status,
+            "automations.create": self.create,
+            "automations.read": self.read,
+            "automations.read_by_name": self.read_by_name,
+            "automations.filter": self.filter,
+            "automations.update": self.update,
+            "automations.delete": self.delete,
+            "automations.pause": self.pause,
+            "automations.resume": self.resume,
+            "automations.explain": self.explain,
+            "events.emit": self.emit,
+            "events.filter": self.filter_events,
+        }
+
+    async def health(self, params: dict[str, Any]) -> dict[str, Any]:
+        _Params.model_validate(params)
+        return {"ok": True, "version": VERSION}
+
+    async def status(self, params: dict[str, Any]) -> dict[str, Any]:
+        _Params.model_validate(params)
+        return {"version": VERSION, **self.service.status()}
+
+    async def create(self, params: dict[str, Any]) -> dict[str, Any]:
+        p = _Create.model_validate(params)
+        automation = Automation.model_validate(p.automation)
+        return stored_view(await self.service.create(automation))
+
+    async def read(self, params: dict[str, Any]) -> dict[str, Any]:
+        p = _ById.model_validate(params)
+        return stored_view(self.service.store.read_automation(p.id))
+
+    async def read_by_name(self, params: dict[str, Any]) -> dict[str, Any]:
+        p = _ByName.model_validate(params)
+        return stored_view(self.service.store.read_automation_by_name(p.name))
+
+    async def filter(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        p = _Filter.model_validate(params)
+        found = self.service.store.list_automations(
+            name_prefix=p.name_prefix,
+            enabled=p.enabled,
+            tags=p.tags,
+            limit=p.limit,
+            offset=p.offset,
+        )
+        return [stored_view(s) for s in found]
+
+    async def update(self, params: dict[str, Any]) -> dict[str, Any]:
+        p = _Update.model_validate(params)
+        document = {**p.automation, "id": str(p.id)}
+        automation = Automation.model_validate(document)
+        return stored_view(await self.service.update(automation))
+
+    async def delete(self, params: dict[str, Any]) -> dict[str, Any]:
+        p = _ById.model_validate(params)
+        await self.service.delete(p.id)
+        return {"deleted": str(p.id)}
+
+    async def pause(self, params: dict[str, Any]) -> dict[str, Any]:
+        p = _ById.model_validate(params)
+        return stored_view(await self.service.set_enabled(p.id, False))
+
+    async def resume(self, params: dict[str, Any]) -> dict[str, Any]:
+        p = _ById.model_validate(params)
+        return stored_view(await self.service.set_enabled(p.id, True))
+
+    async def explain(self, params: dict[str, Any]) -> dict[str, Any]:
+        p = _ById.model_validate(params)
+        return await self.service.explain(p.id)
+
+    async def emit(self, params: dict[str, Any]) -> dict[str, Any]:
+        p = _Emit.model_validate(params)
+        context = {"limits": self.limits, "received": self._now().astimezone(UTC)}
+        events = self._events.validate_python(p.events, context=context)
+        seqs = await self.service.emit(events)
+        return {"seqs": seqs, "ids": [str(e.id) for e in events]}
+
+    async def filter_events(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        p = _EventFilter.model_validate(params)
+        store = self.service.store
+        if p.after_seq is not None:
+            rows = store.read_events_after(p.after_seq, limit=p.limit)
+        else:
+            rows = store.filter_events(
+                names=p.names,
+                resource_id=p.resource_id,
+                since=p.since,
+                until=p.until,
+                limit=p.limit,
+                descending=p.descending,
+            )
+        return [event_view(seq, e) for seq, e in rows]

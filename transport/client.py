@@ -1,0 +1,300 @@
+"""Python clients of the daemon: ``Client`` (sync), ``AsyncClient`` and ``Publisher``.
+
+They find the daemon through ``MARMOT_RPC_URL`` (default
+``tcp://127.0.0.1:7601``), ``MARMOT_INGEST_URL`` (``tcp://127.0.0.1:7600``)
+and ``MARMOT_TOKEN``, read when a client is created. Server errors arrive as
+the typed ``MarmotError`` subclasses, with the server's code, message and
+field paths; an unreachable daemon raises ``DaemonUnavailable``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+from uuid import UUID
+
+import zmq
+
+from marmot.engine.models.automations import Automation
+from marmot.engine.models.events import Event
+from marmot.transport.codec import encode_events
+from marmot.transport.rpc import AsyncRpcClient, RpcClient
+
+DEFAULT_RPC_URL = "tcp://127.0.0.1:7601"
+DEFAULT_INGEST_URL = "tcp://127.0.0.1:7600"
+
+
+def _rpc_url(url: str | None) -> str:
+    return url or os.environ.get("MARMOT_RPC_URL") or DEFAULT_RPC_URL
+
+
+def _token(token: str | None) -> str | None:
+    return token if token is not None else os.environ.get("MARMOT_TOKEN") or None
+
+
+def _automation_doc(automation: Automation | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(automation, Automation):
+        return automation.model_dump(mode="json")
+    return dict(automation)
+
+
+def _event_doc(event: Event | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(event, Event):
+        return event.model_dump(mode="json", exclude={"received"})
+    return dict(event)
+
+
+def _filter_params(**params: Any) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v is not None and v != []}
+
+
+class _Calls:
+    """Request building shared by the sync and async clients."""
+
+    @staticmethod
+    def create(automation: Automation | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        return "automations.create", {"automation": _automation_doc(automation)}
+
+    @staticmethod
+    def update(
+        automation_id: UUID | str, automation: Automation | Mapping[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
+        document = _automation_doc(automation)
+        document.pop("id", None)
+        return "automations.update", {"id": str(automation_id), "automation": document}
+
+    @staticmethod
+    def emit(events: Iterable[Event | Mapping[str, Any]]) -> tuple[str, dict[str, Any]]:
+        return "events.emit", {"events": [_event_doc(e) for e in events]}
+
+
+def _automation_of(result: Mapping[str, Any]) -> Automation:
+    fields = {k: v for k, v in result.items() if k not in ("created", "updated", "version")}
+    return Automation.model_validate(fields)
+
+
+class Client:
+    """A synchronous client of the daemon's RPC API."""
+
+    def __init__(
+        self, url: str | None = None, *, token: str | None = None, timeout_s: float = 10.0
+    ) -> None:
+        self.url = _rpc_url(url)
+        self._rpc = RpcClient(self.url, token=_token(token), timeout_s=timeout_s)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the socket."""
+        self._rpc.close()
+
+    def call(self, method: str, params: Mapping[str, Any] | None = None) -> Any:
+        """Call any RPC method by name."""
+        return self._rpc.call(method, dict(params or {}))
+
+    def health(self) -> dict[str, Any]:
+        """``{"ok": true, "version": ...}`` when the daemon answers."""
+        return dict(self.call("health"))
+
+    def status(self) -> dict[str, Any]:
+        """Counts, queue depths and remaining capacity."""
+        return dict(self.call("status"))
+
+    def create_automation(self, automation: Automation | Mapping[str, Any]) -> Automation:
+        """Create an automation; returns it with its id."""
+        return _automation_of(self.call(*_Calls.create(automation)))
+
+    def read_automation(self, automation_id: UUID | str) -> Automation:
+        """The automation with this id (``NotFound`` otherwise)."""
+        return _automation_of(self.call("automations.read", {"id": str(automation_id)}))
+
+    def read_automation_by_name(self, name: str) -> Automation:
+        """The automation with this name (``NotFound`` otherwise)."""
+        return _automation_of(self.call("automations.read_by_name", {"name": name}))
+
+    def list_automations(
+        self,
+        *,
+        name_prefix: str | None = None,
+        enabled: bool | None = None,
+        tags: Sequence[str] = (),
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Automations with their ``created``/``updated``/``version``, sorted by name."""
+        params = _filter_params(
+            name_prefix=name_prefix, enabled=enabled, tags=list(tags), limit=limit
+        )
+        return list(self.call("automations.filter", params))
+
+    def update_automation(
+        self, automation_id: UUID | str, automation: Automation | Mapping[str, Any]
+    ) -> Automation:
+        """Replace an automation (its trigger state resets)."""
+        return _automation_of(self.call(*_Calls.update(automation_id, automation)))
+
+    def delete_automation(self, automation_id: UUID | str) -> None:
+        """Delete an automation."""
+        self.call("automations.delete", {"id": str(automation_id)})
+
+    def pause_automation(self, automation_id: UUID | str) -> Automation:
+        """Stop evaluating an automation (its state is forgotten)."""
+        return _automation_of(self.call("automations.pause", {"id": str(automation_id)}))
+
+    def resume_automation(self, automation_id: UUID | str) -> Automation:
+        """Start evaluating a paused automation again."""
+        return _automation_of(self.call("automations.resume", {"id": str(automation_id)}))
+
+    def explain(self, automation_id: UUID | str) -> dict[str, Any]:
+        """An automation's live buckets and next deadline."""
+        return dict(self.call("automations.explain", {"id": str(automation_id)}))
+
+    def emit(self, events: Iterable[Event | Mapping[str, Any]]) -> list[int]:
+        """Send events; returns their log sequence numbers once they are durable."""
+        return list(self.call(*_Calls.emit(events))["seqs"])
+
+    def filter_events(
+        self,
+        *,
+        names: Sequence[str] = (),
+        resource_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        after_seq: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Events from the log, newest first (or after ``after_seq``, oldest first)."""
+        params = _filter_params(
+            names=list(names),
+            resource_id=resource_id,
+            since=since,
+            until=until,
+            limit=limit,
+            after_seq=after_seq,
+        )
+        return list(self.call("events.filter", params))
+
+
+class AsyncClient:
+    """An asyncio client of the daemon's RPC API (same methods, awaitable)."""
+
+    def __init__(
+        self, url: str | None = None, *, token: str | None = None, timeout_s: float = 10.0
+    ) -> None:
+        self.url = _rpc_url(url)
+        self._rpc = AsyncRpcClient(self.url, token=_token(token), timeout_s=timeout_s)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the socket."""
+        self._rpc.close()
+
+    async def call(self, method: str, params: Mapping[str, Any] | None = None) -> Any:
+        """Call any RPC method by name."""
+        return await self._rpc.call(method, dict(params or {}))
+
+    async def health(self) -> dict[str, Any]:
+        """``{"ok": true, "version": ...}`` when the daemon answers."""
+        return dict(await self.call("health"))
+
+    async def status(self) -> dict[str, Any]:
+        """Counts, queue depths and remaining capacity."""
+        return dict(await self.call("status"))
+
+    async def create_automation(self, automation: Automation | Mapping[str, Any]) -> Automation:
+        """Create an automation; returns it with its id."""
+        return _automation_of(await self.call(*_Calls.create(automation)))
+
+    async def read_automation(self, automation_id: UUID | str) -> Automation:
+        """The automation with this id."""
+        return _automation_of(await self.call("automations.read", {"id": str(automation_id)}))
+
+    async def read_automation_by_name(self, name: str) -> Automation:
+        """The automation with this name."""
+        return _automation_of(await self.call("automations.read_by_name", {"name": name}))
+
+    async def update_automation(
+        self, automation_id: UUID | str, automation: Automation | Mapping[str, Any]
+    ) -> Automation:
+        """Replace an automation (its trigger state resets)."""
+        return _automation_of(await self.call(*_Calls.update(automation_id, automation)))
+
+    async def delete_automation(self, automation_id: UUID | str) -> None:
+        """Delete an automation."""
+        await self.call("automations.delete", {"id": str(automation_id)})
+
+    async def pause_automation(self, automation_id: UUID | str) -> Automation:
+        """Stop evaluating an automation."""
+        return _automation_of(await self.call("automations.pause", {"id": str(automation_id)}))
+
+    async def resume_automation(self, automation_id: UUID | str) -> Automation:
+        """Start evaluating a paused automation again."""
+        return _automation_of(await self.call("automations.resume", {"id": str(automation_id)}))
+
+    async def explain(self, automation_id: UUID | str) -> dict[str, Any]:
+        """An automation's live buckets and next deadline."""
+        return dict(await self.call("automations.explain", {"id": str(automation_id)}))
+
+    async def emit(self, events: Iterable[Event | Mapping[str, Any]]) -> list[int]:
+        """Send events; returns their sequence numbers once they are durable."""
+        return list((await self.call(*_Calls.emit(events)))["seqs"])
+
+
+class Publisher:
+    """Sends events to the daemon's ingest socket over ZeroMQ PUSH, in batches.
+
+    Fire and forget (use ``Client.emit`` for acknowledged delivery): events are
+    buffered and sent as one frame when ``batch_size`` is reached, on
+    ``flush()``, and on close.
+    """
+
+    def __init__(self, url: str | None = None, *, batch_size: int = 100) -> None:
+        self.url = url or os.environ.get("MARMOT_INGEST_URL") or DEFAULT_INGEST_URL
+        self.batch_size = batch_size
+        self._context = zmq.Context.instance()
+        self._socket = self._context.socket(zmq.PUSH)
+        self._socket.setsockopt(zmq.LINGER, 5000)
+        self._socket.connect(self.url)
+        self._buffer: list[Event] = []
+        self.sent = 0
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def publish(self, event: Event | Mapping[str, Any]) -> None:
+        """Queue one event (a model or a Prefect-shaped dict; validated here)."""
+        self._buffer.append(event if isinstance(event, Event) else Event.model_validate(event))
+        if len(self._buffer) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the buffered events as one frame."""
+        if self._buffer:
+            self._socket.send(encode_events(self._buffer))
+            self.sent += len(self._buffer)
+            self._buffer.clear()
+
+    def close(self) -> None:
+        """Flush and close the socket (waiting up to 5 s for delivery)."""
+        self.flush()
+        self._socket.close()

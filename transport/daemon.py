@@ -1,0 +1,175 @@
+"""The daemon: the service with its sockets (ZeroMQ ingest and RPC, HTTP).
+
+``Daemon`` is what ``marmot serve`` runs; tests start it in process:
+
+    async with Daemon(config) as daemon:
+        ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+
+from marmot.actors.metrics import Metrics
+from marmot.actors.router import RouterSettings
+from marmot.actors.runtime import RayRuntime, RaySettings
+from marmot.actors.service import Service, ServiceSettings
+from marmot.actors.store import Store
+from marmot.config import MarmotConfig
+from marmot.engine.models.events import EventLimits
+from marmot.transport.api import Api
+from marmot.transport.http import build_app
+from marmot.transport.ingest import Ingest, IngestSettings
+from marmot.transport.rpc import RpcServer
+
+log = logging.getLogger(__name__)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Daemon:
+    """Wires config, store, Ray service, ingest, RPC and HTTP together."""
+
+    def __init__(self, config: MarmotConfig) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.limits = EventLimits(
+            max_labels=config.limits.max_labels, max_related=config.limits.max_related
+        )
+        self.store: Store | None = None
+        self.service: Service | None = None
+        self.ingest: Ingest | None = None
+        self.rpc: RpcServer | None = None
+        self._http: uvicorn.Server | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    @property
+    def rpc_endpoint(self) -> str:
+        """The RPC socket's actual endpoint (after binding, with the real port)."""
+        return self.rpc.bound_endpoint if self.rpc else self.config.rpc.url
+
+    @property
+    def ingest_endpoint(self) -> str:
+        """The PULL socket's actual endpoint."""
+        return self.ingest.bound_endpoint if self.ingest else self.config.ingest.pull_url
+
+    async def start(self) -> None:
+        """Open the store, start Ray and the service, then bind the sockets."""
+        c = self.config
+        c.data.dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store.open(c.data.dir / "marmot.db")
+        runtime = RayRuntime(
+            RaySettings(
+                address=c.ray.address,
+                namespace=c.ray.namespace,
+                num_cpus=c.ray.num_cpus,
+                object_store_memory_mb=c.ray.object_store_memory_mb,
+                log_to_driver=c.ray.log_to_driver,
+            )
+        )
+        self.service = Service(
+            runtime,
+            self.store,
+            ServiceSettings(
+                data_dir=c.data.dir,
+                automations_per_actor=c.automations_per_actor,
+                executor_pool_size=c.executors.pool_size,
+                max_automations=c.max_automations,
+                router=RouterSettings(
+                    batch_max_events=c.router.batch_max_events,
+                    max_inflight_per_actor=c.router.max_inflight_per_actor,
+                ),
+            ),
+            metrics=self.metrics,
+        )
+        await self.service.start()
+        token = c.rpc.token.get_secret_value() if c.rpc.token else None
+        self.rpc = RpcServer(
+            c.rpc.url, Api(self.service, self.limits, _now).handlers(), token=token
+        )
+        await self.rpc.start()
+        self.ingest = Ingest(
+            IngestSettings(
+                pull_url=c.ingest.pull_url,
+                sub_urls=tuple(c.ingest.sub_urls),
+                sub_topic=c.ingest.sub_topic,
+                high_water_mark=c.ingest.high_water_mark,
+                max_frame_bytes=c.ingest.max_frame_bytes,
+                limits=self.limits,
+            ),
+            lambda events: self._emit(events),
+            self.metrics,
+        )
+        self.ingest.start()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self.rpc.serve()), loop.create_task(self.ingest.run())]
+        if c.http.enabled:
+            app = build_app(self.metrics.registry, self._health)
+            self._http = uvicorn.Server(
+                uvicorn.Config(app, host=c.http.host, port=c.http.port, log_level="warning")
+            )
+            self._tasks.append(loop.create_task(self._http.serve()))
+        log.info(
+            "marmot is serving",
+            extra={"rpc": self.rpc_endpoint, "ingest": self.ingest_endpoint},
+        )
+
+    async def _emit(self, events: Any) -> None:
+        assert self.service is not None
+        await self.service.emit(events, source="ingest")
+
+    def _health(self) -> dict[str, Any]:
+        service = self.service
+        return {
+            "ok": service is not None,
+            "automations": service.status()["automations_loaded"] if service else 0,
+        }
+
+    async def stop(self) -> None:
+        """Close the sockets, stop the actors, close the store."""
+        if self._http is not None:
+            self._http.should_exit = True  # uvicorn finishes its own task
+        for task in self._tasks[:2]:  # the RPC and ingest loops
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.ingest is not None:
+            self.ingest.close()
+        if self.rpc is not None:
+            await self.rpc.close()
+        if self.service is not None:
+            await self.service.stop()
+            self.service.runtime.shutdown()
+        if self.store is not None:
+            self.store.close()
+
+    async def __aenter__(self) -> Daemon:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def run_until_signalled(self) -> None:
+        """Serve until SIGINT or SIGTERM, then stop cleanly."""
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stopping.set)
+        async with self:
+            await stopping.wait()

@@ -1,0 +1,25 @@
+"""The daemon's HTTP face: ``/healthz`` and Prometheus ``/metrics``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+
+def build_app(registry: CollectorRegistry, health: Callable[[], dict[str, Any]]) -> Starlette:
+    """The Starlette app serving health and metrics."""
+
+    async def healthz(request: Request) -> Response:
+        body = health()
+        return JSONResponse(body, status_code=200 if body.get("ok") else 503)
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(routes=[Route("/healthz", healthz), Route("/metrics", metrics)])

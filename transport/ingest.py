@@ -1,0 +1,140 @@
+"""ZeroMQ ingest: a PULL socket (and optional SUB connections) feeding the router.
+
+A frame is one msgpack (or JSON) event or a batch of them. Frames that do
+not decode or validate are counted by reason, logged at a limited rate, and
+dropped; the loop never dies of input. Frames waiting on the socket are
+drained together, so one log transaction carries many of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import zmq
+import zmq.asyncio
+
+from marmot.actors.metrics import Metrics
+from marmot.engine.models.events import Event, EventLimits
+from marmot.transport.codec import decode_frame
+
+log = logging.getLogger(__name__)
+
+Submit = Callable[[Sequence[Event]], Awaitable[object]]
+# At most this many frames are drained from the socket into one submit call.
+_DRAIN_FRAMES = 256
+
+
+@dataclass(frozen=True, slots=True)
+class IngestSettings:
+    """Where to listen and how much to accept."""
+
+    pull_url: str = "tcp://127.0.0.1:7600"
+    sub_urls: tuple[str, ...] = ()
+    sub_topic: str = ""
+    high_water_mark: int = 10_000
+    max_frame_bytes: int = 1_048_576
+    limits: EventLimits = field(default_factory=EventLimits)
+
+
+class _RateLimitedLog:
+    """Logs at most one line per reason per interval, with a count of the rest."""
+
+    def __init__(self, interval_s: float = 5.0) -> None:
+        self.interval = interval_s
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warn(self, reason: str, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last.get(reason, -1e9) < self.interval:
+            self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
+            return
+        skipped = self._suppressed.pop(reason, 0)
+        self._last[reason] = now
+        more = f" ({skipped} more since last report)" if skipped else ""
+        log.warning("dropped input: %s: %s%s", reason, message, more, extra={"reason": reason})
+
+
+class Ingest:
+    """Receives event frames and hands validated events to ``submit``."""
+
+    def __init__(
+        self,
+        settings: IngestSettings,
+        submit: Submit,
+        metrics: Metrics,
+        context: zmq.asyncio.Context | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings
+        self._submit = submit
+        self._metrics = metrics
+        self._context = context or zmq.asyncio.Context.instance()
+        self._clock = clock
+        self._sockets: list[zmq.asyncio.Socket] = []
+        self._drops = _RateLimitedLog()
+        self.accepted = 0
+        self.dropped = 0
+        self.bound_endpoint = ""
+
+    def start(self) -> None:
+        """Bind the PULL socket and connect the SUB sockets."""
+        pull = self._context.socket(zmq.PULL)
+        pull.setsockopt(zmq.RCVHWM, self.settings.high_water_mark)
+        pull.setsockopt(zmq.LINGER, 0)
+        pull.setsockopt(zmq.MAXMSGSIZE, self.settings.max_frame_bytes * 2)
+        pull.bind(self.settings.pull_url)
+        self.bound_endpoint = pull.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._sockets.append(pull)
+        for url in self.settings.sub_urls:
+            sub = self._context.socket(zmq.SUB)
+            sub.setsockopt(zmq.RCVHWM, self.settings.high_water_mark)
+            sub.setsockopt(zmq.LINGER, 0)
+            sub.setsockopt_string(zmq.SUBSCRIBE, self.settings.sub_topic)
+            sub.connect(url)
+            self._sockets.append(sub)
+
+    async def run(self) -> None:
+        """Receive until cancelled."""
+        await asyncio.gather(*(self._receive(s) for s in self._sockets))
+
+    async def _receive(self, socket: zmq.asyncio.Socket) -> None:
+        while True:
+            frames = [await socket.recv_multipart(copy=True)]
+            while len(frames) < _DRAIN_FRAMES:
+                try:
+                    frames.append(await socket.recv_multipart(flags=zmq.NOBLOCK, copy=True))
+                except zmq.Again:
+                    break
+            await self.handle_frames([parts[-1] for parts in frames])
+
+    async def handle_frames(self, frames: Sequence[bytes]) -> None:
+        """Decode frames (the last part of each message) and submit the events."""
+        received = self._clock()
+        events: list[Event] = []
+        for data in frames:
+            decoded = decode_frame(
+                data,
+                limits=self.settings.limits,
+                max_frame_bytes=self.settings.max_frame_bytes,
+                received=received,
+            )
+            events.extend(decoded.events)
+            for rejection in decoded.rejections:
+                self.dropped += 1
+                self._metrics.events_dropped.labels(rejection.reason).inc()
+                self._drops.warn(rejection.reason, rejection.message)
+        if events:
+            self.accepted += len(events)
+            await self._submit(events)
+
+    def close(self) -> None:
+        """Close the sockets."""
+        for socket in self._sockets:
+            socket.close(linger=0)
+        self._sockets.clear()
