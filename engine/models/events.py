@@ -125,15 +125,12 @@ class Event(MarmotModel):
         ``related:<role>:<label>`` reads ``<label>`` of the first related
         resource with that role; any other name reads the primary resource.
         """
-        if name.startswith("related:"):
-            _, _, rest = name.partition(":")
-            role, sep, label = rest.partition(":")
-            if not sep:
-                return None
+        head, _, label = name.rpartition(":")
+        directive, _, role = head.partition(":")
+        if directive == "related" and role:
             for related in self.related:
                 if related.get(RESOURCE_ROLE) == role:
                     return related.get(label)
-            return None
         return self.resource.get(name)
 
     def related_by_role(self, role: str) -> list[dict[str, str]]:

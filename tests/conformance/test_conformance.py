@@ -14,7 +14,9 @@ from marmot.engine.replay import Scenario, load_automations, replay_scenario
 from tests.conftest import conformance_dir
 
 SCENARIOS = sorted(
-    p for p in conformance_dir().glob("*.json") if (p.parent / "expected" / f"{p.stem}.jsonl").exists()
+    p
+    for p in conformance_dir().glob("*.json")
+    if (p.parent / "expected" / f"{p.stem}.jsonl").exists()
 )
 
 
@@ -39,8 +41,11 @@ def test_the_shared_scenarios_are_present() -> None:
 def test_replay_reproduces_reference_firings(path: Path) -> None:
     scenario = Scenario.model_validate(json.loads(path.read_text()))
     expected = _triggered(
-        [json.loads(line) for line in (path.parent / "expected" / f"{path.stem}.jsonl").open()
-         if line.strip()]
+        [
+            json.loads(line)
+            for line in (path.parent / "expected" / f"{path.stem}.jsonl").open()
+            if line.strip()
+        ]
     )
     ours = _triggered([r.line() for r in replay_scenario(scenario)])
     tolerance = {

@@ -1,0 +1,285 @@
+"""The append-only event log: every accepted event with its sequence number.
+
+It keeps the recent window for the event feed and for replay after a crash;
+``Store`` (actors/store.py) builds on it and owns the connection and schema.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from fnmatch import fnmatchcase
+
+from marmot.engine.models.events import Event
+from marmot.engine.timestamps import to_us
+
+# Run by the store's first schema migration. AUTOINCREMENT so that a sequence
+# number is never handed out twice, even after trimming the newest rows.
+SCHEMA = (
+    """
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        event TEXT NOT NULL,
+        occurred INTEGER NOT NULL,
+        received INTEGER,
+        resource_id TEXT NOT NULL,
+        body TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX events_event ON events (event)",
+    "CREATE INDEX events_occurred ON events (occurred)",
+    "CREATE INDEX events_resource_id ON events (resource_id)",
+)
+
+_INSERT = (
+    "INSERT INTO events (id, event, occurred, received, resource_id, body)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+# (id, event, occurred, received, resource_id, body) as the events table stores them.
+_Row = tuple[str, str, int, int | None, str, str]
+_GLOB_MAGIC = re.compile(r"[*?\[]")
+# Name patterns matching fewer rows than this are looked up through the name index.
+_SELECTIVE_ROWS = 2000
+# Well under SQLite's limit on bound parameters in one statement.
+_IDS_PER_QUERY = 500
+
+
+class EventLog:
+    """Event-log operations over a shared connection, serialised by ``lock``.
+
+    The connection must be in autocommit mode (``isolation_level=None``):
+    transactions are begun and ended explicitly here.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock) -> None:
+        self._conn = conn
+        self._lock = lock
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """Hold the lock and a write transaction; commit on success, roll back on error."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+
+    def append_events(self, events: Sequence[Event]) -> list[int]:
+        """Append events in one transaction; returns their sequence numbers, in order.
+
+        An event whose id is already in the log is not stored again: its
+        existing sequence number is returned, so re-emitting is idempotent.
+        """
+        if not events:
+            return []
+        # Serialise before taking the lock: the JSON dump is most of the cost.
+        rows: list[_Row] = [
+            (
+                str(e.id),
+                e.event,
+                to_us(e.occurred),
+                None if e.received is None else to_us(e.received),
+                e.resource_id,
+                e.model_dump_json(),
+            )
+            for e in events
+        ]
+        with self._transaction() as conn:
+            # Plain INSERT, not OR IGNORE: an ignored row would still use up a
+            # sequence number. A duplicate id is rare; it undoes the batch and
+            # takes the slower path that looks the known ids up first.
+            conn.execute("SAVEPOINT append")
+            try:
+                conn.executemany(_INSERT, rows)
+            except sqlite3.IntegrityError:
+                conn.execute("ROLLBACK TO append")
+                conn.execute("RELEASE append")
+                return _append_new(conn, rows)
+            conn.execute("RELEASE append")
+            return _last_seqs(conn, len(rows))
+
+    def read_events_after(self, seq: int, limit: int = 1000) -> list[tuple[int, Event]]:
+        """Up to ``limit`` events with a sequence number above ``seq``, oldest first."""
+        if limit <= 0:
+            return []
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+            ).fetchall()
+        return [(s, Event.model_validate_json(body)) for s, body in rows]
+
+    def last_seq(self) -> int:
+        """The highest sequence number ever handed out (0 for an empty log).
+
+        Trimming does not lower it: numbers are never reused.
+        """
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
+            ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def count_events(self) -> int:
+        """How many events the log holds now."""
+        with self._lock:
+            count: int = self._conn.execute("SELECT count(*) FROM events").fetchone()[0]
+        return count
+
+    def filter_events(
+        self,
+        *,
+        names: Sequence[str] = (),
+        resource_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        descending: bool = True,
+    ) -> list[tuple[int, Event]]:
+        """Events matching every given filter, ordered by ``occurred`` (then seq).
+
+        ``names`` are shell-style patterns (``prefect.flow-run.*``); an event
+        matches if its name matches any of them. ``since`` and ``until`` bound
+        ``occurred`` inclusively. Returns at most ``limit`` ``(seq, event)`` pairs,
+        newest first unless ``descending`` is false.
+        """
+        if limit <= 0:
+            return []
+        clauses: list[str] = []
+        params: list[str | int] = []
+        if resource_id is not None:
+            clauses.append("resource_id = ?")
+            params.append(resource_id)
+        if since is not None:
+            clauses.append("occurred >= ?")
+            params.append(to_us(since))
+        if until is not None:
+            clauses.append("occurred <= ?")
+            params.append(to_us(until))
+        order = "DESC" if descending else "ASC"
+        found: list[tuple[int, str]] = []
+        with self._lock:
+            needs_match = False
+            if names:
+                name_sql, name_params, needs_match = _name_prefilter(
+                    names, self._name_column(names)
+                )
+                clauses.append(name_sql)
+                params.extend(name_params)
+            where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+            sql = (
+                f"SELECT seq, event, body FROM events{where} ORDER BY occurred {order}, seq {order}"
+            )
+            if not needs_match:
+                sql += " LIMIT ?"
+                params.append(limit)
+            cursor = self._conn.execute(sql, params)
+            try:
+                for seq, name, body in cursor:
+                    if needs_match and not any(fnmatchcase(name, p) for p in names):
+                        continue
+                    found.append((seq, body))
+                    if len(found) >= limit:
+                        break
+            finally:
+                cursor.close()
+        return [(seq, Event.model_validate_json(body)) for seq, body in found]
+
+    def _name_column(self, names: Sequence[str]) -> str:
+        """``event`` if the name patterns are selective enough to use its index, else
+        ``+event`` (which keeps SQLite off that index).
+
+        Measured on 100k events: via the name index, a pattern matching most of
+        the log costs 170 ms (a table lookup per match to sort by ``occurred``);
+        walking the ``occurred`` index instead costs 0.2 ms, but 38 ms for a rare
+        name. A cheap count on the covering name index picks the right plan.
+        """
+        name_sql, name_params, _ = _name_prefilter(names, "event")
+        probe = f"SELECT count(*) FROM (SELECT 1 FROM events WHERE {name_sql} LIMIT ?)"
+        count: int = self._conn.execute(probe, [*name_params, _SELECTIVE_ROWS]).fetchone()[0]
+        return "event" if count < _SELECTIVE_ROWS else "+event"
+
+    def trim_events(
+        self, *, keep_after_seq: int | None = None, older_than: datetime | None = None
+    ) -> int:
+        """Delete events at or below ``keep_after_seq`` and occurred before ``older_than``.
+
+        With both, only events meeting both conditions go (retention never
+        removes what replay after the oldest checkpoint still needs). Returns
+        how many rows were deleted; raises ``ValueError`` if neither is given.
+        """
+        clauses: list[str] = []
+        params: list[int] = []
+        if keep_after_seq is not None:
+            clauses.append("seq <= ?")
+            params.append(keep_after_seq)
+        if older_than is not None:
+            clauses.append("occurred < ?")
+            params.append(to_us(older_than))
+        if not clauses:
+            raise ValueError("trim_events needs keep_after_seq or older_than")
+        with self._transaction() as conn:
+            deleted: int = conn.execute(
+                f"DELETE FROM events WHERE {' AND '.join(clauses)}", params
+            ).rowcount
+        return deleted
+
+
+def _last_seqs(conn: sqlite3.Connection, count: int) -> list[int]:
+    """The sequence numbers of the ``count`` rows just inserted, in order.
+
+    Nobody else writes inside our transaction, so AUTOINCREMENT handed them
+    consecutive numbers ending at the last one.
+    """
+    last: int = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+    return list(range(last - count + 1, last + 1))
+
+
+def _append_new(conn: sqlite3.Connection, rows: list[_Row]) -> list[int]:
+    """Insert the rows whose id is not yet logged; returns every row's sequence number."""
+    seq_of: dict[str, int] = {}
+    ids = list(dict.fromkeys(row[0] for row in rows))
+    for start in range(0, len(ids), _IDS_PER_QUERY):
+        chunk = ids[start : start + _IDS_PER_QUERY]
+        marks = ",".join("?" * len(chunk))
+        seq_of.update(conn.execute(f"SELECT id, seq FROM events WHERE id IN ({marks})", chunk))
+    fresh: dict[str, _Row] = {}
+    for row in rows:
+        if row[0] not in seq_of:
+            fresh.setdefault(row[0], row)  # the first of repeats within the batch wins
+    if fresh:
+        conn.executemany(_INSERT, fresh.values())
+        seq_of.update(zip(fresh, _last_seqs(conn, len(fresh)), strict=True))
+    return [seq_of[row[0]] for row in rows]
+
+
+def _name_prefilter(patterns: Sequence[str], column: str) -> tuple[str, list[str], bool]:
+    """An index-friendly SQL test for event names, its parameters, and whether rows
+    still need matching in Python.
+
+    Each pattern becomes ``column = name`` (no wildcards) or ``column GLOB
+    'prefix*'`` on its literal prefix; only patterns with wildcards beyond a
+    trailing ``*`` need the exact ``fnmatchcase`` check afterwards.
+    """
+    tests: list[str] = []
+    params: list[str] = []
+    needs_match = False
+    for pattern in patterns:
+        prefix = _GLOB_MAGIC.split(pattern, maxsplit=1)[0]
+        if prefix == pattern:
+            tests.append(f"{column} = ?")
+            params.append(pattern)
+        else:
+            # The prefix holds no GLOB metacharacters, so this is "starts with".
+            tests.append(f"{column} GLOB ?")
+            params.append(prefix + "*")
+            needs_match = needs_match or pattern != prefix + "*"
+    return f"({' OR '.join(tests)})", params, needs_match

@@ -1,0 +1,473 @@
+"""The SQLite store against a real database file: registry, event log, checkpoints, action log."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from marmot.actors.store import SCHEMA_VERSION, Store
+from marmot.engine.errors import Conflict, NotFound, Unsupported, ValidationFailed
+from marmot.engine.models.automations import Automation
+from marmot.engine.models.events import Event
+
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+
+class FakeClock:
+    """A settable clock for the store's created/updated stamps."""
+
+    def __init__(self, now: datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(tmp_path: Path, clock: FakeClock) -> Iterator[Store]:
+    with Store.open(tmp_path / "data" / "marmot.db", clock=clock) as opened:
+        yield opened
+
+
+def automation(name: str = "a", **fields: Any) -> Automation:
+    document = {
+        "name": name,
+        "trigger": {"type": "event", "expect": ["x"]},
+        "actions": [{"type": "do-nothing"}],
+        **fields,
+    }
+    return Automation.model_validate(document)
+
+
+def event(name: str = "x", *, resource: str = "r.1", at: datetime = T0, **fields: Any) -> Event:
+    return Event.model_validate(
+        {
+            "occurred": at.isoformat(),
+            "event": name,
+            "resource": {"prefect.resource.id": resource},
+            **fields,
+        }
+    )
+
+
+# -- automations ------------------------------------------------------------------------
+
+
+def test_created_automation_reads_back_by_id_and_name(store: Store) -> None:
+    a = automation("nightly", description="d", tags=["ops"])
+
+    created = store.create_automation(a)
+
+    assert created.automation == a
+    assert created.version == 1
+    assert created.created == created.updated == T0
+    assert created.created.tzinfo is not None
+    assert store.read_automation(a.id) == created
+    assert store.read_automation_by_name("nightly") == created
+
+
+def test_update_replaces_document_keeps_created_and_increments_version(
+    store: Store, clock: FakeClock
+) -> None:
+    a = automation("one")
+    store.create_automation(a)
+    clock.advance(60)
+
+    changed = a.model_copy(update={"name": "two", "description": "renamed"})
+    updated = store.update_automation(changed)
+
+    assert updated.version == 2
+    assert updated.created == T0
+    assert updated.updated == T0 + timedelta(seconds=60)
+    assert store.read_automation(a.id).automation.description == "renamed"
+    assert store.read_automation_by_name("two").automation.id == a.id
+    with pytest.raises(NotFound):
+        store.read_automation_by_name("one")
+    assert store.update_automation(changed).version == 3
+
+
+def test_set_enabled_toggles_and_increments_version(store: Store) -> None:
+    a = automation()
+    store.create_automation(a)
+
+    paused = store.set_enabled(a.id, False)
+
+    assert paused.automation.enabled is False
+    assert paused.version == 2
+    assert store.list_automations(enabled=True) == []
+    assert store.set_enabled(a.id, True).automation.enabled is True
+
+
+def test_enabling_an_automation_that_would_loop_is_refused(store: Store) -> None:
+    looping = automation(
+        "loop",
+        enabled=False,
+        trigger={"type": "event", "expect": ["prefect.flow-run.Running"]},
+        actions=[{"type": "run-deployment", "source": "inferred"}],
+    )
+    store.create_automation(looping)
+
+    with pytest.raises(ValidationFailed, match="endless loop"):
+        store.set_enabled(looping.id, True)
+    assert store.read_automation(looping.id).automation.enabled is False
+    assert store.read_automation(looping.id).version == 1
+
+
+def test_deleted_automation_is_gone(store: Store) -> None:
+    a = automation()
+    store.create_automation(a)
+
+    store.delete_automation(a.id)
+
+    with pytest.raises(NotFound):
+        store.read_automation(a.id)
+    with pytest.raises(NotFound):
+        store.delete_automation(a.id)
+
+
+def test_duplicate_name_conflicts_and_names_the_automation(store: Store) -> None:
+    store.create_automation(automation("same"))
+
+    with pytest.raises(Conflict, match="'same'"):
+        store.create_automation(automation("same"))
+    assert len(store.list_automations()) == 1
+
+
+def test_duplicate_id_conflicts(store: Store) -> None:
+    a = automation("first")
+    store.create_automation(a)
+
+    with pytest.raises(Conflict, match=str(a.id)):
+        store.create_automation(a.model_copy(update={"name": "second"}))
+
+
+def test_renaming_onto_another_automations_name_conflicts(store: Store) -> None:
+    store.create_automation(automation("taken"))
+    mine = automation("mine")
+    store.create_automation(mine)
+
+    with pytest.raises(Conflict, match="'taken'"):
+        store.update_automation(mine.model_copy(update={"name": "taken"}))
+    assert store.read_automation(mine.id).version == 1
+
+
+def test_missing_automation_raises_not_found(store: Store) -> None:
+    missing = uuid.uuid4()
+    with pytest.raises(NotFound, match=str(missing)):
+        store.read_automation(missing)
+    with pytest.raises(NotFound, match="'nobody'"):
+        store.read_automation_by_name("nobody")
+    with pytest.raises(NotFound):
+        store.update_automation(automation())
+    with pytest.raises(NotFound):
+        store.set_enabled(missing, True)
+
+
+def test_list_filters_by_prefix_enabled_and_tags_sorted_by_name(store: Store) -> None:
+    store.create_automation(automation("prod-b", tags=["ops", "db"]))
+    store.create_automation(automation("prod-a", tags=["ops"]))
+    store.create_automation(automation("dev-c", tags=["ops", "db"], enabled=False))
+    store.create_automation(automation("prod_x"))
+
+    def names(**filters: Any) -> list[str]:
+        return [s.automation.name for s in store.list_automations(**filters)]
+
+    assert names() == ["dev-c", "prod-a", "prod-b", "prod_x"]
+    assert names(name_prefix="prod-") == ["prod-a", "prod-b"]
+    assert names(enabled=False) == ["dev-c"]
+    assert names(tags=["ops"]) == ["dev-c", "prod-a", "prod-b"]
+    assert names(tags=["ops", "db"]) == ["dev-c", "prod-b"]
+    assert names(tags=["ops", "db"], enabled=True) == ["prod-b"]
+    assert names(limit=2) == ["dev-c", "prod-a"]
+    assert names(limit=2, offset=2) == ["prod-b", "prod_x"]
+    assert names(offset=3) == ["prod_x"]
+
+
+# -- event log --------------------------------------------------------------------------
+
+
+def test_append_returns_increasing_sequence_numbers(store: Store) -> None:
+    assert store.last_seq() == 0
+
+    first = store.append_events([event(), event(), event()])
+    second = store.append_events([event()])
+
+    assert first == [1, 2, 3]
+    assert second == [4]
+    assert store.last_seq() == 4
+    assert store.count_events() == 4
+    assert store.append_events([]) == []
+
+
+def test_reappending_an_event_returns_its_seq_and_stores_it_once(store: Store) -> None:
+    e = event()
+    [seq] = store.append_events([e])
+
+    again = store.append_events([event(), e, e])
+
+    assert again[1:] == [seq, seq]
+    assert again[0] == seq + 1
+    assert store.count_events() == 2
+    assert store.append_events([e]) == [seq]
+    assert store.last_seq() == seq + 1
+
+
+def test_repeats_within_one_new_batch_share_one_seq(store: Store) -> None:
+    e, f = event("e"), event("f")
+
+    seqs = store.append_events([e, f, e])
+
+    assert seqs == [1, 2, 1]
+    assert [x.event for _, x in store.read_events_after(0)] == ["e", "f"]
+    assert store.last_seq() == 2
+
+
+def test_events_round_trip_unchanged(store: Store) -> None:
+    e = event(
+        "prefect.flow-run.Completed",
+        related=[{"prefect.resource.id": "d.1", "prefect.resource.role": "deployment"}],
+        payload={"n": 1, "nested": {"ok": True}},
+        follows=str(uuid.uuid4()),
+        received="2026-03-01T09:00:01.5Z",
+    )
+    [seq] = store.append_events([e])
+
+    assert store.read_events_after(0) == [(seq, e)]
+
+
+def test_read_events_after_pages_through_the_log(store: Store) -> None:
+    events = [event(f"e.{i}") for i in range(25)]
+    store.append_events(events)
+
+    pages: list[list[tuple[int, Event]]] = []
+    after = 0
+    while page := store.read_events_after(after, limit=10):
+        pages.append(page)
+        after = page[-1][0]
+
+    assert [len(p) for p in pages] == [10, 10, 5]
+    assert [e for p in pages for _, e in p] == events
+    assert store.read_events_after(after) == []
+
+
+def test_filter_by_glob_names(store: Store) -> None:
+    store.append_events(
+        [
+            event("prefect.flow-run.Running"),
+            event("prefect.flow-run.Completed"),
+            event("prefect.task-run.Running"),
+            event("prefect.flow-run-x.Other"),
+            event("marmot.automation.triggered"),
+        ]
+    )
+
+    def names(*patterns: str) -> list[str]:
+        found = store.filter_events(names=patterns, descending=False)
+        return [e.event for _, e in found]
+
+    assert names("prefect.flow-run.*") == [
+        "prefect.flow-run.Running",
+        "prefect.flow-run.Completed",
+    ]
+    assert names("prefect.*.Running") == ["prefect.flow-run.Running", "prefect.task-run.Running"]
+    assert names("*.Running", "marmot.automation.triggered") == [
+        "prefect.flow-run.Running",
+        "prefect.task-run.Running",
+        "marmot.automation.triggered",
+    ]
+    assert names("prefect.flow-run.Complete?") == ["prefect.flow-run.Completed"]
+    assert names("prefect.flow-run.running") == []
+    assert len(names("*")) == 5
+
+
+def test_filter_with_glob_respects_limit_after_matching(store: Store) -> None:
+    # Many rows pass the SQL prefilter ("a.*") but only some match the full pattern.
+    store.append_events([event(f"a.{i}.{'done' if i % 3 == 0 else 'skip'}") for i in range(30)])
+
+    found = store.filter_events(names=["a.*.done"], limit=4, descending=False)
+
+    assert [e.event for _, e in found] == ["a.0.done", "a.3.done", "a.6.done", "a.9.done"]
+
+
+def test_filter_by_a_common_name_in_a_large_log_returns_the_newest(store: Store) -> None:
+    # Enough matches that the store walks the time index instead of the name index.
+    at = [T0 + timedelta(seconds=i) for i in range(3000)]
+    store.append_events([event("common.x" if i % 50 else "rare", at=t) for i, t in enumerate(at)])
+
+    common = store.filter_events(names=["common.*"], limit=3)
+    exact = store.filter_events(names=["common.x"], limit=3, descending=False)
+    rare = store.filter_events(names=["rare"], limit=2)
+
+    assert [e.occurred for _, e in common] == [at[2999], at[2998], at[2997]]
+    assert [e.occurred for _, e in exact] == [at[1], at[2], at[3]]
+    assert [e.occurred for _, e in rare] == [at[2950], at[2900]]
+
+
+def test_filter_by_resource_and_time_ordered_by_occurred(store: Store) -> None:
+    times = [T0 + timedelta(minutes=m) for m in (5, 1, 3, 2, 4)]
+    store.append_events([event(resource=f"r.{i % 2}", at=t) for i, t in enumerate(times)])
+
+    newest_first = store.filter_events()
+    oldest_first = store.filter_events(descending=False)
+    window = store.filter_events(
+        since=T0 + timedelta(minutes=2), until=T0 + timedelta(minutes=4), descending=False
+    )
+    r0 = store.filter_events(resource_id="r.0", limit=2)
+
+    assert [e.occurred for _, e in newest_first] == sorted(times, reverse=True)
+    assert [e.occurred for _, e in oldest_first] == sorted(times)
+    assert [e.occurred.minute for _, e in window] == [2, 3, 4]
+    assert [(e.resource_id, e.occurred.minute) for _, e in r0] == [("r.0", 5), ("r.0", 4)]
+
+
+def test_trim_deletes_old_rows_and_never_reuses_seqs(store: Store) -> None:
+    store.append_events([event(at=T0 + timedelta(minutes=m)) for m in range(10)])
+
+    assert store.trim_events(keep_after_seq=3) == 3
+    assert store.trim_events(older_than=T0 + timedelta(minutes=5)) == 2
+    # Both: only rows at or below the seq AND older than the time go.
+    assert store.trim_events(keep_after_seq=7, older_than=T0 + timedelta(minutes=7)) == 2
+    assert [seq for seq, _ in store.read_events_after(0)] == [8, 9, 10]
+
+    assert store.trim_events(keep_after_seq=100) == 3
+    assert store.count_events() == 0
+    assert store.last_seq() == 10
+    assert store.append_events([event()]) == [11]
+    with pytest.raises(ValueError):
+        store.trim_events()
+
+
+def test_concurrent_appends_get_unique_gap_free_seqs_per_call(store: Store) -> None:
+    calls: list[list[int]] = []
+    record = threading.Lock()
+    start = threading.Barrier(4)
+
+    def writer() -> None:
+        start.wait()
+        for _ in range(25):
+            seqs = store.append_events([event() for _ in range(20)])
+            with record:
+                calls.append(seqs)
+
+    threads = [threading.Thread(target=writer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert len(calls) == 100
+    for seqs in calls:
+        assert seqs == list(range(seqs[0], seqs[0] + 20))
+    everything = sorted(s for seqs in calls for s in seqs)
+    assert everything == list(range(1, 2001))
+    assert store.count_events() == 2000
+
+
+# -- checkpoints, action log, meta -------------------------------------------------------
+
+
+def test_checkpoints_save_load_and_overwrite(store: Store) -> None:
+    assert store.load_checkpoint("actor-1") is None
+
+    store.save_checkpoint("actor-1", 10, b"\x00state-1")
+    store.save_checkpoint("actor-2", 3, b"other")
+    store.save_checkpoint("actor-1", 42, b"state-2\xff")
+
+    assert store.load_checkpoint("actor-1") == (42, b"state-2\xff")
+    assert store.load_checkpoint("actor-2") == (3, b"other")
+    store.delete_checkpoint("actor-1")
+    assert store.load_checkpoint("actor-1") is None
+
+
+def test_claim_action_returns_true_then_false(store: Store) -> None:
+    automation_id = uuid.uuid4()
+    claim: dict[str, Any] = {
+        "firing_id": "f-1",
+        "automation_id": str(automation_id),
+        "action_index": 0,
+    }
+
+    assert store.claim_action("f-1:0", **claim) is True
+    assert store.claim_action("f-1:0", **claim) is False
+
+    store.finish_action("f-1:0", "succeeded", "did nothing, as asked")
+    [record] = store.read_actions(automation_id=automation_id)
+    assert (record.key, record.firing_id, record.action_index) == ("f-1:0", "f-1", 0)
+    assert (record.status, record.detail) == ("succeeded", "did nothing, as asked")
+    assert store.read_actions(automation_id=uuid.uuid4()) == []
+    with pytest.raises(NotFound):
+        store.finish_action("never-claimed", "failed")
+
+
+def test_claim_is_exclusive_across_connections(tmp_path: Path) -> None:
+    # Executors open the database file separately; only one of them may act.
+    with Store.open(tmp_path / "m.db") as one, Store.open(tmp_path / "m.db") as two:
+        claim: dict[str, Any] = {"firing_id": "f", "automation_id": "a", "action_index": 1}
+        assert one.claim_action("k", **claim) is True
+        assert two.claim_action("k", **claim) is False
+
+
+def test_meta_values_are_set_and_replaced(store: Store) -> None:
+    assert store.get_meta("events_clock") is None
+
+    store.set_meta("events_clock", "1")
+    store.set_meta("events_clock", "2")
+
+    assert store.get_meta("events_clock") == "2"
+
+
+# -- durability ---------------------------------------------------------------------------
+
+
+def test_store_survives_reopen_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "marmot.db"
+    a = automation()
+    e = event()
+    with Store.open(path) as store:
+        store.create_automation(a)
+        store.append_events([e])
+        store.save_checkpoint("actor", 1, b"s")
+        store.claim_action("k", firing_id="f", automation_id=str(a.id), action_index=0)
+        store.set_meta("k", "v")
+
+    with Store.open(path) as store:
+        assert store.read_automation(a.id).automation == a
+        assert store.read_events_after(0) == [(1, e)]
+        assert store.last_seq() == 1
+        assert store.load_checkpoint("actor") == (1, b"s")
+        assert store.claim_action("k", firing_id="f", automation_id="x", action_index=0) is False
+        assert store.get_meta("k") == "v"
+        assert store.schema_version() == SCHEMA_VERSION
+
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
+
+
+def test_store_written_by_a_newer_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "marmot.db"
+    Store.open(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    conn.commit()
+    conn.close()
+
+    with pytest.raises(Unsupported, match="schema version"):
+        Store.open(path)

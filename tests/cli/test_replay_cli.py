@@ -1,0 +1,105 @@
+"""``marmot replay`` from the command line: scenarios, backtests and bad files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from marmot.cli import main
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "configs" / "examples"
+
+
+def _lines(text: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_scenario_replay_prints_sorted_json_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["replay", str(EXAMPLES / "scenario-failing-runs.json")]) == 0
+    rows = _lines(capsys.readouterr().out)
+    assert [r["automation"] for r in rows] == ["deployment keeps failing", "run stuck in Running"]
+    assert rows[0]["labels"] == {"related:deployment:prefect.resource.id": "prefect.deployment.etl"}
+    assert rows[1]["fired_at"] == "2026-05-04T08:01:10Z"
+
+
+def test_backtest_prints_json_lines_with_daemon_schedule(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(
+        [
+            "replay",
+            "--automations",
+            str(EXAMPLES / "automations.yaml"),
+            "--events",
+            str(EXAMPLES / "events.jsonl"),
+            "--json",
+        ]
+    )
+    assert code == 0
+    rows = _lines(capsys.readouterr().out)
+    names = sorted({str(r["automation"]) for r in rows})
+    assert names == ["deployment keeps failing", "run stuck in Running"]
+    stuck = [r for r in rows if r["automation"] == "run stuck in Running"]
+    # a3 started at 08:00:30 and never finished: it fires exactly 30 s later.
+    assert {"fired_at": "2026-05-04T08:01:00Z"}.items() <= stuck[0].items()
+
+
+def test_backtest_table_output(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "replay",
+            "--automations",
+            str(EXAMPLES / "automations.yaml"),
+            "--events",
+            str(EXAMPLES / "events.jsonl"),
+        ]
+    )
+    assert code == 0
+    assert "deployment keeps failing" in capsys.readouterr().out
+
+
+def test_bad_event_line_names_file_line_and_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        '{"occurred": "2026-05-04T08:00:00Z", "event": "x", "resource": {"prefect.resource.id": "r"}}\n'
+        '{"occurred": "not a time", "event": "x", "resource": {"prefect.resource.id": "r"}}\n'
+    )
+    code = main(
+        ["replay", "--automations", str(EXAMPLES / "automations.yaml"), "--events", str(events)]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"{events}:2" in err and "occurred" in err
+
+
+def test_bad_automation_names_file_line_and_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    automations = tmp_path / "a.yaml"
+    automations.write_text(
+        "name: broken\n"
+        "trigger:\n"
+        "  type: event\n"
+        "  posture: Proactive\n"
+        "  within: 5\n"
+        "actions: []\n"
+    )
+    code = main(
+        ["replay", "--automations", str(automations), "--events", str(EXAMPLES / "events.jsonl")]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"{automations}:" in err and "10 seconds" in err
+
+
+def test_missing_arguments_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["replay"]) == 2
+    assert "SCENARIO" in capsys.readouterr().err
+
+
+def test_negative_tick_is_rejected(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["replay", "--tick", "-1", str(EXAMPLES / "scenario-failing-runs.json")]) == 2

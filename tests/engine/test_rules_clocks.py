@@ -1,0 +1,144 @@
+"""SEMANTICS §6: reactive time, firing time, the events clock and causal ordering."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from uuid import UUID
+
+from marmot.engine.causal import CausalOrdering
+from marmot.engine.clock import EventsClock, ManualClock
+from tests.engine.factories import at, evaluator, event
+
+LEADER = UUID("00000000-0000-4000-8000-00000000000a")
+FOLLOWER = UUID("00000000-0000-4000-8000-00000000000b")
+SECOND_FOLLOWER = UUID("00000000-0000-4000-8000-00000000000c")
+
+
+def test_manual_clock_moves_only_when_told() -> None:
+    clock = ManualClock(at(0))
+
+    assert clock.now() == at(0)
+    assert clock.advance(5) == at(5)
+    assert clock.advance(timedelta(seconds=2)) == at(7)
+    clock.set(at(3))
+    assert clock.now() == at(3)
+
+
+# -- reactive time and firing time ----------------------------------------------------------
+
+
+def test_reactive_evaluation_uses_occurred_as_now() -> None:
+    ev = evaluator({"type": "event", "expect": ["x"], "threshold": 2, "within": 10})
+
+    # Processed 100 s apart, but they occurred 5 s apart: the same 10 s window.
+    assert ev.apply([event("x", 0, received=100)]) == []
+    [firing] = ev.apply([event("x", 5, received=200)])
+
+    assert firing.event_id == event("x", 5, received=200).id
+
+
+def test_firing_time_is_processing_clock() -> None:
+    ev = evaluator({"type": "event", "expect": ["x"]})
+
+    [received] = ev.apply([event("x", 0, received=42)])
+    [unstamped] = ev.apply([event("x", 1)])
+
+    assert received.fired_at == at(42)
+    assert unstamped.fired_at == at(1)
+
+
+# -- the events clock -------------------------------------------------------------------------
+
+
+def test_events_clock_offset_is_zero_before_any_event() -> None:
+    clock = EventsClock()
+
+    assert clock.offset() == timedelta(0)
+    assert clock.as_of(at(10)) == at(10)
+
+
+def test_events_clock_offset_is_events_clock_minus_last_seen() -> None:
+    wall = ManualClock(at(5))
+    clock = EventsClock()
+
+    clock.observe(at(0), wall.now())
+    assert clock.offset() == timedelta(seconds=-5)
+    assert clock.as_of(at(10)) == at(5)
+
+    # An older event does not move the events clock back, but last_seen advances.
+    clock.observe(at(-30), wall.advance(15))
+    assert clock.offset() == timedelta(seconds=-20)
+    assert clock.as_of(wall.now()) == at(0)
+
+    clock.observe(at(18), wall.advance(1))
+    assert clock.offset() == timedelta(seconds=-3)
+    assert clock.as_of(at(30)) == at(27)
+
+
+def test_future_event_is_clamped_to_wall_clock() -> None:
+    clock = EventsClock()
+
+    clock.observe(at(100), at(30))
+
+    assert clock.offset() == timedelta(0)
+    assert clock.as_of(at(40)) == at(40)
+
+
+# -- causal ordering -----------------------------------------------------------------------------
+
+
+def test_follower_waits_for_leader() -> None:
+    wall = ManualClock(at(0))
+    causal = CausalOrdering()
+    follower = event("second", 1, id=FOLLOWER, follows=LEADER)
+    leader = event("first", 0, id=LEADER)
+
+    assert causal.admit(follower, wall.now()) == []
+    assert causal.waiting == 1
+    assert causal.next_deadline() == at(900)
+
+    ready = causal.admit(leader, wall.advance(3))
+
+    assert [e.id for e in ready] == [LEADER, FOLLOWER]
+    assert ready[1].received == at(3)
+    assert causal.waiting == 0
+    assert causal.next_deadline() is None
+
+
+def test_followers_are_released_in_causal_order() -> None:
+    causal = CausalOrdering()
+    grandchild = event("third", 2, id=SECOND_FOLLOWER, follows=FOLLOWER)
+    child = event("second", 1, id=FOLLOWER, follows=LEADER)
+
+    assert causal.admit(grandchild, at(0)) == []
+    assert causal.admit(child, at(1)) == []
+    ready = causal.admit(event("first", 0, id=LEADER), at(2))
+
+    assert [e.id for e in ready] == [LEADER, FOLLOWER, SECOND_FOLLOWER]
+
+
+def test_follower_of_processed_leader_is_evaluated_at_once() -> None:
+    causal = CausalOrdering()
+    follower = event("second", 1, id=FOLLOWER, follows=LEADER)
+
+    assert [e.id for e in causal.admit(event("first", 0, id=LEADER), at(0))] == [LEADER]
+    assert [e.id for e in causal.admit(follower, at(60))] == [FOLLOWER]
+
+
+def test_lost_follower_is_evaluated_after_lookback() -> None:
+    wall = ManualClock(at(0))
+    causal = CausalOrdering()
+    follower = event("second", 1, id=FOLLOWER, follows=LEADER)
+
+    assert causal.admit(follower, wall.now()) == []
+    assert causal.release_lost(wall.advance(899)) == []
+    assert causal.waiting == 1
+
+    released = causal.release_lost(wall.advance(2))
+
+    assert [e.id for e in released] == [FOLLOWER]
+    assert released[0].received == at(901)
+    assert causal.waiting == 0
+    assert causal.next_deadline() is None
+    # The leader arriving afterwards is evaluated on its own.
+    assert [e.id for e in causal.admit(event("first", 0, id=LEADER), wall.now())] == [LEADER]
