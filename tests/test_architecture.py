@@ -53,7 +53,11 @@ def test_import_layers_hold(tmp_path: Path) -> None:
     for folder in ("engine", "actors", "transport"):
         (package / folder).symlink_to(REPO / folder)
     result = subprocess.run(
-        [str(Path(sys.executable).with_name("lint-imports")), "--config", str(REPO / "pyproject.toml")],
+        [
+            str(Path(sys.executable).with_name("lint-imports")),
+            "--config",
+            str(REPO / "pyproject.toml"),
+        ],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(tmp_path)},
         capture_output=True,

@@ -65,7 +65,8 @@ def test_bad_event_line_names_file_line_and_field(
 ) -> None:
     events = tmp_path / "events.jsonl"
     events.write_text(
-        '{"occurred": "2026-05-04T08:00:00Z", "event": "x", "resource": {"prefect.resource.id": "r"}}\n'
+        '{"occurred": "2026-05-04T08:00:00Z", "event": "x",'
+        ' "resource": {"prefect.resource.id": "r"}}\n'
         '{"occurred": "not a time", "event": "x", "resource": {"prefect.resource.id": "r"}}\n'
     )
     code = main(
@@ -81,12 +82,7 @@ def test_bad_automation_names_file_line_and_field(
 ) -> None:
     automations = tmp_path / "a.yaml"
     automations.write_text(
-        "name: broken\n"
-        "trigger:\n"
-        "  type: event\n"
-        "  posture: Proactive\n"
-        "  within: 5\n"
-        "actions: []\n"
+        "name: broken\ntrigger:\n  type: event\n  posture: Proactive\n  within: 5\nactions: []\n"
     )
     code = main(
         ["replay", "--automations", str(automations), "--events", str(EXAMPLES / "events.jsonl")]

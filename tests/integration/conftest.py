@@ -1,0 +1,19 @@
+"""One Ray instance for the whole test session (DESIGN.md: init costs seconds)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import ray
+
+from marmot.actors.runtime import RayRuntime, RaySettings
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    runtime = RayRuntime(RaySettings(num_cpus=2, object_store_memory_mb=100))
+    runtime.start()
+    yield
+    runtime.shutdown()
+    assert not ray.is_initialized()

@@ -1,0 +1,204 @@
+"""The daemon end to end: real Ray, real ZeroMQ sockets, a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import pytest
+import zmq
+
+from marmot.engine.errors import NotFound, ValidationFailed
+from marmot.transport.client import Client, Publisher
+from tests.integration.harness import DaemonThread, make_config, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _event(name: str, resource: str = "r.1", *, ago_s: float = 0.0, **extra: Any) -> dict[str, Any]:
+    occurred = datetime.now(UTC) - timedelta(seconds=ago_s)
+    return {
+        "id": str(uuid4()),
+        "occurred": occurred.isoformat(),
+        "event": name,
+        "resource": {"prefect.resource.id": resource},
+        **extra,
+    }
+
+
+def _reactive(name: str, expect: str, threshold: int = 2) -> dict[str, Any]:
+    return {
+        "name": name,
+        "trigger": {
+            "type": "event",
+            "posture": "Reactive",
+            "expect": [expect],
+            "for_each": ["prefect.resource.id"],
+            "threshold": threshold,
+            "within": 60,
+        },
+        "actions": [{"type": "do-nothing"}],
+    }
+
+
+def _events_named(client: Client, name: str) -> list[dict[str, Any]]:
+    return client.filter_events(names=[name], limit=1000)
+
+
+@pytest.fixture(scope="module")
+def daemon(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonThread]:
+    running = DaemonThread(make_config(tmp_path_factory.mktemp("daemon"))).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def client(daemon: DaemonThread) -> Iterator[Client]:
+    with Client(daemon.rpc_url, timeout_s=30) as c:
+        yield c
+
+
+def test_published_events_fire_an_automation_and_its_action_runs(
+    daemon: DaemonThread, client: Client
+) -> None:
+    automation = client.create_automation(_reactive("two pings", "test.ping"))
+    with Publisher(daemon.ingest_url, batch_size=10) as publisher:
+        publisher.publish(_event("test.ping", "r.ping"))
+        publisher.publish(_event("test.ping", "r.ping"))
+    triggered = wait_for(
+        lambda: [
+            e
+            for e in _events_named(client, "prefect.automation.triggered")
+            if e["resource"]["prefect.resource.id"] == f"prefect.automation.{automation.id}"
+        ],
+        what="the automation to fire",
+    )
+    assert triggered[0]["payload"]["triggering_labels"] == {"prefect.resource.id": "r.ping"}
+    executed = wait_for(
+        lambda: [
+            e
+            for e in _events_named(client, "prefect.automation.action.executed")
+            if e["resource"]["prefect.resource.id"] == f"prefect.automation.{automation.id}"
+        ],
+        what="the action to run",
+    )
+    assert executed[0]["payload"]["action_type"] == "do-nothing"
+
+
+def test_emit_is_acknowledged_with_durable_sequence_numbers(client: Client) -> None:
+    seqs = client.emit([_event("test.durable"), _event("test.durable")])
+    assert len(seqs) == 2 and seqs[1] > seqs[0]
+    logged = {e["seq"] for e in _events_named(client, "test.durable")}
+    assert set(seqs) <= logged
+
+
+def test_proactive_deadline_fires_on_time(daemon: DaemonThread, client: Client) -> None:
+    automation = client.create_automation(
+        {
+            "name": "job must finish",
+            "trigger": {
+                "type": "event",
+                "posture": "Proactive",
+                "after": ["test.job.started"],
+                "expect": ["test.job.finished"],
+                "for_each": ["prefect.resource.id"],
+                "within": 10,
+            },
+            "actions": [{"type": "do-nothing"}],
+        }
+    )
+    started = _event("test.job.started", "job.1")
+    client.emit([started])
+    fired = wait_for(
+        lambda: [
+            e
+            for e in _events_named(client, "prefect.automation.triggered")
+            if e["resource"]["prefect.resource.id"] == f"prefect.automation.{automation.id}"
+        ],
+        timeout_s=40,
+        what="the proactive deadline",
+    )
+    deadline = datetime.fromisoformat(started["occurred"]) + timedelta(seconds=10)
+    fired_at = datetime.fromisoformat(fired[0]["occurred"])
+    assert timedelta(0) <= fired_at - deadline < timedelta(seconds=1)
+    assert fired[0]["resource"]["prefect.posture"] == "Proactive"
+
+
+def test_automations_are_created_updated_paused_and_deleted_live(
+    daemon: DaemonThread, client: Client
+) -> None:
+    automation = client.create_automation(_reactive("lifecycle", "test.life", threshold=3))
+    client.emit([_event("test.life", "r.life"), _event("test.life", "r.life")])
+    explained = wait_for(
+        lambda: client.explain(automation.id)["open_buckets"] == 1 and client.explain(automation.id),
+        what="a bucket to open",
+    )
+    assert explained["triggers"][0]["buckets"][0]["count"] == 2
+
+    client.update_automation(automation.id, _reactive("lifecycle", "test.life", threshold=2))
+    assert client.explain(automation.id)["open_buckets"] == 0  # state resets on change
+
+    paused = client.pause_automation(automation.id)
+    assert paused.enabled is False
+    client.emit([_event("test.life", "r.life"), _event("test.life", "r.life")])
+    assert client.explain(automation.id)["open_buckets"] == 0
+
+    assert client.resume_automation(automation.id).enabled is True
+    client.emit([_event("test.life", "r.life")])
+    wait_for(lambda: client.explain(automation.id)["open_buckets"] == 1, what="resumed evaluation")
+
+    client.delete_automation(automation.id)
+    with pytest.raises(NotFound):
+        client.read_automation(automation.id)
+
+
+def test_invalid_automation_gets_field_paths(client: Client) -> None:
+    bad = _reactive("bad", "x")
+    bad["trigger"]["posture"] = "Proactive"
+    bad["trigger"]["within"] = 3
+    with pytest.raises(ValidationFailed) as caught:
+        client.create_automation(bad)
+    assert "10 seconds" in caught.value.message
+    assert caught.value.details
+
+
+def test_malformed_frames_are_dropped_and_counted_while_good_events_flow(
+    daemon: DaemonThread, client: Client
+) -> None:
+    automation = client.create_automation(_reactive("survives garbage", "test.good", threshold=1))
+    context = zmq.Context.instance()
+    push = context.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 2000)
+    push.connect(daemon.ingest_url)
+    push.send(b"\xc1 definitely not msgpack")
+    push.send(json.dumps({"event": "missing everything"}).encode())
+    push.close()
+    with Publisher(daemon.ingest_url) as publisher:
+        publisher.publish(_event("test.good", "r.good"))
+    wait_for(
+        lambda: [
+            e
+            for e in _events_named(client, "prefect.automation.triggered")
+            if e["resource"]["prefect.resource.id"] == f"prefect.automation.{automation.id}"
+        ],
+        what="the good event to fire",
+    )
+    port = daemon.config.http.port
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+    text = metrics.decode()
+    assert 'marmot_events_dropped_total{reason="undecodable"} 1.0' in text
+    assert 'marmot_events_dropped_total{reason="invalid_event"} 1.0' in text
+    health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz").read())
+    assert health["ok"] is True
+
+
+def test_status_reports_capacity(client: Client) -> None:
+    status = client.status()
+    assert status["capacity"]["actor_limit"] > 0
+    assert 0 < status["capacity"]["automations_free"] <= 1000
+    assert status["automation_actors"] >= 1
