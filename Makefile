@@ -44,7 +44,7 @@ typecheck: $(STAMP)
 
 imports: $(STAMP)
 	rm -rf $(TREE); $(MAKE) --no-print-directory $(TREE)
-	cd $(TREE) && ../$(BIN)/lint-imports --config ../pyproject.toml
+	cd $(TREE) && ../$(BIN)/lint-imports ../pyproject.toml
 
 conformance: $(STAMP)
 	$(BIN)/python ../shared/conformance/compare.py --ours "$(BIN)/marmot replay {scenario}" ../shared/conformance

@@ -84,7 +84,7 @@ class RayRuntime:
 
     def automation_actor(self, name: str) -> Any:
         """A new automation actor (no CPU reserved; Ray restarts it if it dies)."""
-        return AutomationActor.options(  # type: ignore[attr-defined]
+        return AutomationActor.options(
             name=name,
             namespace=self.namespace,
             num_cpus=0,
@@ -95,7 +95,7 @@ class RayRuntime:
 
     def timer_actor(self, name: str = "timer") -> Any:
         """The timer actor (async, so its sleep never blocks its stream)."""
-        return TimerActor.options(  # type: ignore[attr-defined]
+        return TimerActor.options(
             name=name,
             namespace=self.namespace,
             num_cpus=0,
@@ -105,8 +105,8 @@ class RayRuntime:
 
     def executor_actor(self, name: str, cls: type, *args: Any) -> Any:
         """An action executor built from ``cls`` (several run at once per actor)."""
-        remote_cls = ray.remote(cls)
-        return remote_cls.options(  # type: ignore[attr-defined]
+        remote_cls: Any = ray.remote(cls)
+        return remote_cls.options(
             name=name,
             namespace=self.namespace,
             num_cpus=0,
@@ -120,14 +120,14 @@ class RayRuntime:
 
     def capacity(self, actors_in_use: int) -> dict[str, Any]:
         """What this Ray node (or cluster) can still take, in automation actors."""
-        resources = ray.cluster_resources()
+        resources = ray.cluster_resources()  # type: ignore[no-untyped-call]
         cpus = float(resources.get("CPU", os.cpu_count() or 1))
         memory = float(resources.get("memory", 0.0))
         by_cpu = int(cpus * ACTORS_PER_CORE)
         by_memory = int(memory // ACTOR_MEMORY_BYTES) if memory else by_cpu
         limit = min(by_cpu, by_memory)
         return {
-            "nodes": len([n for n in ray.nodes() if n.get("Alive")]),
+            "nodes": len([n for n in ray.nodes() if n.get("Alive")]),  # type: ignore[no-untyped-call]
             "cpus": cpus,
             "memory_bytes": memory,
             "actor_limit": limit,

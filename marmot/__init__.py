@@ -1,7 +1,7 @@
 """Marmot: Prefect automations as a standalone, actor-based rules engine.
 
 The public API: the automation, trigger and action schemas (Prefect's shape),
-events, the replay engine, and the error hierarchy.
+the clients, events, the replay engine, and the error hierarchy.
 """
 
 __version__ = "0.1.0"
@@ -37,7 +37,6 @@ from marmot.engine.models.actions import (
     SendNotification,
     SuspendFlowRun,
 )
-from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event
 from marmot.engine.models.resources import ResourceSpecification
 from marmot.engine.models.triggers import (
@@ -47,6 +46,8 @@ from marmot.engine.models.triggers import (
     SequenceTrigger,
 )
 from marmot.engine.replay import Replay, Scenario, replay_scenario
+from marmot.sdk import Automation
+from marmot.transport.client import AsyncClient, Client, Publisher
 
 __all__ = [
     # automations and triggers
@@ -75,6 +76,10 @@ __all__ = [
     "RunDeployment",
     "SendNotification",
     "SuspendFlowRun",
+    # talking to the daemon
+    "AsyncClient",
+    "Client",
+    "Publisher",
     # events and evaluation
     "Evaluator",
     "Event",

@@ -55,7 +55,6 @@ def test_import_layers_hold(tmp_path: Path) -> None:
     result = subprocess.run(
         [
             str(Path(sys.executable).with_name("lint-imports")),
-            "--config",
             str(REPO / "pyproject.toml"),
         ],
         cwd=tmp_path,

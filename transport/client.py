@@ -266,7 +266,7 @@ class Publisher:
     def __init__(self, url: str | None = None, *, batch_size: int = 100) -> None:
         self.url = url or os.environ.get("MARMOT_INGEST_URL") or DEFAULT_INGEST_URL
         self.batch_size = batch_size
-        self._context = zmq.Context.instance()
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self._socket = self._context.socket(zmq.PUSH)
         self._socket.setsockopt(zmq.LINGER, 5000)
         self._socket.connect(self.url)

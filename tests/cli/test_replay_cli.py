@@ -57,7 +57,7 @@ def test_backtest_table_output(capsys: pytest.CaptureFixture[str]) -> None:
         ]
     )
     assert code == 0
-    assert "deployment keeps failing" in capsys.readouterr().out
+    assert "2 firing(s) from 8 event(s)" in capsys.readouterr().out
 
 
 def test_bad_event_line_names_file_line_and_field(

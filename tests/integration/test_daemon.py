@@ -6,7 +6,6 @@ import json
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -134,10 +133,8 @@ def test_automations_are_created_updated_paused_and_deleted_live(
 ) -> None:
     automation = client.create_automation(_reactive("lifecycle", "test.life", threshold=3))
     client.emit([_event("test.life", "r.life"), _event("test.life", "r.life")])
-    explained = wait_for(
-        lambda: client.explain(automation.id)["open_buckets"] == 1 and client.explain(automation.id),
-        what="a bucket to open",
-    )
+    wait_for(lambda: client.explain(automation.id)["open_buckets"] == 1, what="a bucket")
+    explained = client.explain(automation.id)
     assert explained["triggers"][0]["buckets"][0]["count"] == 2
 
     client.update_automation(automation.id, _reactive("lifecycle", "test.life", threshold=2))
