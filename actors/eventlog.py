@@ -143,8 +143,10 @@ class EventLog:
         until: datetime | None = None,
         limit: int = 100,
         descending: bool = True,
+        by_seq: bool = False,
     ) -> list[tuple[int, Event]]:
-        """Events matching every given filter, ordered by ``occurred`` (then seq).
+        """Events matching every given filter, ordered by ``occurred`` (then seq),
+        or by arrival (``seq``) when ``by_seq``.
 
         ``names`` are shell-style patterns (``prefect.flow-run.*``); an event
         matches if its name matches any of them. ``since`` and ``until`` bound
@@ -175,9 +177,8 @@ class EventLog:
                 clauses.append(name_sql)
                 params.extend(name_params)
             where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-            sql = (
-                f"SELECT seq, event, body FROM events{where} ORDER BY occurred {order}, seq {order}"
-            )
+            ordering = f"seq {order}" if by_seq else f"occurred {order}, seq {order}"
+            sql = f"SELECT seq, event, body FROM events{where} ORDER BY {ordering}"
             if not needs_match:
                 sql += " LIMIT ?"
                 params.append(limit)

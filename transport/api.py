@@ -65,6 +65,7 @@ class _EventFilter(_Params):
     until: datetime | None = None
     limit: int = Field(default=100, ge=1, le=10_000)
     descending: bool = True
+    by_seq: bool = False
     after_seq: int | None = Field(default=None, ge=0)
 
 
@@ -187,5 +188,6 @@ class Api:
                 until=p.until,
                 limit=p.limit,
                 descending=p.descending,
+                by_seq=p.by_seq,
             )
         return [event_view(seq, e) for seq, e in rows]

@@ -170,9 +170,12 @@ class Client:
         until: datetime | None = None,
         limit: int = 100,
         after_seq: int | None = None,
+        by_arrival: bool = False,
     ) -> list[dict[str, Any]]:
-        """Events from the log, newest first (or after ``after_seq``, oldest first)."""
+        """Events from the log, newest first by ``occurred`` (by arrival with
+        ``by_arrival``), or those after ``after_seq``, oldest first."""
         params = _filter_params(
+            by_seq=by_arrival or None,
             names=list(names),
             resource_id=resource_id,
             since=since,

@@ -122,7 +122,7 @@ def _show(rows: list[dict[str, Any]], as_json: bool) -> None:
 
 def run_tail(args: argparse.Namespace) -> int:
     with connect(args) as client:
-        rows = client.filter_events(names=args.event, limit=args.lines)
+        rows = client.filter_events(names=args.event, limit=args.lines, by_arrival=True)
         rows.reverse()
         _show(rows, args.json)
         if not args.follow:

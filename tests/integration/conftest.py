@@ -8,6 +8,7 @@ import pytest
 import ray
 
 from marmot.actors.runtime import RayRuntime, RaySettings
+from tests.integration.harness import DaemonThread, make_config
 
 
 @pytest.fixture(scope="session")
@@ -17,3 +18,11 @@ def ray_session() -> Iterator[None]:
     yield
     runtime.shutdown()
     assert not ray.is_initialized()
+
+
+@pytest.fixture(scope="session")
+def daemon(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonThread]:
+    """One daemon for the integration tests that do not need their own."""
+    running = DaemonThread(make_config(tmp_path_factory.mktemp("daemon"))).start()
+    yield running
+    running.stop()

@@ -14,7 +14,7 @@ import zmq
 
 from marmot.engine.errors import NotFound, ValidationFailed
 from marmot.transport.client import Client, Publisher
-from tests.integration.harness import DaemonThread, make_config, wait_for
+from tests.integration.harness import DaemonThread, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -47,13 +47,6 @@ def _reactive(name: str, expect: str, threshold: int = 2) -> dict[str, Any]:
 
 def _events_named(client: Client, name: str) -> list[dict[str, Any]]:
     return client.filter_events(names=[name], limit=1000)
-
-
-@pytest.fixture(scope="module")
-def daemon(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonThread]:
-    running = DaemonThread(make_config(tmp_path_factory.mktemp("daemon"))).start()
-    yield running
-    running.stop()
 
 
 @pytest.fixture

@@ -1,0 +1,115 @@
+"""The ``marmot`` command against a running daemon."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from marmot.cli import main
+from marmot.transport.client import Client
+from tests.integration.harness import DaemonThread, wait_for
+
+pytestmark = pytest.mark.integration
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "configs" / "examples"
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_automation_commands_round_trip(
+    daemon: DaemonThread, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    url = ("--url", daemon.rpc_url)
+    code, out, _ = _run(
+        capsys, "automation", "create", "-f", str(EXAMPLES / "automations.yaml"), "--json", *url
+    )
+    assert code == 0
+    created = [json.loads(line) for line in out.splitlines()]
+    assert {a["name"] for a in created} >= {"deployment keeps failing", "run stuck in Running"}
+
+    code, out, _ = _run(capsys, "automation", "ls", "--json", *url)
+    listed = {json.loads(line)["name"] for line in out.splitlines()}
+    assert "deploy then smoke test" in listed
+
+    code, out, _ = _run(capsys, "automation", "inspect", "deployment keeps failing", *url)
+    assert code == 0 and json.loads(out)["trigger"]["threshold"] == 3
+
+    code, out, _ = _run(
+        capsys,
+        "emit",
+        "--event",
+        "prefect.flow-run.Failed",
+        "--resource",
+        "prefect.flow-run.cli-1",
+        "--related",
+        "deployment:prefect.deployment.cli",
+        *url,
+    )
+    assert code == 0 and "emitted 1 event(s)" in out
+
+    def one_bucket() -> bool:
+        _, text, _ = _run(
+            capsys, "automation", "explain", "deployment keeps failing", "--json", *url
+        )
+        return json.loads(text)["open_buckets"] == 1
+
+    wait_for(one_bucket, what="the emitted event to open a bucket")
+
+    code, out, _ = _run(capsys, "automation", "pause", "deployment keeps failing", "--json", *url)
+    assert code == 0 and json.loads(out)["enabled"] is False
+    code, out, _ = _run(capsys, "automation", "resume", "deployment keeps failing", "--json", *url)
+    assert code == 0 and json.loads(out)["enabled"] is True
+
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(
+        (EXAMPLES / "automations.yaml").read_text().replace("threshold: 3", "threshold: 4")
+    )
+    code, out, _ = _run(capsys, "automation", "update", "-f", str(changed), "--json", *url)
+    assert code == 0
+    with Client(daemon.rpc_url) as client:
+        assert client.read_automation_by_name("deployment keeps failing").trigger.threshold == 4  # type: ignore[union-attr]
+
+    for name in ("deployment keeps failing", "run stuck in Running", "deploy then smoke test"):
+        code, _, _ = _run(capsys, "automation", "delete", name, *url)
+        assert code == 0
+    code, _, err = _run(capsys, "automation", "inspect", "deploy then smoke test", *url)
+    assert code == 1 and "deploy then smoke test" in err
+
+
+def test_emit_from_file_and_tail(daemon: DaemonThread, capsys: pytest.CaptureFixture[str]) -> None:
+    url = ("--url", daemon.rpc_url)
+    code, out, _ = _run(capsys, "emit", "-f", str(EXAMPLES / "events.jsonl"), "--json", *url)
+    assert code == 0 and len(out.splitlines()) == 8
+    code, out, _ = _run(
+        capsys, "events", "tail", "-n", "3", "--event", "prefect.flow-run.*", "--json", *url
+    )
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) == 3 and rows[0]["seq"] < rows[-1]["seq"]
+
+
+def test_status_prints_capacity(daemon: DaemonThread, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "status", "--json", "--url", daemon.rpc_url)
+    assert code == 0 and json.loads(out)["capacity"]["actor_limit"] > 0
+
+
+def test_unreachable_daemon_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "status", "--url", "tcp://127.0.0.1:9", "--timeout", "0.5")
+    assert code == 3 and "no reply" in err
+
+
+def test_bad_automation_file_exits_2(
+    daemon: DaemonThread, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: x\ntrigger:\n  type: compound\n  require: 5\n  triggers:\n    - expect: [a]\n"
+    )
+    code, _, err = _run(capsys, "automation", "create", "-f", str(bad), "--url", daemon.rpc_url)
+    assert code == 2 and f"{bad}:" in err and "require" in err
