@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/marmot replay configs/examples/scenario-failing-runs.json
+	$(BIN)/marmot serve --config configs/marmot.yaml
 
 test: $(STAMP) lint pytest
 
