@@ -65,14 +65,23 @@ class ExecutorHost:
         return True
 
     def execute(self, blob: bytes) -> bytes:
-        """Run one firing's actions; returns packed action events (wire rows).
+        """Run the actions of a batch of firings; returns packed action events (wire rows).
 
-        The blob is ``[automation JSON, firing, automation.triggered event]``.
+        The blob is ``[{automation id: automation JSON}, [[automation id, firing,
+        automation.triggered event], ...]]``.
         """
-        document, firing_row, triggered_row = unpack(blob)
-        automation = Automation.model_validate_json(document)
-        firing = firing_from_wire(firing_row)
-        triggered = event_from_wire(triggered_row)
+        documents, jobs = unpack(blob)
+        automations = {a: Automation.model_validate_json(doc) for a, doc in documents.items()}
+        emitted: list[Event] = []
+        for automation_id, firing_row, triggered_row in jobs:
+            emitted += self._execute_one(
+                automations[automation_id],
+                firing_from_wire(firing_row),
+                event_from_wire(triggered_row),
+            )
+        return pack([event_to_wire(e) for e in emitted])
+
+    def _execute_one(self, automation: Automation, firing: Firing, triggered: Event) -> list[Event]:
         plan: list[tuple[Action, Event | None]] = [
             (action, firing.triggering_event) for action in automation.actions
         ]
@@ -80,7 +89,7 @@ class ExecutorHost:
         plan += [(action, triggered) for action in automation.actions_on_trigger]
         emitted: list[Event] = []
         for index, (action, source) in enumerate(plan):
-            key = f"{firing.id}:{index}"
+            key = firing_key(firing.id, index)
             if not self._log.claim_action(
                 key, firing_id=str(firing.id), automation_id=str(automation.id), action_index=index
             ):
@@ -91,7 +100,7 @@ class ExecutorHost:
             emitted.append(
                 _action_event(status, automation, firing, action, index, triggered, detail)
             )
-        return pack([event_to_wire(e) for e in emitted])
+        return emitted
 
     def _run(
         self, action: Action, automation: Automation, firing: Firing, source: Event | None

@@ -14,11 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from marmot.actors.lanes import Lane
 from marmot.actors.wire import Batch, Outcome
 from marmot.engine.causal import CausalOrdering
 from marmot.engine.clock import EventsClock
@@ -30,6 +30,11 @@ from marmot.engine.timestamps import from_us, to_us
 log = logging.getLogger(__name__)
 
 OutcomeHandler = Callable[[Outcome], Awaitable[None]]
+Row = tuple[int, list[str], Event]
+
+
+def _apply(handle: Any, rows: list[Row]) -> Any:
+    return handle.apply.remote(Batch(rows).pack())
 
 
 class EventLog(Protocol):
@@ -53,21 +58,9 @@ class RouterStats:
 
     received: int = 0
     routed: int = 0
-    batches: int = 0
-    batch_events: int = 0
     held_followers: int = 0
     failed_calls: int = 0
-
-
-@dataclass
-class _Lane:
-    """The queue and in-flight calls of one automation actor."""
-
-    handle: Any
-    rows: deque[tuple[int, list[str], Event]] = field(default_factory=deque)
-    inflight: deque[asyncio.Task[None]] = field(default_factory=deque)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
+    backpressure_waits: int = 0
 
 
 class Router:
@@ -86,13 +79,10 @@ class Router:
         self._clock_us = clock_us
         self.index: InterestIndex[str] = InterestIndex()
         self._actor_of: dict[str, str] = {}
-        self._lanes: dict[str, _Lane] = {}
+        self._lanes: dict[str, Lane[Row]] = {}
         self.events_clock = EventsClock()
         self.causal = CausalOrdering()
         self.stats = RouterStats()
-        self._queued = 0
-        self._space = asyncio.Event()
-        self._space.set()
         self._append_lock = asyncio.Lock()
         self._lost_wake = asyncio.Event()
         self._lost_task: asyncio.Task[None] | None = None
@@ -102,20 +92,30 @@ class Router:
     def add_actor(self, key: str, handle: Any) -> None:
         """Register (or replace the handle of) an automation actor."""
         lane = self._lanes.get(key)
-        if lane is None:
-            lane = self._lanes[key] = _Lane(handle)
-            lane.task = asyncio.get_running_loop().create_task(self._send_loop(key, lane))
-        else:
+        if lane is not None:
             lane.handle = handle
+            return
+        self._lanes[key] = Lane(
+            handle,
+            _apply,
+            self._handle_outcome,
+            lambda exc: self._failed(key, exc),
+            batch_max=self.settings.batch_max_events,
+            max_inflight=self.settings.max_inflight_per_actor,
+        )
 
     def remove_actor(self, key: str) -> None:
         """Forget an actor; its queued events are dropped (its automations are gone)."""
         lane = self._lanes.pop(key, None)
         if lane is not None:
-            self._queued -= len(lane.rows)
-            if lane.task is not None:
-                lane.task.cancel()
-            self._space.set()
+            asyncio.get_running_loop().create_task(lane.close())
+
+    async def _handle_outcome(self, blob: bytes) -> None:
+        await self._on_outcome(Outcome.unpack(blob))
+
+    def _failed(self, key: str, exc: BaseException) -> None:
+        self.stats.failed_calls += 1
+        log.error("automation actor call failed: %s", exc, extra={"actor": key})
 
     def route(self, automation_id: str, actor_key: str, matchers: Sequence[TriggerMatcher]) -> None:
         """Send events that ``matchers`` are interested in to ``actor_key``."""
@@ -132,7 +132,7 @@ class Router:
     @property
     def queued(self) -> int:
         """Events waiting to be sent to actors, over all actors."""
-        return self._queued
+        return sum(lane.queued for lane in self._lanes.values())
 
     def offset_us(self) -> int:
         """The events clock's offset (SEMANTICS §6)."""
@@ -148,9 +148,10 @@ class Router:
         """
         if not events:
             return []
-        while backpressure and self._queued >= self.settings.max_queued_events:
-            self._space.clear()
-            await self._space.wait()
+        if backpressure and self.queued >= self.settings.max_queued_events:
+            # Stop and wait: the actors are behind, so ingest slows to their pace.
+            self.stats.backpressure_waits += 1
+            await self.drain()
         async with self._append_lock:
             seqs = await asyncio.to_thread(self._store.append_events, events)
             self.stats.received += len(events)
@@ -178,56 +179,13 @@ class Router:
                 by_actor.setdefault(actor, []).append(automation_id)
         for actor, automation_ids in by_actor.items():
             lane = self._lanes.get(actor)
-            if lane is None:
-                continue
-            lane.rows.append((seq, automation_ids, event))
-            self._queued += 1
-            lane.wake.set()
+            if lane is not None:
+                lane.put(((seq, automation_ids, event),))
 
-    # -- sending -------------------------------------------------------------------
-
-    async def _send_loop(self, key: str, lane: _Lane) -> None:
-        limit = self.settings.max_inflight_per_actor
-        size = self.settings.batch_max_events
-        while True:
-            await lane.wake.wait()
-            while lane.inflight and (len(lane.inflight) >= limit or lane.inflight[0].done()):
-                await asyncio.wait({lane.inflight[0]})
-                lane.inflight.popleft()
-            if not lane.rows:
-                lane.wake.clear()
-                continue
-            rows = [lane.rows.popleft() for _ in range(min(size, len(lane.rows)))]
-            self._queued -= len(rows)
-            self._space.set()
-            self.stats.batches += 1
-            self.stats.batch_events += len(rows)
-            ref = lane.handle.apply.remote(Batch(rows).pack())
-            lane.inflight.append(asyncio.get_running_loop().create_task(self._finish(key, ref)))
-
-    async def _finish(self, key: str, ref: Any) -> None:
-        try:
-            outcome = Outcome.unpack(await ref)
-        except Exception:  # a failed actor call must not stop the lane
-            self.stats.failed_calls += 1
-            log.exception("automation actor call failed", extra={"actor": key})
-            return
-        await self._on_outcome(outcome)
-
-    async def drain(self, timeout_s: float = 30.0) -> None:
-        """Wait until every queued event has been applied (tests, shutdown)."""
-
-        async def settled() -> None:
-            while True:
-                busy = [t for lane in self._lanes.values() for t in lane.inflight if not t.done()]
-                if not self._queued and not busy:
-                    return
-                if busy:
-                    await asyncio.wait(busy)
-                else:
-                    await asyncio.sleep(0)
-
-        await asyncio.wait_for(settled(), timeout_s)
+    async def drain(self, timeout_s: float = 60.0) -> None:
+        """Wait until every queued event has been applied (backpressure, tests, shutdown)."""
+        lanes = list(self._lanes.values())
+        await asyncio.wait_for(asyncio.gather(*(lane.settled() for lane in lanes)), timeout_s)
 
     # -- lost followers ----------------------------------------------------------------
 
@@ -256,10 +214,9 @@ class Router:
                     self._route_one(0, event)
 
     async def close(self) -> None:
-        """Stop the send loops."""
-        tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
+        """Stop the send loops and the lost-follower timer."""
+        await asyncio.gather(*(lane.close() for lane in self._lanes.values()))
+        self._lanes.clear()
         if self._lost_task is not None:
-            tasks.append(self._lost_task)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            self._lost_task.cancel()
+            await asyncio.gather(self._lost_task, return_exceptions=True)

@@ -12,6 +12,7 @@ import asyncio
 import functools
 import itertools
 import logging
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 from uuid import UUID
 
 from marmot.actors.executor import ExecutorHost, action_events_from_blob
+from marmot.actors.lanes import Lane
 from marmot.actors.metrics import Metrics
 from marmot.actors.router import Router, RouterSettings
 from marmot.actors.runtime import RayRuntime
@@ -32,6 +34,9 @@ from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event
 
 log = logging.getLogger(__name__)
+
+# (automation id, firing, automation.triggered event) in wire form.
+_Job = tuple[str, list[Any], list[Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,12 +78,15 @@ class Service:
         self._actor_of: dict[str, str] = {}
         self._actors: dict[str, _Placement] = {}
         self._executors: list[Any] = []
+        self._executor_lanes: list[Lane[_Job]] = []
         self._next_executor = itertools.count()
         self._timer: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lock = asyncio.Lock()
         self._last_offset: int | None = None
         self.firings_total = 0
+        # Recent timer lateness (seconds), for `marmot status`.
+        self.lateness: deque[float] = deque(maxlen=2048)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -91,6 +99,17 @@ class Service:
             self.runtime.executor_actor(f"executor-{i}", ExecutorHost, log_factory)
             for i in range(self.settings.executor_pool_size)
         ]
+        self._executor_lanes = [
+            Lane(
+                handle,
+                self._execute,
+                self._actions_done,
+                self._executor_failed,
+                batch_max=200,
+                max_inflight=2,
+            )
+            for handle in self._executors
+        ]
         self._spawn(self._consume_timer())
         enabled = [s.automation for s in self.store.list_automations(enabled=True)]
         await asyncio.gather(*(self._place(a) for a in enabled))
@@ -101,6 +120,8 @@ class Service:
     async def stop(self) -> None:
         """Stop every actor this service created."""
         await self.router.close()
+        await asyncio.gather(*(lane.close() for lane in self._executor_lanes))
+        self._executor_lanes = []
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -251,38 +272,47 @@ class Service:
         self.metrics.evaluations.inc(outcome.evaluated)
         if outcome.deadlines:
             await self._schedule(outcome.deadlines)
-        for firing in outcome.firings:
-            await self._dispatch(firing)
+        if outcome.firings:
+            await self._dispatch(outcome.firings)
 
-    async def _dispatch(self, firing: Firing) -> None:
-        automation_id = str(firing.automation_id)
-        automation = self._automations.get(automation_id)
-        if automation is None:
-            return  # deleted or paused while the firing was in flight
-        self.firings_total += 1
-        self.metrics.firings.labels(automation.name).inc()
-        triggered = triggered_event(automation, firing)
-        await self.emit([triggered], source="automation")
-        if not self._executors:
+    async def _dispatch(self, firings: Sequence[Firing]) -> None:
+        """Emit each firing's automation.triggered event, then queue its actions."""
+        jobs: list[_Job] = []
+        triggered: list[Event] = []
+        for firing in firings:
+            automation_id = str(firing.automation_id)
+            automation = self._automations.get(automation_id)
+            if automation is None:
+                continue  # deleted or paused while the firing was in flight
+            self.firings_total += 1
+            self.metrics.firings.labels(automation.name).inc()
+            event = triggered_event(automation, firing)
+            triggered.append(event)
+            jobs.append((automation_id, firing_to_wire(firing), event_to_wire(event)))
+        if not jobs:
             return
-        executor = self._executors[next(self._next_executor) % len(self._executors)]
-        blob = pack(
-            [self._documents[automation_id], firing_to_wire(firing), event_to_wire(triggered)]
-        )
-        self._spawn(self._execute(executor, blob))
+        await self.emit(triggered, source="automation")
+        if self._executor_lanes:
+            lane = self._executor_lanes[next(self._next_executor) % len(self._executor_lanes)]
+            lane.put(jobs)
 
-    async def _execute(self, executor: Any, blob: bytes) -> None:
-        try:
-            events = action_events_from_blob(await executor.execute.remote(blob))
-        except Exception:  # an executor crash is counted; Ray restarts the actor
-            self.metrics.actor_call_failures.labels("executor").inc()
-            log.exception("executor call failed")
-            return
+    def _execute(self, handle: Any, jobs: list[_Job]) -> Any:
+        documents = {job[0]: self._documents[job[0]] for job in jobs if job[0] in self._documents}
+        runnable = [job for job in jobs if job[0] in documents]
+        return handle.execute.remote(pack([documents, runnable]))
+
+    async def _actions_done(self, blob: bytes) -> None:
+        events = action_events_from_blob(blob)
         for event in events:
             status = event.event.rsplit(".", 1)[-1]
             if status != "triggered":
                 self.metrics.actions.labels(str(event.payload.get("action_type")), status).inc()
         await self.emit(events, source="automation")
+
+    def _executor_failed(self, exc: BaseException) -> None:
+        # Ray restarts the executor; the action log makes a re-delivery act once.
+        self.metrics.actor_call_failures.labels("executor").inc()
+        log.error("executor call failed: %s", exc)
 
     async def _consume_timer(self) -> None:
         stream = self._timer.stream.options(num_returns="streaming").remote()
@@ -292,7 +322,9 @@ class Service:
             by_actor: dict[str, list[str]] = {}
             as_of = now
             for automation_id, due_as_of, lateness in due:
-                self.metrics.timer_lateness.observe(max(lateness, 0) / 1e6)
+                late_s = max(lateness, 0) / 1e6
+                self.metrics.timer_lateness.observe(late_s)
+                self.lateness.append(late_s)
                 key = self._actor_of.get(automation_id)
                 if key is not None:
                     by_actor.setdefault(key, []).append(automation_id)
@@ -333,5 +365,18 @@ class Service:
             "held_followers": self.router.causal.waiting,
             "firings": self.firings_total,
             "events_clock_offset_s": self.router.offset_us() / 1e6,
+            "timer_lateness_ms": _percentiles(self.lateness),
             "capacity": capacity,
         }
+
+
+def _percentiles(samples: deque[float]) -> dict[str, float] | None:
+    """p50 / p99 / max of recent samples, in milliseconds."""
+    if not samples:
+        return None
+    ordered = sorted(samples)
+
+    def pick(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    return {"p50": pick(0.50), "p99": pick(0.99), "max": ordered[-1] * 1000}

@@ -1,9 +1,8 @@
 """The daemon: the service with its sockets (ZeroMQ ingest and RPC, HTTP).
 
-``Daemon`` is what ``marmot serve`` runs; tests start it in process:
-
-    async with Daemon(config) as daemon:
-        ...
+``Daemon`` is what ``marmot serve`` runs. Embed it with ``async with
+Daemon(config) as daemon: ...``, or from synchronous code (tests, benchmarks,
+notebooks) with ``DaemonThread(config).start()``.
 """
 
 from __future__ import annotations
@@ -12,6 +11,8 @@ import asyncio
 import contextlib
 import logging
 import signal
+import threading
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -173,3 +174,59 @@ class Daemon:
                 loop.add_signal_handler(sig, stopping.set)
         async with self:
             await stopping.wait()
+
+
+class DaemonThread:
+    """A ``Daemon`` serving on its own event loop in a background thread."""
+
+    def __init__(self, config: MarmotConfig) -> None:
+        self.config = config
+        self.daemon = Daemon(config)
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="marmot-daemon", daemon=True)
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self._serve())
+        except BaseException as exc:  # handed to the caller of start()
+            self._error = exc
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        async with self.daemon:
+            self._ready.set()
+            await self._stop.wait()
+
+    def start(self, timeout_s: float = 300.0) -> DaemonThread:
+        """Start serving; returns once the sockets are bound (raises if start failed)."""
+        self._thread.start()
+        if not self._ready.wait(timeout_s):
+            raise TimeoutError(f"the daemon did not start within {timeout_s} s")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def call(self, fn: Callable[[], Coroutine[Any, Any, Any]], timeout_s: float = 60.0) -> Any:
+        """Run a coroutine function on the daemon's loop; return its result."""
+        return asyncio.run_coroutine_threadsafe(fn(), self.loop).result(timeout_s)
+
+    def stop(self, timeout_s: float = 120.0) -> None:
+        """Stop the daemon and wait for its thread."""
+        if self._stop is not None:
+            self.loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout_s)
+
+    @property
+    def rpc_url(self) -> str:
+        """Where clients reach the RPC socket."""
+        return self.daemon.rpc_endpoint
+
+    @property
+    def ingest_url(self) -> str:
+        """Where publishers reach the ingest socket."""
+        return self.daemon.ingest_endpoint

@@ -1,0 +1,286 @@
+"""Daemon benchmarks: throughput, latency, proactive lateness, memory (not a test).
+
+    .venv/bin/python bench/daemon.py [--events N] [--quick]
+
+Runs a real daemon (embedded Ray, SQLite in a temporary folder) in this
+process, and publishers over ZeroMQ PUSH in separate processes. Prints:
+  * sustained events/s from PUSH to evaluation, with 1, 10 and 100
+    automations, one actor per automation and with automations_per_actor=50;
+  * publish-to-firing p50/p99 latency at a fixed rate (every event fires);
+  * proactive lateness p50/p99 (firing time minus the window's deadline);
+  * daemon RSS and unique memory per automation actor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+from marmot.actors.runtime import RayRuntime, RaySettings
+from marmot.config import load_config
+from marmot.engine.firing import Firing
+from marmot.transport.client import Client
+from marmot.transport.daemon import DaemonThread
+
+
+def _publish(url: str, names: list[str], count: int, rate: float, batch: int) -> None:
+    """Publisher process: ``count`` events over PUSH, at ``rate``/s (0 = flat out)."""
+    from marmot.transport.client import Publisher
+
+    started = time.perf_counter()
+    with Publisher(url, batch_size=batch) as publisher:
+        for k in range(count):
+            if rate:
+                due = started + k / rate
+                pause = due - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
+            publisher.publish(
+                {
+                    "id": str(uuid4()),
+                    "occurred": datetime.now(UTC).isoformat(),
+                    "event": names[k % len(names)],
+                    "resource": {"prefect.resource.id": f"prefect.flow-run.{k % 97}"},
+                }
+            )
+            if rate:
+                publisher.flush()
+
+
+def publisher(url: str, names: list[str], count: int, rate: float = 0, batch: int = 200) -> Any:
+    ctx = multiprocessing.get_context("spawn")
+    process = ctx.Process(target=_publish, args=(url, names, count, rate, batch), daemon=True)
+    process.start()
+    return process
+
+
+def reactive(name: str, expect: str, threshold: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "trigger": {
+            "type": "event",
+            "expect": [expect],
+            "for_each": ["prefect.resource.id"],
+            "threshold": threshold,
+            "within": 60,
+        },
+        "actions": [{"type": "do-nothing"}],
+    }
+
+
+def start_daemon(folder: Path, **overrides: Any) -> DaemonThread:
+    config = load_config(
+        None,
+        env={},
+        overrides={
+            "data.dir": str(folder),
+            "rpc.url": "tcp://127.0.0.1:*",
+            "ingest.pull_url": "tcp://127.0.0.1:*",
+            "http.enabled": False,
+            **overrides,
+        },
+    )
+    return DaemonThread(config).start()
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark step timed out")
+        time.sleep(0.01)
+
+
+def evaluated(daemon: DaemonThread) -> int:
+    assert daemon.daemon.service is not None
+    return int(daemon.daemon.service.metrics.evaluations._value.get())
+
+
+def throughput(automations: int, per_actor: int, events: int) -> tuple[float, int, int]:
+    """Events/s from PUSH until every event was evaluated; plus logged and evaluated counts."""
+    with tempfile.TemporaryDirectory() as folder:
+        daemon = start_daemon(Path(folder), automations_per_actor=per_actor)
+        try:
+            names = [f"bench.e{i}" for i in range(automations)]
+            with Client(daemon.rpc_url, timeout_s=600) as client:
+                for i, name in enumerate(names):
+                    client.create_automation(reactive(f"a{i}", name, threshold=10))
+            began = time.perf_counter()
+            process = publisher(daemon.ingest_url, names, events)
+            wait_until(lambda: evaluated(daemon) >= events, timeout_s=600)
+            elapsed = time.perf_counter() - began
+            process.join(30)
+            assert daemon.daemon.store is not None
+            logged = daemon.daemon.store.count_events()
+            return events / elapsed, logged, evaluated(daemon)
+        finally:
+            daemon.stop()
+
+
+def latency(rate: float, seconds: float) -> tuple[float, float, int]:
+    """Publish-to-firing p50/p99 in ms at ``rate`` events/s; every event fires."""
+    samples: list[float] = []
+    with tempfile.TemporaryDirectory() as folder:
+        daemon = start_daemon(Path(folder))
+        try:
+            service = daemon.daemon.service
+            assert service is not None
+            original = service._dispatch
+
+            async def timed(firing: Firing) -> None:
+                event = firing.triggering_event
+                if event is not None:
+                    samples.append(time.time() - event.occurred.timestamp())
+                await original(firing)
+
+            service._dispatch = timed  # type: ignore[method-assign]
+            with Client(daemon.rpc_url) as client:
+                client.create_automation(reactive("every event", "bench.tick", threshold=1))
+            count = int(rate * seconds)
+            process = publisher(daemon.ingest_url, ["bench.tick"], count, rate=rate)
+            process.join(seconds * 3 + 30)
+            wait_until(lambda: len(samples) >= count, timeout_s=60)
+        finally:
+            daemon.stop()
+    ordered = sorted(samples)
+    return (
+        statistics.median(ordered) * 1000,
+        ordered[int(0.99 * (len(ordered) - 1))] * 1000,
+        len(ordered),
+    )
+
+
+def lateness(count: int, within: int = 10) -> tuple[float, float, int]:
+    """Proactive lateness p50/p99 in ms: firing time minus the bucket's deadline."""
+    samples: list[float] = []
+    with tempfile.TemporaryDirectory() as folder:
+        daemon = start_daemon(Path(folder))
+        try:
+            service = daemon.daemon.service
+            assert service is not None
+            original = service._dispatch
+
+            async def timed(firing: Firing) -> None:
+                event = firing.triggering_event
+                if event is not None:
+                    samples.append(time.time() - (event.occurred.timestamp() + within))
+                await original(firing)
+
+            service._dispatch = timed  # type: ignore[method-assign]
+            with Client(daemon.rpc_url) as client:
+                client.create_automation(
+                    {
+                        "name": "must finish",
+                        "trigger": {
+                            "type": "event",
+                            "posture": "Proactive",
+                            "after": ["bench.started"],
+                            "expect": ["bench.finished"],
+                            "for_each": ["prefect.resource.id"],
+                            "within": within,
+                        },
+                    }
+                )
+                for k in range(count):
+                    client.emit(
+                        [
+                            {
+                                "occurred": datetime.now(UTC).isoformat(),
+                                "event": "bench.started",
+                                "resource": {"prefect.resource.id": f"job.{k}"},
+                            }
+                        ]
+                    )
+                    time.sleep(2.0 / count)  # spread the deadlines over two seconds
+            wait_until(lambda: len(samples) >= count, timeout_s=within + 60)
+        finally:
+            daemon.stop()
+    ordered = sorted(samples)
+    return (
+        statistics.median(ordered) * 1000,
+        ordered[int(0.99 * (len(ordered) - 1))] * 1000,
+        len(ordered),
+    )
+
+
+def _kib(path: str, fields: tuple[str, ...]) -> int:
+    total = 0
+    try:
+        for line in Path(path).read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in fields:
+                total += int(value.split()[0])
+    except OSError:
+        return 0
+    return total
+
+
+def memory(automations: int, per_actor: int) -> tuple[float, float, int]:
+    """Daemon RSS (MB), unique MB per automation actor, and the number of actors."""
+    from ray.util.state import list_actors
+
+    with tempfile.TemporaryDirectory() as folder:
+        daemon = start_daemon(Path(folder), automations_per_actor=per_actor)
+        try:
+            with Client(daemon.rpc_url, timeout_s=600) as client:
+                for i in range(automations):
+                    client.create_automation(reactive(f"m{i}", f"bench.m{i}", threshold=10))
+            rss = _kib("/proc/self/status", ("VmRSS",)) / 1024
+            pids = [
+                a.pid
+                for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True, limit=10_000)
+                if a.class_name == "AutomationHost" and a.pid
+            ]
+            unique = [
+                _kib(f"/proc/{pid}/smaps_rollup", ("Private_Clean", "Private_Dirty")) / 1024
+                for pid in pids
+            ]
+            return rss, (statistics.mean(unique) if unique else 0.0), len(pids)
+        finally:
+            daemon.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--quick", action="store_true", help="fewer cases, for a smoke run")
+    args = parser.parse_args()
+    runtime = RayRuntime(RaySettings())
+    runtime.start()
+    try:
+        cases = [(1, 1), (10, 1), (100, 1), (100, 50)] if not args.quick else [(10, 1)]
+        rates = {}
+        for automations, per_actor in cases:
+            rate, logged, done = throughput(automations, per_actor, args.events)
+            rates[(automations, per_actor)] = rate
+            print(
+                f"throughput {automations:>3} automations, {per_actor:>2}/actor: "
+                f"{rate:>9,.0f} events/s  (logged {logged:,}, evaluated {done:,} of "
+                f"{args.events:,})",
+                flush=True,
+            )
+        for rate in (2000.0,):
+            p50, p99, n = latency(rate, seconds=10 if not args.quick else 3)
+            print(f"publish-to-firing at {rate:,.0f}/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({n})")
+        p50, p99, n = lateness(200 if not args.quick else 20)
+        print(f"proactive lateness: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({n} deadlines)")
+        for automations, per_actor in [(100, 1), (100, 50)] if not args.quick else [(10, 1)]:
+            rss, unique, actors = memory(automations, per_actor)
+            print(
+                f"memory {automations} automations, {per_actor}/actor: daemon RSS {rss:.0f} MB, "
+                f"{actors} actors, {unique:.0f} MB unique each"
+            )
+    finally:
+        runtime.shutdown()
+
+
+if __name__ == "__main__":
+    main()
