@@ -144,6 +144,7 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.ingest is not None:
+            await self.ingest.flush()
             self.ingest.close()
         if self.rpc is not None:
             await self.rpc.close()

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -24,7 +25,7 @@ from marmot.transport.codec import decode_frame
 
 log = logging.getLogger(__name__)
 
-Submit = Callable[[Sequence[Event]], Awaitable[object]]
+Submit = Callable[[Sequence[Event]], Coroutine[Any, Any, object]]
 # At most this many frames are drained from the socket into one submit call.
 _DRAIN_FRAMES = 256
 
@@ -78,6 +79,7 @@ class Ingest:
         self._clock = clock
         self._sockets: list[zmq.asyncio.Socket] = []
         self._drops = _RateLimitedLog()
+        self._submitting: asyncio.Task[object] | None = None
         self.accepted = 0
         self.dropped = 0
         self.bound_endpoint = ""
@@ -131,7 +133,24 @@ class Ingest:
                 self._drops.warn(rejection.reason, rejection.message)
         if events:
             self.accepted += len(events)
+            # Pipeline: decode the next frames while this batch is being logged,
+            # one submit in flight at a time so events keep their order.
+            if self._submitting is not None:
+                await self._submitting
+            self._submitting = asyncio.get_running_loop().create_task(self._submit_safely(events))
+
+    async def _submit_safely(self, events: list[Event]) -> None:
+        try:
             await self._submit(events)
+        except Exception as exc:  # the log or router failed: count, report, keep receiving
+            self.dropped += len(events)
+            self._metrics.events_dropped.labels("submit_failed").inc(len(events))
+            log.error("could not accept %d events: %s", len(events), exc, exc_info=True)
+
+    async def flush(self) -> None:
+        """Wait for the batch being submitted, if any."""
+        if self._submitting is not None:
+            await self._submitting
 
     def close(self) -> None:
         """Close the sockets."""

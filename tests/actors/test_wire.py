@@ -1,0 +1,60 @@
+"""Messages between the daemon and its actors round-trip exactly."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from uuid import uuid4
+
+from marmot.actors.wire import Batch, Outcome, event_from_wire, event_to_wire, pack, unpack
+from marmot.engine.firing import Firing
+from marmot.engine.models.events import Event
+from marmot.engine.models.triggers import Posture
+
+
+def _event(**extra: object) -> Event:
+    return Event.model_validate(
+        {
+            "occurred": "2026-03-01T09:00:00.123456Z",
+            "event": "prefect.flow-run.Failed",
+            "resource": {"prefect.resource.id": "prefect.flow-run.1", "team": "a"},
+            "related": [{"prefect.resource.id": "prefect.flow.1", "prefect.resource.role": "flow"}],
+            "payload": {"nested": {"n": [1, 2.5, None, "x"]}},
+            "received": "2026-03-01T09:00:01Z",
+            **extra,
+        }
+    )
+
+
+def test_event_round_trips_without_revalidation() -> None:
+    event = _event(follows=str(uuid4()))
+    back = event_from_wire(unpack(pack(event_to_wire(event))))
+    assert back == event
+    assert back.model_dump(mode="json") == event.model_dump(mode="json")
+    assert back.occurred.tzinfo is not None and back.find_label("team") == "a"
+
+
+def test_batch_keeps_order_sequence_numbers_and_targets() -> None:
+    events = [_event(), _event()]
+    rows = Batch([(7, ["a1"], events[0]), (8, ["a1", "a2"], events[1])]).pack()
+    assert [(seq, targets, e) for seq, targets, e in Batch.unpack(rows)] == [
+        (7, ["a1"], events[0]),
+        (8, ["a1", "a2"], events[1]),
+    ]
+
+
+def test_outcome_round_trips_firings_and_deadlines() -> None:
+    event = _event()
+    firing = Firing(
+        id=uuid4(),
+        automation_id=uuid4(),
+        trigger_path="trigger",
+        labels={"prefect.resource.id": "prefect.flow-run.1"},
+        triggering_event=event,
+        fired_us=1_772_355_600_000_000,
+        posture=Posture.Proactive,
+    )
+    outcome = Outcome.unpack(Outcome([firing], {"a1": 5, "a2": None}, 9, 3).pack())
+    assert outcome.firings == [firing]
+    assert outcome.deadlines == {"a1": 5, "a2": None}
+    assert (outcome.applied_seq, outcome.evaluated) == (9, 3)
+    assert outcome.firings[0].fired_at == datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
