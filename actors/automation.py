@@ -2,8 +2,9 @@
 
 One actor per automation is the default; ``automations_per_actor`` packs
 several into one process. The actor holds state and calls the engine;
-batches are applied in order, and a batch seen twice (a retried Ray call)
-is skipped by sequence number.
+batches are applied in order. Events for automations it does not host (Ray
+restarted it empty) are reported back, so the daemon reloads them and sends
+those events again.
 """
 
 from __future__ import annotations
@@ -52,36 +53,40 @@ class AutomationHost:
         """Evaluate a batch of events (see ``wire.Batch``); returns a packed ``Outcome``."""
         firings: list[Firing] = []
         touched: set[str] = set()
+        missing: set[str] = set()
         evaluated = 0
         for seq, targets, event in Batch.unpack(blob):
-            if 0 < seq <= self._applied_seq:
-                continue  # already applied: this is a retried call
             occurred = to_us(event.occurred)
             now = to_us(event.received) if event.received else occurred
             for automation_id in targets:
                 evaluator = self._evaluators.get(automation_id)
                 if evaluator is None:
+                    # Not hosted here: Ray restarted this actor empty. The
+                    # daemon reloads it when the outcome says so.
+                    missing.add(automation_id)
                     continue
                 firings.extend(evaluator.apply_at(event, occurred, now))
                 touched.add(automation_id)
                 evaluated += 1
-            if seq > 0:
+            if seq > self._applied_seq:
                 self._applied_seq = seq
         deadlines = {a: self._evaluators[a].next_deadline_us() for a in touched}
-        return Outcome(firings, deadlines, self._applied_seq, evaluated).pack()
+        return Outcome(firings, deadlines, self._applied_seq, evaluated, sorted(missing)).pack()
 
     def expire(self, as_of_us: int, now_us: int, automation_ids: list[str]) -> bytes:
         """Proactive evaluation of the given automations; returns a packed ``Outcome``."""
         firings: list[Firing] = []
         deadlines: dict[str, int | None] = {}
+        missing: list[str] = []
         as_of, now = from_us(as_of_us), from_us(now_us)
         for automation_id in automation_ids:
             evaluator = self._evaluators.get(automation_id)
             if evaluator is None:
+                missing.append(automation_id)
                 continue
             firings.extend(evaluator.advance(as_of, now))
             deadlines[automation_id] = evaluator.next_deadline_us()
-        return Outcome(firings, deadlines, self._applied_seq, 0).pack()
+        return Outcome(firings, deadlines, self._applied_seq, 0, missing).pack()
 
     def explain(self, automation_id: str) -> dict[str, Any] | None:
         """The automation's buckets and deadline as JSON-safe data, or None."""

@@ -10,7 +10,7 @@ event stream.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import UUID, uuid5
@@ -27,11 +27,9 @@ log = logging.getLogger(__name__)
 class ActionLog(Protocol):
     """The part of the store executors need."""
 
-    def claim_action(
-        self, key: str, *, firing_id: str, automation_id: str, action_index: int
-    ) -> bool: ...
+    def claim_actions(self, claims: Sequence[tuple[str, str, str, int]]) -> set[str]: ...
 
-    def finish_action(self, key: str, status: str, detail: str = "") -> None: ...
+    def finish_actions(self, results: Sequence[tuple[str, str, str]]) -> None: ...
 
 
 class ActionFailed(Exception):
@@ -68,39 +66,41 @@ class ExecutorHost:
         """Run the actions of a batch of firings; returns packed action events (wire rows).
 
         The blob is ``[{automation id: automation JSON}, [[automation id, firing,
-        automation.triggered event], ...]]``.
+        automation.triggered event], ...]]``. Every action is claimed in the
+        action log before it runs (one transaction for the batch), so a firing
+        delivered twice acts once.
         """
         documents, jobs = unpack(blob)
         automations = {a: Automation.model_validate_json(doc) for a, doc in documents.items()}
-        emitted: list[Event] = []
+        planned: list[tuple[str, Automation, Firing, Event, int, Action, Event | None]] = []
         for automation_id, firing_row, triggered_row in jobs:
-            emitted += self._execute_one(
-                automations[automation_id],
-                firing_from_wire(firing_row),
-                event_from_wire(triggered_row),
-            )
-        return pack([event_to_wire(e) for e in emitted])
-
-    def _execute_one(self, automation: Automation, firing: Firing, triggered: Event) -> list[Event]:
-        plan: list[tuple[Action, Event | None]] = [
-            (action, firing.triggering_event) for action in automation.actions
-        ]
-        # SEMANTICS §5: actions_on_trigger see the automation.triggered event.
-        plan += [(action, triggered) for action in automation.actions_on_trigger]
+            automation = automations[automation_id]
+            firing = firing_from_wire(firing_row)
+            triggered = event_from_wire(triggered_row)
+            plan: list[tuple[Action, Event | None]] = [
+                (action, firing.triggering_event) for action in automation.actions
+            ]
+            # SEMANTICS §5: actions_on_trigger see the automation.triggered event.
+            plan += [(action, triggered) for action in automation.actions_on_trigger]
+            for index, (action, source) in enumerate(plan):
+                key = firing_key(firing.id, index)
+                planned.append((key, automation, firing, triggered, index, action, source))
+        claimed = self._log.claim_actions(
+            [(p[0], str(p[2].id), str(p[1].id), p[4]) for p in planned]
+        )
         emitted: list[Event] = []
-        for index, (action, source) in enumerate(plan):
-            key = firing_key(firing.id, index)
-            if not self._log.claim_action(
-                key, firing_id=str(firing.id), automation_id=str(automation.id), action_index=index
-            ):
+        results: list[tuple[str, str, str]] = []
+        for key, automation, firing, triggered, index, action, source in planned:
+            if key not in claimed:
                 continue  # delivered before: act once
             emitted.append(_action_event("triggered", automation, firing, action, index, triggered))
             status, detail = self._run(action, automation, firing, source)
-            self._log.finish_action(key, status, detail)
+            results.append((key, status, detail))
             emitted.append(
                 _action_event(status, automation, firing, action, index, triggered, detail)
             )
-        return emitted
+        self._log.finish_actions(results)
+        return pack([event_to_wire(e) for e in emitted])
 
     def _run(
         self, action: Action, automation: Automation, firing: Firing, source: Event | None

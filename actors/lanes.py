@@ -19,7 +19,8 @@ T = TypeVar("T")
 
 # Issues the Ray call for a batch and returns its ObjectRef (or any awaitable).
 Call = Callable[[Any, list[T]], Any]
-ResultHandler = Callable[[Any], Awaitable[None]]
+# Gets the lane, the batch it sent and the call's result.
+ResultHandler = Callable[["Lane[Any]", list[Any], Any], Awaitable[None]]
 FailureHandler = Callable[[BaseException], None]
 
 
@@ -43,6 +44,7 @@ class Lane(Generic[T]):
         self.batch_max = batch_max
         self.max_inflight = max_inflight
         self._items: deque[T] = deque()
+        self._redo: deque[T] = deque()
         self._inflight: deque[asyncio.Task[None]] = deque()
         self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -52,16 +54,22 @@ class Lane(Generic[T]):
     @property
     def queued(self) -> int:
         """Items waiting to be sent."""
-        return len(self._items)
+        return len(self._items) + len(self._redo)
 
     @property
     def busy(self) -> bool:
         """Whether items are queued or calls are in flight."""
-        return bool(self._items) or any(not t.done() for t in self._inflight)
+        return bool(self._items or self._redo) or any(not t.done() for t in self._inflight)
 
     def put(self, items: Iterable[T]) -> None:
         """Queue items for the actor."""
         self._items.extend(items)
+        self._wake.set()
+
+    def redo(self, items: Iterable[T]) -> None:
+        """Send items again, before anything queued after them (batches complete in
+        order, so items redone from successive batches keep their order)."""
+        self._redo.extend(items)
         self._wake.set()
 
     async def _run(self) -> None:
@@ -71,23 +79,25 @@ class Lane(Generic[T]):
             while inflight and (len(inflight) >= self.max_inflight or inflight[0].done()):
                 await asyncio.wait({inflight[0]})
                 inflight.popleft()
-            if not self._items:
+            source = self._redo or self._items
+            if not source:
                 self._wake.clear()
                 continue
-            size = min(self.batch_max, len(self._items))
-            batch = [self._items.popleft() for _ in range(size)]
+            size = min(self.batch_max, len(source))
+            batch = [source.popleft() for _ in range(size)]
             self.batches += 1
             self.sent += size
             ref = self._call(self.handle, batch)
-            inflight.append(asyncio.get_running_loop().create_task(self._finish(ref)))
+            task = asyncio.get_running_loop().create_task(self._finish(batch, ref))
+            inflight.append(task)
 
-    async def _finish(self, ref: Any) -> None:
+    async def _finish(self, batch: list[T], ref: Any) -> None:
         try:
             result = await ref
         except Exception as exc:  # a failed actor call must not stop the lane
             self._on_failure(exc)
             return
-        await self._on_result(result)
+        await self._on_result(self, batch, result)
 
     async def settled(self) -> None:
         """Return once nothing is queued or in flight."""
@@ -105,3 +115,4 @@ class Lane(Generic[T]):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._items.clear()
+        self._redo.clear()

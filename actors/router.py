@@ -30,6 +30,8 @@ from marmot.engine.timestamps import from_us, to_us
 log = logging.getLogger(__name__)
 
 OutcomeHandler = Callable[[Outcome], Awaitable[None]]
+# Puts automations back into a restarted actor (submitting the load calls).
+ReloadHandler = Callable[[Sequence[str]], None]
 Row = tuple[int, list[str], Event]
 
 
@@ -72,10 +74,12 @@ class Router:
         settings: RouterSettings,
         on_outcome: OutcomeHandler,
         clock_us: Callable[[], int],
+        on_missing: ReloadHandler = lambda ids: None,
     ) -> None:
         self._store = log_store
         self.settings = settings
         self._on_outcome = on_outcome
+        self._on_missing = on_missing
         self._clock_us = clock_us
         self.index: InterestIndex[str] = InterestIndex()
         self._actor_of: dict[str, str] = {}
@@ -110,8 +114,19 @@ class Router:
         if lane is not None:
             asyncio.get_running_loop().create_task(lane.close())
 
-    async def _handle_outcome(self, blob: bytes) -> None:
-        await self._on_outcome(Outcome.unpack(blob))
+    async def _handle_outcome(self, lane: Lane[Row], batch: list[Row], blob: bytes) -> None:
+        outcome = Outcome.unpack(blob)
+        if outcome.missing:
+            # Ray restarted the actor empty: reload its automations, then send
+            # their events of this batch again (the load call goes first).
+            missing = set(outcome.missing)
+            self._on_missing(outcome.missing)
+            lane.redo(
+                (seq, [a for a in targets if a in missing], event)
+                for seq, targets, event in batch
+                if missing.intersection(targets)
+            )
+        await self._on_outcome(outcome)
 
     def _failed(self, key: str, exc: BaseException) -> None:
         self.stats.failed_calls += 1

@@ -72,7 +72,9 @@ class Service:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self._clock_us = clock_us
-        self.router = Router(store, settings.router, self._on_outcome, clock_us)
+        self.router = Router(
+            store, settings.router, self._on_outcome, clock_us, on_missing=self._reload
+        )
         self._automations: dict[str, Automation] = {}
         self._documents: dict[str, str] = {}
         self._actor_of: dict[str, str] = {}
@@ -193,20 +195,29 @@ class Service:
     async def create(self, automation: Automation) -> StoredAutomation:
         """Store a new automation and, if enabled, start evaluating it."""
         async with self._lock:
-            if automation.enabled and len(self._automations) >= self.settings.max_automations:
-                raise LimitExceeded(
-                    f"this daemon runs at most {self.settings.max_automations} automations "
-                    "(limits: max_automations)"
-                )
+            if automation.enabled:
+                self._check_room(str(automation.id))
             stored = self.store.create_automation(automation)
             if automation.enabled:
                 await self._place(stored.automation)
             self.metrics.automations.set(len(self._automations))
             return stored
 
+    def _check_room(self, automation_id: str) -> None:
+        if (
+            automation_id not in self._automations
+            and len(self._automations) >= self.settings.max_automations
+        ):
+            raise LimitExceeded(
+                f"this daemon runs at most {self.settings.max_automations} automations "
+                "(limits: max_automations)"
+            )
+
     async def update(self, automation: Automation) -> StoredAutomation:
         """Replace an automation; its state resets (SEMANTICS §5)."""
         async with self._lock:
+            if automation.enabled:
+                self._check_room(str(automation.id))
             stored = self.store.update_automation(automation)
             automation_id = str(automation.id)
             if stored.automation.enabled:
@@ -219,6 +230,8 @@ class Service:
     async def set_enabled(self, automation_id: UUID, enabled: bool) -> StoredAutomation:
         """Pause (stop evaluating, forget state) or resume an automation."""
         async with self._lock:
+            if enabled:
+                self._check_room(str(automation_id))
             stored = self.store.set_enabled(automation_id, enabled)
             key = str(automation_id)
             if enabled and key not in self._automations:
@@ -270,10 +283,31 @@ class Service:
 
     async def _on_outcome(self, outcome: Outcome) -> None:
         self.metrics.evaluations.inc(outcome.evaluated)
-        if outcome.deadlines:
-            await self._schedule(outcome.deadlines)
+        if outcome.deadlines and self._timer is not None:
+            # Not awaited: calls from one caller reach the timer in order.
+            self._timer.schedule.remote(outcome.deadlines)
         if outcome.firings:
             await self._dispatch(outcome.firings)
+
+    def _reload(self, automation_ids: Sequence[str]) -> None:
+        """Put automations back into an actor that Ray restarted empty.
+
+        The load calls are submitted at once, so they reach the actor before
+        anything sent after them. Bucket state starts fresh (restoring it from
+        a checkpoint is the crash-safety work).
+        """
+        for automation_id in automation_ids:
+            key = self._actor_of.get(automation_id)
+            document = self._documents.get(automation_id)
+            if key is None or document is None or key not in self._actors:
+                continue
+            self.metrics.actor_call_failures.labels("actor_restarted").inc()
+            log.warning("automation actor restarted; reloading", extra={"actor": key})
+            ref = self._actors[key].handle.load.remote(document)
+            self._spawn(self._schedule_loaded(automation_id, ref))
+
+    async def _schedule_loaded(self, automation_id: str, ref: Any) -> None:
+        await self._schedule({automation_id: await ref})
 
     async def _dispatch(self, firings: Sequence[Firing]) -> None:
         """Emit each firing's automation.triggered event, then queue its actions."""
@@ -301,7 +335,7 @@ class Service:
         runnable = [job for job in jobs if job[0] in documents]
         return handle.execute.remote(pack([documents, runnable]))
 
-    async def _actions_done(self, blob: bytes) -> None:
+    async def _actions_done(self, lane: Lane[_Job], jobs: list[_Job], blob: bytes) -> None:
         events = action_events_from_blob(blob)
         for event in events:
             status = event.event.rsplit(".", 1)[-1]
@@ -341,6 +375,8 @@ class Service:
             self.metrics.actor_call_failures.labels("expire").inc()
             log.exception("proactive evaluation failed", extra={"automations": automation_ids})
             return
+        if outcome.missing:
+            self._reload(outcome.missing)
         await self._on_outcome(outcome)
 
     # -- status -------------------------------------------------------------------------

@@ -345,6 +345,36 @@ class Store(EventLog):
             ).rowcount
         return claimed == 1
 
+    def claim_actions(self, claims: Sequence[tuple[str, str, str, int]]) -> set[str]:
+        """Claim many actions in one transaction: ``(key, firing id, automation id,
+        action index)`` each; returns the keys this call claimed (the others were
+        already recorded)."""
+        if not claims:
+            return set()
+        now = self._now_us()
+        claimed: set[str] = set()
+        with self._transaction() as conn:
+            for key, firing_id, automation_id, action_index in claims:
+                inserted = conn.execute(
+                    "INSERT OR IGNORE INTO actions VALUES (?, ?, ?, ?, 'claimed', '', ?, ?)",
+                    (key, firing_id, automation_id, action_index, now, now),
+                ).rowcount
+                if inserted == 1:
+                    claimed.add(key)
+        return claimed
+
+    def finish_actions(self, results: Sequence[tuple[str, str, str]]) -> None:
+        """Record how many claimed actions ended, ``(key, status, detail)`` each,
+        in one transaction."""
+        if not results:
+            return
+        now = self._now_us()
+        with self._transaction() as conn:
+            conn.executemany(
+                "UPDATE actions SET status = ?, detail = ?, updated = ? WHERE key = ?",
+                [(status, detail, now, key) for key, status, detail in results],
+            )
+
     def finish_action(self, key: str, status: str, detail: str = "") -> None:
         """Record how a claimed action ended; raises ``NotFound`` if it was never claimed."""
         now = self._now_us()

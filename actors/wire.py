@@ -8,7 +8,7 @@ validating again (``model_construct``), as DESIGN.md asks.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -137,6 +137,7 @@ class Outcome:
     deadlines: dict[str, int | None]
     applied_seq: int
     evaluated: int
+    missing: list[str] = field(default_factory=list)
 
     def pack(self) -> bytes:
         """The outcome as one msgpack blob."""
@@ -146,14 +147,17 @@ class Outcome:
                 self.deadlines,
                 self.applied_seq,
                 self.evaluated,
+                self.missing,
             ]
         )
 
     @staticmethod
     def unpack(blob: bytes) -> Outcome:
         """An outcome from its blob."""
-        firings, deadlines, applied_seq, evaluated = unpack(blob)
-        return Outcome([firing_from_wire(f) for f in firings], deadlines, applied_seq, evaluated)
+        firings, deadlines, applied_seq, evaluated, missing = unpack(blob)
+        return Outcome(
+            [firing_from_wire(f) for f in firings], deadlines, applied_seq, evaluated, missing
+        )
 
 
 def deadline_datetime(deadline_us: int | None) -> datetime | None:

@@ -65,7 +65,18 @@ class Daemon:
         return self.ingest.bound_endpoint if self.ingest else self.config.ingest.pull_url
 
     async def start(self) -> None:
-        """Open the store, start Ray and the service, then bind the sockets."""
+        """Open the store, start Ray and the service, then bind the sockets.
+
+        If any step fails, what was started is stopped again before the error
+        propagates (no actors are left behind in Ray).
+        """
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         c = self.config
         c.data.dir.mkdir(parents=True, exist_ok=True)
         self.store = Store.open(c.data.dir / "marmot.db")

@@ -172,16 +172,6 @@ def test_automations_per_actor_packs_automations_into_shard_actors(
         assert "round-5" not in _fired_for(client, ids[5])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "actors/service.py: nothing reloads a restarted automation actor. Ray restarts a "
-        "crashed shard (max_restarts=-1) with an empty AutomationHost; the service keeps "
-        "routing to it, AutomationHost.apply skips every target it does not host, so all "
-        "the shard's automations silently never fire again (DESIGN: state comes back "
-        "from checkpoint + event log)"
-    ),
-)
 def test_a_crashed_shard_actor_comes_back_with_its_automations(
     ray_session: None, tmp_path: Path
 ) -> None:
@@ -279,15 +269,6 @@ def test_sub_socket_receives_events_from_a_publisher(ray_session: None, tmp_path
 # -- a start that fails half way ------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "transport/daemon.py: Daemon.start() starts the service (timer, executor and "
-        "automation actors) before binding RPC and ingest, and neither start() nor "
-        "__aenter__ undoes that when a bind fails, so the actors stay alive in Ray and "
-        "the next daemon with the same ray.namespace fails with ActorAlreadyExistsError"
-    ),
-)
 def test_a_daemon_whose_ingest_cannot_bind_leaves_no_actors_behind(
     ray_session: None, tmp_path: Path
 ) -> None:
