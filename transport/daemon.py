@@ -12,7 +12,7 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -36,6 +36,14 @@ log = logging.getLogger(__name__)
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: the daemon owns SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 class Daemon:
@@ -127,8 +135,10 @@ class Daemon:
         self._tasks = [loop.create_task(self.rpc.serve()), loop.create_task(self.ingest.run())]
         if c.http.enabled:
             app = build_app(self.metrics.registry, self._health)
-            self._http = uvicorn.Server(
-                uvicorn.Config(app, host=c.http.host, port=c.http.port, log_level="warning")
+            self._http = _QuietServer(
+                uvicorn.Config(
+                    app, host=c.http.host, port=c.http.port, log_level="warning", lifespan="off"
+                )
             )
             self._tasks.append(loop.create_task(self._http.serve()))
         log.info(
@@ -186,6 +196,7 @@ class Daemon:
                 loop.add_signal_handler(sig, stopping.set)
         async with self:
             await stopping.wait()
+            log.info("stopping")
 
 
 class DaemonThread:
