@@ -27,6 +27,7 @@ from uuid import uuid4
 from marmot.actors.runtime import RayRuntime, RaySettings
 from marmot.config import load_config
 from marmot.engine.firing import Firing
+from marmot.engine.models.events import Event
 from marmot.transport.client import Client
 from marmot.transport.daemon import DaemonThread
 
@@ -130,6 +131,22 @@ def throughput(automations: int, per_actor: int, events: int) -> tuple[float, in
             daemon.stop()
 
 
+def sample_dispatch(daemon: DaemonThread, sample: Callable[[float, Event], None]) -> None:
+    """Call ``sample(now, triggering event)`` for every firing the daemon dispatches."""
+    service = daemon.daemon.service
+    assert service is not None
+    original = service._dispatch
+
+    async def timed(firings: Sequence[Firing]) -> None:
+        now = time.time()
+        for firing in firings:
+            if firing.triggering_event is not None:
+                sample(now, firing.triggering_event)
+        await original(firings)
+
+    service._dispatch = timed  # type: ignore[method-assign]
+
+
 def latency(rate: float, seconds: float, firing_share: int = 1) -> tuple[float, float, int]:
     """Publish-to-firing p50/p99 in ms at ``rate`` events/s; one event in
     ``firing_share`` fires (the others concern no automation)."""
@@ -137,18 +154,9 @@ def latency(rate: float, seconds: float, firing_share: int = 1) -> tuple[float, 
     with tempfile.TemporaryDirectory() as folder:
         daemon = start_daemon(Path(folder))
         try:
-            service = daemon.daemon.service
-            assert service is not None
-            original = service._dispatch
-
-            async def timed(firings: Sequence[Firing]) -> None:
-                now = time.time()
-                for firing in firings:
-                    if firing.triggering_event is not None:
-                        samples.append(now - firing.triggering_event.occurred.timestamp())
-                await original(firings)
-
-            service._dispatch = timed  # type: ignore[method-assign]
+            sample_dispatch(
+                daemon, lambda now, event: samples.append(now - event.occurred.timestamp())
+            )
             with Client(daemon.rpc_url) as client:
                 automation = reactive("every event", "bench.tick", threshold=1)
                 automation["trigger"]["within"] = 0  # immediate: every event fires
@@ -174,19 +182,10 @@ def lateness(count: int, within: int = 10) -> tuple[float, float, int]:
     with tempfile.TemporaryDirectory() as folder:
         daemon = start_daemon(Path(folder))
         try:
-            service = daemon.daemon.service
-            assert service is not None
-            original = service._dispatch
-
-            async def timed(firings: Sequence[Firing]) -> None:
-                now = time.time()
-                for firing in firings:
-                    if firing.triggering_event is not None:
-                        deadline = firing.triggering_event.occurred.timestamp() + within
-                        samples.append(now - deadline)
-                await original(firings)
-
-            service._dispatch = timed  # type: ignore[method-assign]
+            sample_dispatch(
+                daemon,
+                lambda now, event: samples.append(now - (event.occurred.timestamp() + within)),
+            )
             with Client(daemon.rpc_url) as client:
                 client.create_automation(
                     {

@@ -7,11 +7,23 @@ or pass ``client=``). Async twins are prefixed with ``a``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Self
 from uuid import UUID
 
 from marmot.engine.models.automations import Automation as AutomationSchema
 from marmot.transport.client import AsyncClient, Client
+
+
+@contextmanager
+def _using(client: Client | None) -> Iterator[Client]:
+    """The given client, or a default one closed afterwards."""
+    if client is not None:
+        yield client
+        return
+    with Client() as owned:
+        yield owned
 
 
 class Automation(AutomationSchema):
@@ -20,55 +32,31 @@ class Automation(AutomationSchema):
     def _rebuild(self, other: AutomationSchema) -> Self:
         return type(self).model_validate(other.model_dump())
 
-    @staticmethod
-    def _client(client: Client | None) -> tuple[Client, bool]:
-        return (client, False) if client is not None else (Client(), True)
-
     def create(self, *, client: Client | None = None) -> Self:
         """Create it on the daemon; returns it as stored (with its id)."""
-        c, owned = self._client(client)
-        try:
+        with _using(client) as c:
             return self._rebuild(c.create_automation(self))
-        finally:
-            if owned:
-                c.close()
 
     def update(self, *, client: Client | None = None) -> Self:
         """Replace the stored automation with this one (state resets)."""
-        c, owned = self._client(client)
-        try:
+        with _using(client) as c:
             return self._rebuild(c.update_automation(self.id, self))
-        finally:
-            if owned:
-                c.close()
 
     def delete(self, *, client: Client | None = None) -> bool:
         """Delete it; returns True."""
-        c, owned = self._client(client)
-        try:
+        with _using(client) as c:
             c.delete_automation(self.id)
             return True
-        finally:
-            if owned:
-                c.close()
 
     def pause(self, *, client: Client | None = None) -> Self:
         """Stop evaluating it."""
-        c, owned = self._client(client)
-        try:
+        with _using(client) as c:
             return self._rebuild(c.pause_automation(self.id))
-        finally:
-            if owned:
-                c.close()
 
     def resume(self, *, client: Client | None = None) -> Self:
         """Start evaluating it again."""
-        c, owned = self._client(client)
-        try:
+        with _using(client) as c:
             return self._rebuild(c.resume_automation(self.id))
-        finally:
-            if owned:
-                c.close()
 
     @classmethod
     def read(
@@ -77,15 +65,11 @@ class Automation(AutomationSchema):
         """Read by ``id=`` or by name (``NotFound`` when there is none)."""
         if (name is None) == (id is None):
             raise TypeError("Automation.read takes a name or id=, not both")
-        c, owned = cls._client(client)
-        try:
+        with _using(client) as c:
             found = (
                 c.read_automation(id) if id is not None else c.read_automation_by_name(name or "")
             )
             return cls.model_validate(found.model_dump())
-        finally:
-            if owned:
-                c.close()
 
     async def acreate(self, *, client: AsyncClient | None = None) -> Self:
         """``create``, awaitable."""

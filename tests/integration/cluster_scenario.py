@@ -51,7 +51,7 @@ from ray.cluster_utils import Cluster
 
 from marmot.transport.client import Client
 from marmot.transport.daemon import Daemon
-from tests.integration.harness import make_config, wait_for
+from tests.integration.harness import make_config, reactive_doc, wait_for
 
 SUMMARY_PREFIX = "MARMOT_CLUSTER_SUMMARY "
 AUTOMATIONS = 8
@@ -62,23 +62,11 @@ TRIGGERED = "prefect.automation.triggered"
 EXECUTED = "prefect.automation.action.executed"
 
 
+_reactive = reactive_doc
+
+
 def _node_args(**extra: Any) -> dict[str, Any]:
     return {"num_cpus": 1, "object_store_memory": NODE_OBJECT_STORE_BYTES, **extra}
-
-
-def _reactive(name: str, expect: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "trigger": {
-            "type": "event",
-            "posture": "Reactive",
-            "expect": [expect],
-            "for_each": ["prefect.resource.id"],
-            "threshold": 1,
-            "within": 60,
-        },
-        "actions": [{"type": "do-nothing"}],
-    }
 
 
 def _event(name: str, resource: str) -> dict[str, Any]:

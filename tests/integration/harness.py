@@ -5,8 +5,10 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from uuid import uuid4
 
 from marmot.config import MarmotConfig, load_config
 from marmot.transport.daemon import DaemonThread
@@ -45,4 +47,31 @@ def wait_for(predicate: Callable[[], T], timeout_s: float = 30.0, what: str = "c
         time.sleep(0.05)
 
 
-__all__ = ["DaemonThread", "free_port", "make_config", "wait_for"]
+def event_doc(name: str, resource: str = "r.1", **extra: Any) -> dict[str, Any]:
+    """A Prefect-shaped event that occurred now."""
+    return {
+        "id": str(uuid4()),
+        "occurred": datetime.now(UTC).isoformat(),
+        "event": name,
+        "resource": {"prefect.resource.id": resource},
+        **extra,
+    }
+
+
+def reactive_doc(name: str, expect: str, threshold: int = 1) -> dict[str, Any]:
+    """A reactive automation per resource: ``threshold`` events within 60 s."""
+    return {
+        "name": name,
+        "trigger": {
+            "type": "event",
+            "posture": "Reactive",
+            "expect": [expect],
+            "for_each": ["prefect.resource.id"],
+            "threshold": threshold,
+            "within": 60,
+        },
+        "actions": [{"type": "do-nothing"}],
+    }
+
+
+__all__ = ["DaemonThread", "event_doc", "free_port", "make_config", "reactive_doc", "wait_for"]

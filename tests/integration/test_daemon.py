@@ -5,44 +5,24 @@ from __future__ import annotations
 import json
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
-from uuid import uuid4
 
 import pytest
 import zmq
 
 from marmot.engine.errors import NotFound, ValidationFailed
 from marmot.transport.client import Client, Publisher
-from tests.integration.harness import DaemonThread, wait_for
+from tests.integration.harness import DaemonThread, event_doc, reactive_doc, wait_for
 
 pytestmark = pytest.mark.integration
 
 
-def _event(name: str, resource: str = "r.1", *, ago_s: float = 0.0, **extra: Any) -> dict[str, Any]:
-    occurred = datetime.now(UTC) - timedelta(seconds=ago_s)
-    return {
-        "id": str(uuid4()),
-        "occurred": occurred.isoformat(),
-        "event": name,
-        "resource": {"prefect.resource.id": resource},
-        **extra,
-    }
+_event = event_doc
 
 
 def _reactive(name: str, expect: str, threshold: int = 2) -> dict[str, Any]:
-    return {
-        "name": name,
-        "trigger": {
-            "type": "event",
-            "posture": "Reactive",
-            "expect": [expect],
-            "for_each": ["prefect.resource.id"],
-            "threshold": threshold,
-            "within": 60,
-        },
-        "actions": [{"type": "do-nothing"}],
-    }
+    return reactive_doc(name, expect, threshold)
 
 
 def _events_named(client: Client, name: str) -> list[dict[str, Any]]:
@@ -192,3 +172,37 @@ def test_status_reports_capacity(client: Client) -> None:
     assert status["capacity"]["actor_limit"] > 0
     assert 0 < status["capacity"]["automations_free"] <= 1000
     assert status["automation_actors"] >= 1
+
+
+def test_sdk_automation_lifecycle(daemon: DaemonThread, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from marmot import Automation, DoNothing, EventTrigger, Posture
+
+    monkeypatch.setenv("MARMOT_RPC_URL", daemon.rpc_url)
+    created = Automation(
+        name="sdk woodchonk",
+        trigger=EventTrigger(
+            expect={"animal.walked"},
+            match={"genus": "Marmota", "species": "monax"},
+            posture=Posture.Reactive,
+            threshold=3,
+            within=10,
+        ),
+        actions=[DoNothing()],
+    ).create()
+    assert Automation.read(name="sdk woodchonk").id == created.id
+    assert Automation.read(id=created.id).trigger.threshold == 3  # type: ignore[union-attr]
+    assert created.pause().enabled is False
+    assert created.resume().enabled is True
+    created.trigger.threshold = 2  # type: ignore[union-attr]
+    assert created.update().trigger.threshold == 2  # type: ignore[union-attr]
+
+    async def async_side() -> None:
+        again = await Automation.aread(id=created.id)
+        assert again.name == "sdk woodchonk"
+        assert await again.adelete() is True
+
+    asyncio.run(async_side())
+    with pytest.raises(NotFound):
+        Automation.read(id=created.id)

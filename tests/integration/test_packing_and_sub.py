@@ -26,7 +26,7 @@ from marmot.engine.models.events import Event
 from marmot.transport.client import Client
 from marmot.transport.codec import encode_events
 from marmot.transport.daemon import Daemon
-from tests.integration.harness import DaemonThread, make_config, wait_for
+from tests.integration.harness import DaemonThread, make_config, reactive_doc, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -54,19 +54,7 @@ def _event(name: str, resource: str, event_id: str | None = None) -> dict[str, A
     }
 
 
-def _reactive(name: str, expect: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "trigger": {
-            "type": "event",
-            "posture": "Reactive",
-            "expect": [expect],
-            "for_each": ["prefect.resource.id"],
-            "threshold": 1,
-            "within": 60,
-        },
-        "actions": [{"type": "do-nothing"}],
-    }
+_reactive = reactive_doc
 
 
 def _fired_for(client: Client, automation_id: Any) -> set[str]:
