@@ -1,4 +1,4 @@
-"""Causal ordering on ``follows`` (SEMANTICS §6).
+"""Causal ordering on ``follows`` (SEMANTICS §6), and at-most-once evaluation per event id.
 
 An event that follows another waits until its leader has been processed,
 then both are evaluated in order; a follower whose leader has not come
@@ -29,6 +29,7 @@ class CausalOrdering:
         self._lost_heap: list[tuple[int, int, Event]] = []
         self._pushes = 0
         self._next_expiry = 4096
+        self.duplicates = 0
 
     @property
     def waiting(self) -> int:
@@ -42,6 +43,10 @@ class CausalOrdering:
 
     def admit_us(self, event: Event, now_us: int) -> list[Event]:
         """``admit`` with the time in microseconds."""
+        if self._was_seen(event.id, now_us):
+            # Delivered twice: Prefect evaluates an event id once (within the lookback).
+            self.duplicates += 1
+            return []
         leader = event.follows
         if leader is None and not self._waiting:
             self._remember(event.id, now_us)

@@ -142,3 +142,13 @@ def test_lost_follower_is_evaluated_after_lookback() -> None:
     assert causal.next_deadline() is None
     # The leader arriving afterwards is evaluated on its own.
     assert [e.id for e in causal.admit(event("first", 0, id=LEADER), wall.now())] == [LEADER]
+
+
+def test_an_event_delivered_twice_is_evaluated_once() -> None:
+    ordering = CausalOrdering()
+    first = event("x", 0)
+    assert ordering.admit(first, at(1)) == [first]
+    assert ordering.admit(first, at(2)) == []
+    assert ordering.duplicates == 1
+    # Past the 15-minute lookback it is a new delivery again.
+    assert ordering.admit(first, at(16 * 60)) == [first]
