@@ -50,7 +50,7 @@ class RouterSettings:
     """Batching and backpressure bounds."""
 
     batch_max_events: int = 256
-    max_inflight_per_actor: int = 8
+    max_inflight_per_actor: int = 2
     max_queued_events: int = 100_000
 
 
@@ -87,7 +87,9 @@ class Router:
         self.events_clock = EventsClock()
         self.causal = CausalOrdering()
         self.stats = RouterStats()
-        self._append_lock = asyncio.Lock()
+        self._pending: list[tuple[Sequence[Event], asyncio.Future[list[int]]]] = []
+        self._pending_wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
         self._lost_wake = asyncio.Event()
         self._lost_task: asyncio.Task[None] | None = None
 
@@ -167,20 +169,50 @@ class Router:
             # Stop and wait: the actors are behind, so ingest slows to their pace.
             self.stats.backpressure_waits += 1
             await self.drain()
-        async with self._append_lock:
-            seqs = await asyncio.to_thread(self._store.append_events, events)
-            self.stats.received += len(events)
-            now = self._clock_us()
-            for seq, event in zip(seqs, events, strict=True):
-                self.events_clock.observe_us(to_us(event.occurred), now)
-                ready = self.causal.admit_us(event, now)
-                if not ready:
-                    self.stats.held_followers += 1
-                    self._lost_wake.set()
-                    self._ensure_lost_task()
-                for item in ready:
-                    self._route_one(seq if item is event else 0, item)
-        return seqs
+        done: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self._pending.append((events, done))
+        self._pending_wake.set()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        return await done
+
+    async def _write_loop(self) -> None:
+        # Group commit: whatever was submitted while the last transaction ran
+        # (ingest, automation.triggered and action events) goes in the next one,
+        # then is routed in submission order.
+        while True:
+            await self._pending_wake.wait()
+            self._pending_wake.clear()
+            if not self._pending:
+                continue
+            batch, self._pending = self._pending, []
+            flat = [event for events, _ in batch for event in events]
+            try:
+                seqs = await asyncio.to_thread(self._store.append_events, flat)
+            except Exception as exc:  # handed to every submitter; the loop goes on
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            self._route_logged(flat, seqs)
+            start = 0
+            for events, done in batch:
+                if not done.done():
+                    done.set_result(seqs[start : start + len(events)])
+                start += len(events)
+
+    def _route_logged(self, events: Sequence[Event], seqs: Sequence[int]) -> None:
+        self.stats.received += len(events)
+        now = self._clock_us()
+        for seq, event in zip(seqs, events, strict=True):
+            self.events_clock.observe_us(to_us(event.occurred), now)
+            ready = self.causal.admit_us(event, now)
+            if not ready:
+                self.stats.held_followers += 1
+                self._lost_wake.set()
+                self._ensure_lost_task()
+            for item in ready:
+                self._route_one(seq if item is event else 0, item)
 
     def _route_one(self, seq: int, event: Event) -> None:
         targets = self.index.route(event)
@@ -222,16 +254,17 @@ class Router:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._lost_wake.wait(), delay)
                 continue
-            async with self._append_lock:
-                now = self._clock_us()
-                for event in self.causal.release_lost(from_us(now)):
-                    self.events_clock.observe_us(to_us(event.occurred), now)
-                    self._route_one(0, event)
+            # Routing never awaits, so it cannot interleave with the writer's.
+            now = self._clock_us()
+            for event in self.causal.release_lost(from_us(now)):
+                self.events_clock.observe_us(to_us(event.occurred), now)
+                self._route_one(0, event)
 
     async def close(self) -> None:
         """Stop the send loops and the lost-follower timer."""
         await asyncio.gather(*(lane.close() for lane in self._lanes.values()))
         self._lanes.clear()
-        if self._lost_task is not None:
-            self._lost_task.cancel()
-            await asyncio.gather(self._lost_task, return_exceptions=True)
+        for task in (self._lost_task, self._writer):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)

@@ -86,6 +86,8 @@ class Service:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lock = asyncio.Lock()
         self._last_offset: int | None = None
+        self._sent_deadlines: dict[str, int | None] = {}
+        self._timer_lane: Lane[tuple[str, int | None]] | None = None
         self.firings_total = 0
         # Recent timer lateness (seconds), for `marmot status`.
         self.lateness: deque[float] = deque(maxlen=2048)
@@ -96,6 +98,14 @@ class Service:
         """Start the timer and executors and load every enabled automation."""
         self.runtime.start()
         self._timer = self.runtime.timer_actor()
+        self._timer_lane = Lane(
+            self._timer,
+            lambda handle, items: handle.schedule.remote(dict(items)),
+            _ignore_result,
+            self._timer_failed,
+            batch_max=10_000,
+            max_inflight=1,
+        )
         log_factory = functools.partial(Store.open, self.store.path)
         self._executors = [
             self.runtime.executor_actor(f"executor-{i}", ExecutorHost, log_factory)
@@ -108,7 +118,7 @@ class Service:
                 self._actions_done,
                 self._executor_failed,
                 batch_max=200,
-                max_inflight=2,
+                max_inflight=1,
             )
             for handle in self._executors
         ]
@@ -124,6 +134,9 @@ class Service:
         await self.router.close()
         await asyncio.gather(*(lane.close() for lane in self._executor_lanes))
         self._executor_lanes = []
+        if self._timer_lane is not None:
+            await self._timer_lane.close()
+            self._timer_lane = None
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -167,14 +180,14 @@ class Service:
         deadline = await placement.handle.load.remote(document)
         matchers = [leaf.matcher for leaf in Evaluator(automation).leaves]
         self.router.route(automation_id, key, matchers)
-        await self._schedule({automation_id: deadline})
+        self._schedule_soon({automation_id: deadline})
 
     async def _unplace(self, automation_id: str) -> None:
         key = self._actor_of.pop(automation_id, None)
         self.router.unroute(automation_id)
         self._automations.pop(automation_id, None)
         self._documents.pop(automation_id, None)
-        await self._schedule({automation_id: None})
+        self._schedule_soon({automation_id: None})
         if key is None:
             return
         placement = self._actors[key]
@@ -186,9 +199,17 @@ class Service:
         self.router.remove_actor(key)
         self.runtime.kill(placement.handle)
 
-    async def _schedule(self, deadlines: dict[str, int | None]) -> None:
-        if self._timer is not None and deadlines:
-            await self._timer.schedule.remote(deadlines)
+    def _changed_deadlines(self, deadlines: dict[str, int | None]) -> dict[str, int | None]:
+        sent = self._sent_deadlines
+        changed = {a: d for a, d in deadlines.items() if a not in sent or sent[a] != d}
+        sent.update(changed)
+        return changed
+
+    def _schedule_soon(self, deadlines: dict[str, int | None]) -> None:
+        """Queue deadline changes; they reach the timer in order, coalesced into
+        one call per round trip (a call per batch would cost Ray calls)."""
+        if self._timer_lane is not None:
+            self._timer_lane.put(self._changed_deadlines(deadlines).items())
 
     # -- automations --------------------------------------------------------------------
 
@@ -283,9 +304,8 @@ class Service:
 
     async def _on_outcome(self, outcome: Outcome) -> None:
         self.metrics.evaluations.inc(outcome.evaluated)
-        if outcome.deadlines and self._timer is not None:
-            # Not awaited: calls from one caller reach the timer in order.
-            self._timer.schedule.remote(outcome.deadlines)
+        if outcome.deadlines:
+            self._schedule_soon(outcome.deadlines)
         if outcome.firings:
             await self._dispatch(outcome.firings)
 
@@ -307,7 +327,7 @@ class Service:
             self._spawn(self._schedule_loaded(automation_id, ref))
 
     async def _schedule_loaded(self, automation_id: str, ref: Any) -> None:
-        await self._schedule({automation_id: await ref})
+        self._schedule_soon({automation_id: await ref})
 
     async def _dispatch(self, firings: Sequence[Firing]) -> None:
         """Emit each firing's automation.triggered event, then queue its actions."""
@@ -342,6 +362,10 @@ class Service:
             if status != "triggered":
                 self.metrics.actions.labels(str(event.payload.get("action_type")), status).inc()
         await self.emit(events, source="automation")
+
+    def _timer_failed(self, exc: BaseException) -> None:
+        self.metrics.actor_call_failures.labels("timer").inc()
+        log.error("timer call failed: %s", exc)
 
     def _executor_failed(self, exc: BaseException) -> None:
         # Ray restarts the executor; the action log makes a re-delivery act once.
@@ -416,3 +440,7 @@ def _percentiles(samples: deque[float]) -> dict[str, float] | None:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
     return {"p50": pick(0.50), "p99": pick(0.99), "max": ordered[-1] * 1000}
+
+
+async def _ignore_result(lane: Any, batch: Any, result: Any) -> None:
+    """For calls whose result carries nothing (the timer's ``schedule``)."""

@@ -32,10 +32,40 @@ from marmot.transport.client import Client
 from marmot.transport.daemon import DaemonThread
 
 
+def _event(name: str, k: int) -> dict[str, Any]:
+    return {
+        "id": str(uuid4()),
+        "occurred": datetime.now(UTC).isoformat(),
+        "event": name,
+        "resource": {"prefect.resource.id": f"prefect.flow-run.{k % 97}"},
+    }
+
+
+def _blast(url: str, names: list[str], count: int, batch: int) -> None:
+    """Encode every frame first, then send them flat out: measures the daemon,
+    not the publisher."""
+    import zmq
+
+    from marmot.engine.models.events import Event
+    from marmot.transport.codec import encode_events
+
+    events = [Event.model_validate(_event(names[k % len(names)], k)) for k in range(count)]
+    frames = [encode_events(events[i : i + batch]) for i in range(0, count, batch)]
+    socket = zmq.Context.instance().socket(zmq.PUSH)
+    socket.setsockopt(zmq.LINGER, 30_000)
+    socket.connect(url)
+    for frame in frames:
+        socket.send(frame)
+    socket.close()
+
+
 def _publish(url: str, names: list[str], count: int, rate: float, batch: int) -> None:
     """Publisher process: ``count`` events over PUSH, at ``rate``/s (0 = flat out)."""
     from marmot.transport.client import Publisher
 
+    if not rate:
+        _blast(url, names, count, batch)
+        return
     started = time.perf_counter()
     with Publisher(url, batch_size=batch) as publisher:
         for k in range(count):
@@ -44,16 +74,8 @@ def _publish(url: str, names: list[str], count: int, rate: float, batch: int) ->
                 pause = due - time.perf_counter()
                 if pause > 0:
                     time.sleep(pause)
-            publisher.publish(
-                {
-                    "id": str(uuid4()),
-                    "occurred": datetime.now(UTC).isoformat(),
-                    "event": names[k % len(names)],
-                    "resource": {"prefect.resource.id": f"prefect.flow-run.{k % 97}"},
-                }
-            )
-            if rate:
-                publisher.flush()
+            publisher.publish(_event(names[k % len(names)], k))
+            publisher.flush()
 
 
 def publisher(url: str, names: list[str], count: int, rate: float = 0, batch: int = 200) -> Any:

@@ -223,8 +223,7 @@ class RouterConfig(_Section):
     """How events are batched into calls on automation actors."""
 
     batch_max_events: int = Field(default=256, ge=1)
-    batch_linger_ms: float = Field(default=2.0, ge=0)
-    max_inflight_per_actor: int = Field(default=8, ge=1)
+    max_inflight_per_actor: int = Field(default=2, ge=1)
 
 
 class ExecutorsConfig(_Section):

@@ -54,8 +54,7 @@ def test_defaults_suit_one_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert config.rpc.token is None
     assert (config.http.enabled, config.http.host, config.http.port) == (True, "127.0.0.1", 7602)
     assert config.router.batch_max_events == 256
-    assert config.router.batch_linger_ms == 2.0
-    assert config.router.max_inflight_per_actor == 8
+    assert config.router.max_inflight_per_actor == 2
     assert config.automations_per_actor == 1
     assert config.max_automations == 1000
     assert config.executors.pool_size == 2
@@ -112,7 +111,7 @@ ingest:
 rpc:
   url: tcp://127.0.0.1:*
 router:
-  batch_linger_ms: 5
+  max_inflight_per_actor: 5
 automations_per_actor: 8
 log_level: debug
 """,
@@ -122,7 +121,7 @@ log_level: debug
     assert config.ray.address == "ray://head:10001"
     assert config.ingest.sub_urls == ["tcp://10.0.0.5:5556", "ipc:///tmp/events"]
     assert config.rpc.url == "tcp://127.0.0.1:*"
-    assert config.router.batch_linger_ms == 5.0
+    assert config.router.max_inflight_per_actor == 5
     assert config.automations_per_actor == 8
     assert config.log_level == "DEBUG"
     assert config.http == MarmotConfig().http  # untouched sections keep their defaults
@@ -198,7 +197,7 @@ def test_environment_sets_nested_list_and_top_level_keys() -> None:
     config = load_config(
         env={
             "MARMOT_RPC_URL": "ipc:///tmp/marmot-rpc",
-            "MARMOT_ROUTER_BATCH_LINGER_MS": "0.5",
+            "MARMOT_ROUTER_MAX_INFLIGHT_PER_ACTOR": "3",
             "MARMOT_INGEST_SUB_URLS": "tcp://a:5556, tcp://b:5556",
             "MARMOT_HTTP_ENABLED": "false",
             "MARMOT_AUTOMATIONS_PER_ACTOR": "16",
@@ -207,7 +206,7 @@ def test_environment_sets_nested_list_and_top_level_keys() -> None:
         }
     )
     assert config.rpc.url == "ipc:///tmp/marmot-rpc"
-    assert config.router.batch_linger_ms == 0.5
+    assert config.router.max_inflight_per_actor == 3
     assert config.ingest.sub_urls == ["tcp://a:5556", "tcp://b:5556"]
     assert config.http.enabled is False
     assert config.automations_per_actor == 16
@@ -321,7 +320,7 @@ def test_bad_override_names_the_override() -> None:
         ("MARMOT_RAY_ADDRESS", "head-node"),
         ("MARMOT_RAY_OBJECT_STORE_MEMORY_MB", "10"),
         ("MARMOT_AUTOMATIONS_PER_ACTOR", "0"),
-        ("MARMOT_ROUTER_BATCH_LINGER_MS", "-1"),
+        ("MARMOT_ROUTER_MAX_INFLIGHT_PER_ACTOR", "0"),
         ("MARMOT_EXECUTORS_ACTION_TIMEOUT_S", "0"),
         ("MARMOT_DATA_CHECKPOINT_INTERVAL_S", "0"),
         ("MARMOT_ORCHESTRATOR_API_URL", "127.0.0.1:4200"),

@@ -88,6 +88,7 @@ class Daemon:
         c = self.config
         c.data.dir.mkdir(parents=True, exist_ok=True)
         self.store = Store.open(c.data.dir / "marmot.db")
+        self.store.start_checkpointer()
         runtime = RayRuntime(
             RaySettings(
                 address=c.ray.address,
