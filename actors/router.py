@@ -229,9 +229,10 @@ class Router:
             if lane is not None:
                 lane.put(((seq, automation_ids, event),))
 
-    async def drain(self, timeout_s: float = 60.0) -> None:
-        """Wait until every queued event has been applied (backpressure, tests, shutdown)."""
-        lanes = list(self._lanes.values())
+    async def drain(self, actors: Sequence[str] | None = None, timeout_s: float = 60.0) -> None:
+        """Wait until the queued events of ``actors`` (default: all) have been applied."""
+        keys = self._lanes.keys() if actors is None else actors
+        lanes = [self._lanes[k] for k in keys if k in self._lanes]
         await asyncio.wait_for(asyncio.gather(*(lane.settled() for lane in lanes)), timeout_s)
 
     # -- lost followers ----------------------------------------------------------------

@@ -283,7 +283,7 @@ class Service:
                 "next_deadline": None,
                 "open_buckets": 0,
             }
-        await self.router.drain()
+        await self.router.drain([key])  # so the answer includes events already accepted
         found = await self._actors[key].handle.explain.remote(str(automation_id))
         if found is None:
             raise NotFound(f"automation {automation_id} is not loaded")

@@ -204,7 +204,9 @@ class BucketTrigger:
                     self._drop(key)
                 self._full.discard(key)
             due = self._pop_due(as_of)
-            due.sort(key=lambda entry: entry[0])
+            # Oldest start first (SEMANTICS §3.3); equal starts by key, so the
+            # order depends on the state alone (a restored engine agrees).
+            due.sort(key=lambda entry: (entry[0], entry[2]))
             for _, _, key, bucket in due:
                 if self.buckets.get(key) is bucket:
                     self._evaluate(key, bucket, as_of, None, fired_us)

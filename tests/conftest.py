@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -20,3 +21,10 @@ def conformance_dir() -> Path:
 def repo_root() -> Path:
     """The repository's top folder."""
     return REPO
+
+
+# CI runs the property tests on a fixed set of examples, so a landing never
+# depends on luck; locally they keep exploring new ones (and remember failures).
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import threading
@@ -142,6 +143,10 @@ class Daemon:
                 )
             )
             self._tasks.append(loop.create_task(self._http.serve()))
+        # Everything built so far (Ray, pydantic schemas, automations) lives as
+        # long as the daemon: keep it out of the cyclic collector's full passes,
+        # which otherwise stall the event loop for tens of milliseconds.
+        gc.freeze()
         log.info(
             "marmot is serving",
             extra={"rpc": self.rpc_endpoint, "ingest": self.ingest_endpoint},
