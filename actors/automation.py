@@ -101,11 +101,3 @@ class AutomationHost:
             "applied_seq": self._applied_seq,
             "automations": {a: e.snapshot() for a, e in self._evaluators.items()},
         }
-
-    def applied_seq(self) -> int:
-        """The sequence number of the last event applied."""
-        return self._applied_seq
-
-    def open_buckets(self) -> dict[str, int]:
-        """Open buckets per hosted automation."""
-        return {a: e.open_buckets for a, e in self._evaluators.items()}

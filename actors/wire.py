@@ -18,7 +18,6 @@ import msgpack
 from marmot.engine.firing import Firing
 from marmot.engine.models.events import Event
 from marmot.engine.models.triggers import Posture
-from marmot.engine.timestamps import from_us
 
 
 def pack(value: Any) -> bytes:
@@ -158,10 +157,3 @@ class Outcome:
         return Outcome(
             [firing_from_wire(f) for f in firings], deadlines, applied_seq, evaluated, missing
         )
-
-
-def deadline_datetime(deadline_us: int | None) -> datetime | None:
-    """A deadline in µs (``-1`` = due now) as a datetime, for display."""
-    if deadline_us is None:
-        return None
-    return from_us(max(deadline_us, 0))

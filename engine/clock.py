@@ -75,10 +75,6 @@ class EventsClock:
         """The events-clock time that corresponds to wall time ``wall``."""
         return from_us(to_us(wall) + self.offset_us())
 
-    def wall_for(self, as_of: datetime) -> datetime:
-        """The wall time at which the events clock reaches ``as_of`` (offset as now)."""
-        return from_us(to_us(as_of) - self.offset_us())
-
     def snapshot(self) -> dict[str, Any]:
         """The clock's state as plain values."""
         return {"clock": self._clock, "seen_at": self._seen_at}

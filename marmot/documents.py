@@ -74,14 +74,21 @@ def _read_text(path: Path) -> str:
 
 def _documents(path: Path) -> Iterator[tuple[Any, yaml.Node | None]]:
     text = _read_text(path)
+    # One parse: keep each document's node tree (for line numbers) and build
+    # its data from it.
+    loader = yaml.SafeLoader(text)
+    found: list[tuple[Any, yaml.Node | None]] = []
     try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
-        datas = list(yaml.safe_load_all(text))
+        while loader.check_node():
+            node = loader.get_node()
+            found.append((loader.construct_document(node), node))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         raise DocumentError(str(path), line, f"not valid YAML or JSON: {exc}") from exc
-    yield from zip(datas, nodes, strict=True)
+    finally:
+        loader.dispose()
+    yield from found
 
 
 def _automation_entries(data: Any, node: yaml.Node | None) -> Iterator[tuple[Any, Any, list[Any]]]:

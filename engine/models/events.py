@@ -132,7 +132,3 @@ class Event(MarmotModel):
                 if related.get(RESOURCE_ROLE) == role:
                     return related.get(label)
         return self.resource.get(name)
-
-    def related_by_role(self, role: str) -> list[dict[str, str]]:
-        """Every related resource with the given role, in order."""
-        return [r for r in self.related if r.get(RESOURCE_ROLE) == role]
