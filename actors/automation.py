@@ -3,16 +3,25 @@
 One actor per automation is the default; ``automations_per_actor`` packs
 several into one process. The actor holds state and calls the engine;
 batches are applied in order. Events for automations it does not host (Ray
-restarted it empty) are reported back, so the daemon reloads them and sends
+restarted it empty) are reported back, so the daemon recovers them and sends
 those events again.
+
+Crash safety: each automation's engine state is checkpointed to the store
+with the last sequence number it has seen (when it is loaded, then on the
+daemon's cadence and at shutdown). ``recover`` restores the checkpoint and
+replays the event log from there, so a restarted daemon or actor ends up
+where it was; events at or below that number arriving again are skipped.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from marmot.actors.wire import Batch, Outcome
+from marmot.actors.store import Store
+from marmot.actors.wire import Batch, Outcome, pack, unpack
 from marmot.engine.evaluator import Evaluator
 from marmot.engine.firing import Firing
 from marmot.engine.models.automations import Automation
@@ -20,13 +29,33 @@ from marmot.engine.timestamps import from_us, to_us
 
 log = logging.getLogger(__name__)
 
+_REPLAY_PAGE = 2000
+
+
+def fingerprint(document: str) -> str:
+    """Identifies one version of an automation: a checkpoint of another is not used."""
+    return hashlib.sha256(document.encode()).hexdigest()[:32]
+
 
 class AutomationHost:
     """Evaluates the automations placed in this actor."""
 
-    def __init__(self) -> None:
+    def __init__(self, store_factory: Callable[[], Store] | None = None) -> None:
+        self._store_factory = store_factory
+        self._store: Store | None = None
         self._evaluators: dict[str, Evaluator] = {}
+        self._fingerprints: dict[str, str] = {}
+        # Per automation: the last sequence number it has seen, and the one it
+        # was recovered up to (events at or below it are not applied again).
+        self._seen: dict[str, int] = {}
+        self._floor: dict[str, int] = {}
+        self._dirty: set[str] = set()
         self._applied_seq = 0
+
+    def _log(self) -> Store | None:
+        if self._store is None and self._store_factory is not None:
+            self._store = self._store_factory()
+        return self._store
 
     def ping(self) -> int:
         """Liveness check; returns how many automations the actor hosts."""
@@ -36,18 +65,96 @@ class AutomationHost:
         """Host an automation (JSON), fresh or from a snapshot; returns its next deadline.
 
         Loading an automation that is already here replaces it and resets its
-        state (SEMANTICS §5).
+        state (SEMANTICS §5). The new state is checkpointed at once, at the
+        end of the event log, so a crash before the next checkpoint replays
+        only what came after.
         """
         automation = Automation.model_validate_json(document)
         evaluator = Evaluator(automation)
         if state is not None:
             evaluator.restore(state)
-        self._evaluators[str(automation.id)] = evaluator
+        automation_id = str(automation.id)
+        store = self._log()
+        seq = store.last_seq() if store is not None else 0
+        # Nothing is skipped after a fresh load: events routed from now on are new to it.
+        self._host(automation_id, evaluator, document, seq, floor=0)
+        self._checkpoint([automation_id])
         return evaluator.next_deadline_us()
+
+    def recover(self, document: str, now_us: int) -> bytes:
+        """Host an automation from its checkpoint, replaying the event log since.
+
+        Returns a packed ``Outcome``: the firings the replay produced (their
+        ids are deterministic, so the daemon acts only on those it has not
+        dispatched) and the next deadline; a deadline that passed while the
+        automation was down comes back due at once. Without a usable
+        checkpoint (none, or one of another version) the automation starts
+        fresh, as ``load`` does.
+        """
+        automation = Automation.model_validate_json(document)
+        automation_id = str(automation.id)
+        store = self._log()
+        saved = store.load_checkpoint(automation_id) if store is not None else None
+        state = unpack(saved[1]) if saved is not None else None
+        if store is None or saved is None or state.get("fingerprint") != fingerprint(document):
+            deadline = self.load(document)
+            return Outcome([], {automation_id: deadline}, self._applied_seq, 0).pack()
+        evaluator = Evaluator(automation)
+        evaluator.restore(state["state"])
+        seq, replayed = saved[0], 0
+        firings: list[Firing] = []
+        while page := store.read_events_after(seq, _REPLAY_PAGE):
+            for _, event in page:
+                occurred = to_us(event.occurred)
+                received = to_us(event.received) if event.received else occurred
+                firings.extend(evaluator.apply_at(event, occurred, received))
+            replayed += len(page)
+            seq = page[-1][0]
+        self._host(automation_id, evaluator, document, seq, floor=seq)
+        self._dirty.add(automation_id)
+        log.info(
+            "automation recovered",
+            extra={"automation": automation_id, "from_seq": saved[0], "replayed": replayed},
+        )
+        deadlines = {automation_id: evaluator.next_deadline_us()}
+        return Outcome(firings, deadlines, self._applied_seq, replayed).pack()
+
+    def _host(
+        self, automation_id: str, evaluator: Evaluator, document: str, seq: int, *, floor: int
+    ) -> None:
+        self._evaluators[automation_id] = evaluator
+        self._fingerprints[automation_id] = fingerprint(document)
+        self._seen[automation_id] = seq
+        self._floor[automation_id] = floor
 
     def unload(self, automation_id: str) -> bool:
         """Stop hosting an automation; returns whether it was here."""
+        self._fingerprints.pop(automation_id, None)
+        self._seen.pop(automation_id, None)
+        self._floor.pop(automation_id, None)
+        self._dirty.discard(automation_id)
         return self._evaluators.pop(automation_id, None) is not None
+
+    def checkpoint(self) -> int:
+        """Checkpoint every automation whose state changed since its last one; returns how many."""
+        changed = sorted(self._dirty)
+        self._checkpoint(changed)
+        return len(changed)
+
+    def _checkpoint(self, automation_ids: list[str]) -> None:
+        store = self._log()
+        if store is None:
+            return
+        for automation_id in automation_ids:
+            evaluator = self._evaluators.get(automation_id)
+            if evaluator is None:
+                continue
+            state = {
+                "fingerprint": self._fingerprints[automation_id],
+                "state": evaluator.snapshot(),
+            }
+            store.save_checkpoint(automation_id, self._seen[automation_id], pack(state))
+            self._dirty.discard(automation_id)
 
     def apply(self, blob: bytes) -> bytes:
         """Evaluate a batch of events (see ``wire.Batch``); returns a packed ``Outcome``."""
@@ -62,14 +169,19 @@ class AutomationHost:
                 evaluator = self._evaluators.get(automation_id)
                 if evaluator is None:
                     # Not hosted here: Ray restarted this actor empty. The
-                    # daemon reloads it when the outcome says so.
+                    # daemon recovers it when the outcome says so.
                     missing.add(automation_id)
                     continue
+                if 0 < seq <= self._floor[automation_id]:
+                    continue  # already replayed from the log on recovery
                 firings.extend(evaluator.apply_at(event, occurred, now))
                 touched.add(automation_id)
+                if seq > self._seen[automation_id]:
+                    self._seen[automation_id] = seq
                 evaluated += 1
             if seq > self._applied_seq:
                 self._applied_seq = seq
+        self._dirty |= touched
         deadlines = {a: self._evaluators[a].next_deadline_us() for a in touched}
         return Outcome(firings, deadlines, self._applied_seq, evaluated, sorted(missing)).pack()
 
@@ -86,6 +198,7 @@ class AutomationHost:
                 continue
             firings.extend(evaluator.advance(as_of, now))
             deadlines[automation_id] = evaluator.next_deadline_us()
+            self._dirty.add(automation_id)
         return Outcome(firings, deadlines, self._applied_seq, 0, missing).pack()
 
     def explain(self, automation_id: str) -> dict[str, Any] | None:

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from fnmatch import fnmatchcase
+from uuid import UUID
 
 from marmot.engine.models.events import Event
 from marmot.engine.timestamps import to_us
@@ -116,6 +117,21 @@ class EventLog:
                 "SELECT seq, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
             ).fetchall()
         return [(s, Event.model_validate_json(body)) for s, body in rows]
+
+    def known_event_ids(self, ids: Sequence[UUID]) -> set[UUID]:
+        """Which of these event ids are in the log."""
+        if not ids:
+            return set()
+        found: set[UUID] = set()
+        with self._lock:
+            for start in range(0, len(ids), 500):
+                chunk = [i.bytes for i in ids[start : start + 500]]
+                marks = ",".join("?" * len(chunk))
+                rows = self._conn.execute(
+                    f"SELECT id FROM events WHERE id IN ({marks})", chunk
+                ).fetchall()
+                found.update(UUID(bytes=row[0]) for row in rows)
+        return found
 
     def last_seq(self) -> int:
         """The highest sequence number ever handed out (0 for an empty log).

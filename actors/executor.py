@@ -2,26 +2,53 @@
 
 Each action gets an idempotency key (firing id + action index) that is
 claimed in the action log before it runs, so a firing delivered twice acts
-once. Every action reports ``prefect.automation.action.triggered`` and then
-``.executed`` or ``.failed`` events, which the daemon feeds back into the
-event stream.
+once. ``execute`` claims a batch, starts its actions and returns at once with
+their ``prefect.automation.action.triggered`` events; each action then runs
+on its own (bounded concurrency, a time-out per attempt, retries with
+exponential backoff and jitter on transient failures), and its
+``.executed`` or ``.failed`` event, with any change to the automation
+registry it asks for, comes out of ``results``, a stream the daemon reads
+and feeds back into the event stream.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Sequence
+import random
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import UUID, uuid5
 
+from marmot.actors.actionkit import (
+    ActionFailed,
+    ActionResult,
+    ActionRun,
+    ActionSettings,
+    RegistryRequest,
+    Runner,
+    RunnerFactory,
+    RunnerSet,
+    TransientFailure,
+)
 from marmot.actors.wire import event_from_wire, event_to_wire, firing_from_wire, pack, unpack
-from marmot.engine.firing import FIRING_NAMESPACE, Firing
+from marmot.engine.firing import FIRING_NAMESPACE
 from marmot.engine.models.actions import Action
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import RESOURCE_ID, RESOURCE_NAME, RESOURCE_ROLE, Event
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "ActionLog",
+    "ExecutorHost",
+    "ExecutorResults",
+    "backoff_delay",
+    "firing_key",
+    "run_do_nothing",
+]
 
 
 class ActionLog(Protocol):
@@ -32,19 +59,46 @@ class ActionLog(Protocol):
     def finish_actions(self, results: Sequence[tuple[str, str, str]]) -> None: ...
 
 
-class ActionFailed(Exception):
-    """Raised by an action runner when the action could not be carried out."""
-
-
-# An action runner does the work of one action type; it raises ActionFailed.
-Runner = Callable[[Action, Automation, Firing, Event | None], str]
-
-
-def run_do_nothing(
-    action: Action, automation: Automation, firing: Firing, event: Event | None
-) -> str:
+async def run_do_nothing(run: ActionRun) -> ActionResult:
     """``do-nothing``: succeeds without side effects."""
-    return "did nothing, as asked"
+    return ActionResult("did nothing, as asked")
+
+
+def backoff_delay(attempt: int, settings: ActionSettings, rng: random.Random) -> float:
+    """Seconds to wait before retry ``attempt`` (1-based): doubling, capped, full jitter
+    in its upper half so retries of many actions do not arrive together."""
+    ceiling = min(settings.backoff_max_s, settings.backoff_base_s * 2 ** (attempt - 1))
+    return ceiling * rng.uniform(0.5, 1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorResults:
+    """One chunk of the ``results`` stream: action events and registry requests."""
+
+    events: list[Event]
+    registry: list[RegistryRequest]
+
+    def pack(self) -> bytes:
+        return pack(
+            [
+                [event_to_wire(e) for e in self.events],
+                [[r.op, r.automation_id] for r in self.registry],
+            ]
+        )
+
+    @classmethod
+    def unpack(cls, blob: bytes) -> ExecutorResults:
+        events, registry = unpack(blob)
+        return cls(
+            [event_from_wire(row) for row in events],
+            [RegistryRequest(op, automation_id) for op, automation_id in registry],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    run: ActionRun
+    triggered: Event
 
 
 class ExecutorHost:
@@ -52,92 +106,189 @@ class ExecutorHost:
 
     def __init__(
         self,
-        log_factory: Callable[[], ActionLog],
-        runners: dict[str, Runner] | None = None,
+        log_factory: Callable[[], Any],
+        settings: ActionSettings | None = None,
+        runner_factory: RunnerFactory | None = None,
+        *,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+        seed: int | None = None,
     ) -> None:
-        self._log = log_factory()
-        self._runners: dict[str, Runner] = {"do-nothing": run_do_nothing, **(runners or {})}
+        self._store = log_factory()
+        self._log: ActionLog = self._store
+        self._settings = settings or ActionSettings()
+        self._runner_factory = runner_factory
+        self._runner_set: RunnerSet | None = None
+        self._building: asyncio.Lock | None = None
+        self._sleep = sleep
+        self._rng = random.Random(seed)
+        self._done: asyncio.Queue[tuple[Event, RegistryRequest | None]] | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def ping(self) -> bool:
         """Liveness check."""
         return True
 
-    def execute(self, blob: bytes) -> bytes:
-        """Run the actions of a batch of firings; returns packed action events (wire rows).
+    async def _runners(self) -> Mapping[str, Runner]:
+        if self._runner_set is None:
+            if self._building is None:
+                self._building = asyncio.Lock()
+            async with self._building:
+                if self._runner_set is None:
+                    built = (
+                        await self._runner_factory(self._settings, self._store)
+                        if self._runner_factory is not None
+                        else RunnerSet({})
+                    )
+                    self._runner_set = RunnerSet(
+                        {"do-nothing": run_do_nothing, **built.runners}, built.close
+                    )
+        return self._runner_set.runners
+
+    def _queue(self) -> asyncio.Queue[tuple[Event, RegistryRequest | None]]:
+        if self._done is None:
+            self._done = asyncio.Queue()
+            self._slots = asyncio.Semaphore(self._settings.max_concurrent_actions)
+        return self._done
+
+    async def execute(self, blob: bytes) -> bytes:
+        """Claim and start the actions of a batch of firings; returns their
+        ``action.triggered`` events (packed wire rows).
 
         The blob is ``[{automation id: automation JSON}, [[automation id, firing,
         automation.triggered event], ...]]``. Every action is claimed in the
-        action log before it runs (one transaction for the batch), so a firing
-        delivered twice acts once.
+        action log before it starts (one transaction for the batch), so a firing
+        delivered twice acts once. Outcomes come out of :meth:`results`.
         """
-        documents, jobs = unpack(blob)
-        automations = {a: Automation.model_validate_json(doc) for a, doc in documents.items()}
-        planned: list[tuple[str, Automation, Firing, Event, int, Action, Event | None]] = []
-        for automation_id, firing_row, triggered_row in jobs:
-            automation = automations[automation_id]
-            firing = firing_from_wire(firing_row)
-            triggered = event_from_wire(triggered_row)
-            plan: list[tuple[Action, Event | None]] = [
-                (action, firing.triggering_event) for action in automation.actions
-            ]
-            # SEMANTICS §5: actions_on_trigger see the automation.triggered event.
-            plan += [(action, triggered) for action in automation.actions_on_trigger]
-            for index, (action, source) in enumerate(plan):
-                key = firing_key(firing.id, index)
-                planned.append((key, automation, firing, triggered, index, action, source))
+        planned = _plan(blob)
+        runners = await self._runners()  # before claiming: a failure here acts on nothing
         claimed = self._log.claim_actions(
-            [(p[0], str(p[2].id), str(p[1].id), p[4]) for p in planned]
+            [
+                (p.run.key, str(p.run.firing.id), str(p.run.automation.id), p.run.index)
+                for p in planned
+            ]
         )
-        emitted: list[Event] = []
-        results: list[tuple[str, str, str]] = []
-        for key, automation, firing, triggered, index, action, source in planned:
-            if key not in claimed:
+        self._queue()
+        started: list[Event] = []
+        for p in planned:
+            if p.run.key not in claimed:
                 continue  # delivered before: act once
-            emitted.append(_action_event("triggered", automation, firing, action, index, triggered))
-            status, detail = self._run(action, automation, firing, source)
-            results.append((key, status, detail))
-            emitted.append(
-                _action_event(status, automation, firing, action, index, triggered, detail)
-            )
-        self._log.finish_actions(results)
-        return pack([event_to_wire(e) for e in emitted])
+            started.append(_action_event("triggered", p.run, p.triggered))
+            task = asyncio.get_running_loop().create_task(self._carry_out(p, runners))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return pack([event_to_wire(e) for e in started])
 
-    def _run(
-        self, action: Action, automation: Automation, firing: Firing, source: Event | None
-    ) -> tuple[str, str]:
-        runner = self._runners.get(action.type)
-        if runner is None:
-            return "failed", f"action type {action.type!r} cannot run: no runner is configured"
+    async def results(self) -> AsyncIterator[bytes]:
+        """Yield packed :class:`ExecutorResults` as actions finish (a Ray stream)."""
+        done = self._queue()
+        while True:
+            first = await done.get()
+            chunk = [first]
+            while not done.empty() and len(chunk) < 1000:
+                chunk.append(done.get_nowait())
+            yield ExecutorResults(
+                [event for event, _ in chunk],
+                [request for _, request in chunk if request is not None],
+            ).pack()
+
+    async def in_flight(self) -> int:
+        """Actions started and not finished yet."""
+        return len(self._tasks)
+
+    async def close(self) -> None:
+        """Release the runners' connections."""
+        if self._runner_set is not None:
+            await self._runner_set.close()
+
+    async def _carry_out(self, planned: _Planned, runners: Mapping[str, Runner]) -> None:
+        assert self._slots is not None and self._done is not None
+        run = planned.run
+        async with self._slots:
+            status, detail, result, attempts = await self._attempts(run, runners)
         try:
-            return "executed", runner(action, automation, firing, source)
-        except ActionFailed as exc:
-            return "failed", str(exc)
-        except Exception as exc:  # an action's bug must not kill the executor
-            log.exception(
-                "action crashed",
-                extra={"automation": str(automation.id), "action_type": action.type},
+            self._log.finish_actions([(run.key, status, detail)])
+        except Exception:  # the outcome event still goes out
+            log.exception("could not record an action outcome", extra={"key": run.key})
+        event = _action_event(status, run, planned.triggered, detail, attempts)
+        self._done.put_nowait((event, result.registry if result is not None else None))
+
+    async def _attempts(
+        self, run: ActionRun, runners: Mapping[str, Runner]
+    ) -> tuple[str, str, ActionResult | None, int]:
+        runner = runners.get(run.action.type)
+        if runner is None:
+            return "failed", f"action type {run.action.type!r} cannot run here", None, 0
+        settings = self._settings
+        attempt = 1
+        while True:
+            this = ActionRun(
+                run.action, run.automation, run.firing, run.event, run.index, run.key, attempt
             )
-            return "failed", f"{type(exc).__name__}: {exc}"
+            try:
+                result = await asyncio.wait_for(runner(this), settings.action_timeout_s)
+                return "executed", result.detail, result, attempt
+            except TransientFailure as exc:
+                reason, retry_after = str(exc), exc.retry_after_s
+            except TimeoutError:
+                reason = f"timed out after {settings.action_timeout_s:g}s"
+                retry_after = None
+            except ActionFailed as exc:
+                return "failed", str(exc), None, attempt
+            except Exception as exc:  # an action's bug must not kill the executor
+                log.exception(
+                    "action crashed",
+                    extra={"automation": str(run.automation.id), "action_type": run.action.type},
+                )
+                return "failed", f"{type(exc).__name__}: {exc}", None, attempt
+            if attempt > settings.max_retries:
+                tries = "attempt" if attempt == 1 else "attempts"
+                return "failed", f"{reason} (gave up after {attempt} {tries})", None, attempt
+            delay = backoff_delay(attempt, settings, self._rng)
+            if retry_after is not None:
+                delay = min(max(delay, retry_after), settings.backoff_max_s)
+            log.info(
+                "action will be retried",
+                extra={"key": run.key, "attempt": attempt, "reason": reason, "delay_s": delay},
+            )
+            await self._sleep(delay)
+            attempt += 1
+
+
+def _plan(blob: bytes) -> list[_Planned]:
+    documents, jobs = unpack(blob)
+    automations = {a: Automation.model_validate_json(doc) for a, doc in documents.items()}
+    planned: list[_Planned] = []
+    for automation_id, firing_row, triggered_row in jobs:
+        automation = automations[automation_id]
+        firing = firing_from_wire(firing_row)
+        triggered = event_from_wire(triggered_row)
+        plan: list[tuple[Action, Event | None]] = [
+            (action, firing.triggering_event) for action in automation.actions
+        ]
+        # SEMANTICS §5: actions_on_trigger see the automation.triggered event.
+        plan += [(action, triggered) for action in automation.actions_on_trigger]
+        for index, (action, source) in enumerate(plan):
+            run = ActionRun(action, automation, firing, source, index, firing_key(firing.id, index))
+            planned.append(_Planned(run, triggered))
+    return planned
 
 
 def _action_event(
-    status: str,
-    automation: Automation,
-    firing: Firing,
-    action: Action,
-    index: int,
-    triggered: Event,
-    detail: str = "",
+    status: str, run: ActionRun, triggered: Event, detail: str = "", attempts: int = 0
 ) -> Event:
+    automation, firing = run.automation, run.firing
     payload: dict[str, Any] = {
-        "action_index": index,
-        "action_type": action.type,
+        "action_index": run.index,
+        "action_type": run.action.type,
         "invocation": str(firing.id),
     }
     if status == "failed":
         payload["reason"] = detail
     elif detail:
         payload["result"] = detail
+    if attempts:
+        payload["attempts"] = attempts
     related = [
         {RESOURCE_ID: f"prefect.event.{triggered.id}", RESOURCE_ROLE: "automation-triggered-event"}
     ]
@@ -149,7 +300,7 @@ def _action_event(
             }
         )
     return Event(
-        id=uuid5(FIRING_NAMESPACE, f"action|{firing.id}|{index}|{status}"),
+        id=uuid5(FIRING_NAMESPACE, f"action|{firing.id}|{run.index}|{status}"),
         occurred=datetime.now(UTC),
         event=f"prefect.automation.action.{status}",
         resource={

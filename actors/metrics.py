@@ -37,6 +37,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.recovered_firings = Counter(
+            "marmot_recovered_firings",
+            "Firings that replaying the event log on recovery produced and that had not been "
+            "dispatched before",
+            registry=r,
+        )
         self.batch_size = Histogram(
             "marmot_batch_events",
             "Events per batch sent to an automation actor",

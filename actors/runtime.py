@@ -82,7 +82,7 @@ class RayRuntime:
             ray.shutdown()
         self._started_here = False
 
-    def automation_actor(self, name: str) -> Any:
+    def automation_actor(self, name: str, *args: Any) -> Any:
         """A new automation actor (no CPU reserved; Ray restarts it if it dies)."""
         return AutomationActor.options(
             name=name,
@@ -91,7 +91,7 @@ class RayRuntime:
             max_restarts=-1,
             max_concurrency=1,
             get_if_exists=False,
-        ).remote()
+        ).remote(*args)
 
     def timer_actor(self, name: str = "timer") -> Any:
         """The timer actor (async, so its sleep never blocks its stream)."""
@@ -111,7 +111,7 @@ class RayRuntime:
             namespace=self.namespace,
             num_cpus=0,
             max_restarts=-1,
-            max_concurrency=16,
+            max_concurrency=1000,
         ).remote(*args)
 
     def kill(self, handle: Any) -> None:

@@ -9,6 +9,8 @@ automations and emit events. It knows nothing of sockets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import functools
 import itertools
 import logging
@@ -19,7 +21,8 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from marmot.actors.executor import ExecutorHost, action_events_from_blob
+from marmot.actors.actionkit import ActionSettings, RegistryRequest, RunnerFactory
+from marmot.actors.executor import ExecutorHost, ExecutorResults, action_events_from_blob
 from marmot.actors.lanes import Lane
 from marmot.actors.metrics import Metrics
 from marmot.actors.router import Router, RouterSettings
@@ -47,7 +50,12 @@ class ServiceSettings:
     automations_per_actor: int = 1
     executor_pool_size: int = 2
     max_automations: int = 1000
+    checkpoint_interval_s: float = 5.0
     router: RouterSettings = field(default_factory=RouterSettings)
+    actions: ActionSettings = field(default_factory=ActionSettings)
+    # Builds the action runners inside each executor actor (picklable; None:
+    # only do-nothing runs). The daemon passes the transport layer's factory.
+    runner_factory: RunnerFactory | None = None
 
 
 @dataclass
@@ -88,6 +96,7 @@ class Service:
         self._last_offset: int | None = None
         self._sent_deadlines: dict[str, int | None] = {}
         self._timer_lane: Lane[tuple[str, int | None]] | None = None
+        self._store_factory = functools.partial(Store.open, store.path)
         self.firings_total = 0
         # Recent timer lateness (seconds), for `marmot status`.
         self.lateness: deque[float] = deque(maxlen=2048)
@@ -106,9 +115,15 @@ class Service:
             batch_max=10_000,
             max_inflight=1,
         )
-        log_factory = functools.partial(Store.open, self.store.path)
+        log_factory = self._store_factory
         self._executors = [
-            self.runtime.executor_actor(f"executor-{i}", ExecutorHost, log_factory)
+            self.runtime.executor_actor(
+                f"executor-{i}",
+                ExecutorHost,
+                log_factory,
+                self.settings.actions,
+                self.settings.runner_factory,
+            )
             for i in range(self.settings.executor_pool_size)
         ]
         self._executor_lanes = [
@@ -123,15 +138,45 @@ class Service:
             for handle in self._executors
         ]
         self._spawn(self._consume_timer())
+        for index in range(len(self._executors)):
+            self._spawn(self._consume_results(index))
+        self._spawn(self._checkpoint_loop())
         enabled = [s.automation for s in self.store.list_automations(enabled=True)]
-        await asyncio.gather(*(self._place(a) for a in enabled))
+        await asyncio.gather(*(self._place(a, recover=True) for a in enabled))
         await asyncio.gather(*(e.ping.remote() for e in self._executors))
         self.metrics.automations.set(len(self._automations))
         log.info("service started", extra={"automations": len(enabled)})
 
+    async def checkpoint(self, timeout_s: float = 30.0) -> int:
+        """Checkpoint every automation actor now; returns how many automations were saved."""
+        handles = [p.handle for p in self._actors.values()]
+        results = await asyncio.wait_for(
+            asyncio.gather(*(h.checkpoint.remote() for h in handles), return_exceptions=True),
+            timeout_s,
+        )
+        saved = 0
+        for result in results:
+            if isinstance(result, BaseException):
+                self.metrics.actor_call_failures.labels("checkpoint").inc()
+                log.error("checkpoint failed: %s", result)
+            else:
+                saved += int(result)
+        return saved
+
+    async def _checkpoint_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.checkpoint_interval_s)
+            try:
+                await self.checkpoint()
+            except Exception:
+                log.exception("periodic checkpoint failed")
+
     async def stop(self) -> None:
-        """Stop every actor this service created."""
+        """Checkpoint, then stop every actor this service created."""
         await self.router.close()
+        if self._actors:
+            with contextlib.suppress(Exception):
+                await self.checkpoint()
         await asyncio.gather(*(lane.close() for lane in self._executor_lanes))
         self._executor_lanes = []
         if self._timer_lane is not None:
@@ -165,22 +210,48 @@ class Service:
                 return key
         return f"shard-{next(i for i in itertools.count() if f'shard-{i}' not in self._actors)}"
 
-    async def _place(self, automation: Automation) -> None:
+    async def _place(self, automation: Automation, *, recover: bool = False) -> None:
+        """Host an automation in an actor: fresh, or (``recover``) from its checkpoint."""
         automation_id = str(automation.id)
         key = self._actor_of.get(automation_id) or self._actor_key_for(automation_id)
         placement = self._actors.get(key)
         if placement is None:
-            placement = self._actors[key] = _Placement(self.runtime.automation_actor(key))
+            placement = self._actors[key] = _Placement(
+                self.runtime.automation_actor(key, self._store_factory)
+            )
             self.router.add_actor(key, placement.handle)
         placement.automations.add(automation_id)
         document = automation.model_dump_json()
         self._automations[automation_id] = automation
         self._documents[automation_id] = document
         self._actor_of[automation_id] = key
-        deadline = await placement.handle.load.remote(document)
+        # Submitted before the route exists, so the actor loads before it
+        # applies any event routed to it.
+        ref = (
+            placement.handle.recover.remote(document, self._clock_us())
+            if recover
+            else placement.handle.load.remote(document)
+        )
         matchers = [leaf.matcher for leaf in Evaluator(automation).leaves]
         self.router.route(automation_id, key, matchers)
-        self._schedule_soon({automation_id: deadline})
+        if recover:
+            await self._recovered(Outcome.unpack(await ref))
+        else:
+            self._schedule_soon({automation_id: await ref})
+
+    async def _recovered(self, outcome: Outcome) -> None:
+        """Act on what replaying the log produced, except firings already dispatched."""
+        fresh: list[Firing] = []
+        if outcome.firings:
+            pairs = [
+                (firing, triggered_event(self._automations[str(firing.automation_id)], firing).id)
+                for firing in outcome.firings
+                if str(firing.automation_id) in self._automations
+            ]
+            known = self.store.known_event_ids([event_id for _, event_id in pairs])
+            fresh = [firing for firing, event_id in pairs if event_id not in known]
+            self.metrics.recovered_firings.inc(len(fresh))
+        await self._on_outcome(dataclasses.replace(outcome, firings=fresh))
 
     async def _unplace(self, automation_id: str) -> None:
         key = self._actor_of.pop(automation_id, None)
@@ -259,6 +330,8 @@ class Service:
                 await self._place(stored.automation)
             elif not enabled and key in self._automations:
                 await self._unplace(key)
+            if not enabled:
+                self.store.delete_checkpoint(key)
             self.metrics.automations.set(len(self._automations))
             return stored
 
@@ -268,6 +341,7 @@ class Service:
             self.store.delete_automation(automation_id)
             if str(automation_id) in self._automations:
                 await self._unplace(str(automation_id))
+            self.store.delete_checkpoint(str(automation_id))
             self.metrics.automations.set(len(self._automations))
 
     async def explain(self, automation_id: UUID) -> dict[str, Any]:
@@ -312,9 +386,9 @@ class Service:
     def _reload(self, automation_ids: Sequence[str]) -> None:
         """Put automations back into an actor that Ray restarted empty.
 
-        The load calls are submitted at once, so they reach the actor before
-        anything sent after them. Bucket state starts fresh (restoring it from
-        a checkpoint is the crash-safety work).
+        The recover calls are submitted at once, so they reach the actor
+        before anything sent after them; each restores its checkpoint and
+        replays the log since.
         """
         for automation_id in automation_ids:
             key = self._actor_of.get(automation_id)
@@ -322,12 +396,12 @@ class Service:
             if key is None or document is None or key not in self._actors:
                 continue
             self.metrics.actor_call_failures.labels("actor_restarted").inc()
-            log.warning("automation actor restarted; reloading", extra={"actor": key})
-            ref = self._actors[key].handle.load.remote(document)
-            self._spawn(self._schedule_loaded(automation_id, ref))
+            log.warning("automation actor restarted; recovering", extra={"actor": key})
+            ref = self._actors[key].handle.recover.remote(document, self._clock_us())
+            self._spawn(self._recover_later(ref))
 
-    async def _schedule_loaded(self, automation_id: str, ref: Any) -> None:
-        self._schedule_soon({automation_id: await ref})
+    async def _recover_later(self, ref: Any) -> None:
+        await self._recovered(Outcome.unpack(await ref))
 
     async def _dispatch(self, firings: Sequence[Firing]) -> None:
         """Emit each firing's automation.triggered event, then queue its actions."""
@@ -356,12 +430,45 @@ class Service:
         return handle.execute.remote(pack([documents, runnable]))
 
     async def _actions_done(self, lane: Lane[_Job], jobs: list[_Job], blob: bytes) -> None:
-        events = action_events_from_blob(blob)
-        for event in events:
+        # The action.triggered events of the actions the executor started.
+        await self.emit(action_events_from_blob(blob), source="automation")
+
+    async def _consume_results(self, index: int) -> None:
+        """Read one executor's stream of finished actions, for as long as the service runs.
+
+        A restarted executor breaks the stream; it is read again once the
+        executor answers (the action log keeps a re-delivered firing from acting twice).
+        """
+        while True:
+            handle = self._executors[index] if index < len(self._executors) else None
+            if handle is None:
+                return
+            try:
+                stream = handle.results.options(num_returns="streaming").remote()
+                async for ref in stream:
+                    await self._actions_finished(ExecutorResults.unpack(await ref))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._executor_failed(exc)
+                await asyncio.sleep(0.5)
+
+    async def _actions_finished(self, results: ExecutorResults) -> None:
+        for event in results.events:
             status = event.event.rsplit(".", 1)[-1]
-            if status != "triggered":
-                self.metrics.actions.labels(str(event.payload.get("action_type")), status).inc()
-        await self.emit(events, source="automation")
+            self.metrics.actions.labels(str(event.payload.get("action_type")), status).inc()
+        for request in results.registry:
+            await self._apply_registry(request)
+        await self.emit(results.events, source="automation")
+
+    async def _apply_registry(self, request: RegistryRequest) -> None:
+        """A pause-automation / resume-automation action's change, made as the RPC would."""
+        try:
+            await self.set_enabled(UUID(request.automation_id), request.op == "resume")
+        except Exception:
+            log.exception(
+                "could not %s automation %s for an action", request.op, request.automation_id
+            )
 
     def _timer_failed(self, exc: BaseException) -> None:
         self.metrics.actor_call_failures.labels("timer").inc()

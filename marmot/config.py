@@ -232,6 +232,9 @@ class ExecutorsConfig(_Section):
     pool_size: int = Field(default=2, ge=1)
     action_timeout_s: float = Field(default=30.0, gt=0)
     max_retries: int = Field(default=5, ge=0)
+    backoff_base_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=30.0, gt=0)
+    max_concurrent_actions: int = Field(default=64, ge=1)
 
 
 class LimitsConfig(_Section):
@@ -240,6 +243,8 @@ class LimitsConfig(_Section):
     max_labels: int = Field(default=500, ge=1)
     max_related: int = Field(default=500, ge=1)
     max_payload_bytes: int = Field(default=262_144, ge=1)
+    template_max_bytes: int = Field(default=65_536, ge=1)
+    template_timeout_s: float = Field(default=2.0, gt=0)
 
 
 class OrchestratorConfig(_Section):
@@ -247,6 +252,7 @@ class OrchestratorConfig(_Section):
 
     api_url: HttpUrl = None
     api_key: Secret = None
+    ui_url: HttpUrl = None
 
 
 class MarmotConfig(BaseModel):

@@ -27,6 +27,7 @@ from marmot.actors.service import Service, ServiceSettings
 from marmot.actors.store import Store
 from marmot.config import MarmotConfig
 from marmot.engine.models.events import EventLimits
+from marmot.transport.actions import action_settings, build_runners
 from marmot.transport.api import Api
 from marmot.transport.http import build_app
 from marmot.transport.ingest import Ingest, IngestSettings
@@ -107,10 +108,13 @@ class Daemon:
                 automations_per_actor=c.automations_per_actor,
                 executor_pool_size=c.executors.pool_size,
                 max_automations=c.max_automations,
+                checkpoint_interval_s=c.data.checkpoint_interval_s,
                 router=RouterSettings(
                     batch_max_events=c.router.batch_max_events,
                     max_inflight_per_actor=c.router.max_inflight_per_actor,
                 ),
+                actions=action_settings(c),
+                runner_factory=build_runners,
             ),
             metrics=self.metrics,
         )

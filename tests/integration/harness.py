@@ -31,6 +31,8 @@ def make_config(data_dir: Path, **overrides: Any) -> MarmotConfig:
         "ingest.pull_url": "tcp://127.0.0.1:*",
         "http.port": free_port(),
         "executors.pool_size": 1,
+        "executors.backoff_base_s": 0.05,
+        "executors.backoff_max_s": 0.5,
     }
     return load_config(None, env={}, overrides={**base, **overrides})
 

@@ -1,0 +1,355 @@
+"""The executor's contract, without Ray: claims, retries, time-outs, outcome events."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from marmot.actors.actionkit import (
+    ActionFailed,
+    ActionResult,
+    ActionRun,
+    ActionSettings,
+    RegistryRequest,
+    Runner,
+    RunnerSet,
+    TransientFailure,
+)
+from marmot.actors.executor import ExecutorHost, ExecutorResults, backoff_delay
+from marmot.actors.store import Store
+from marmot.actors.wire import event_to_wire, firing_to_wire, pack, unpack
+from marmot.engine.firing import Firing, firing_id, triggered_event
+from marmot.engine.models.automations import Automation
+from tests.engine.factories import event
+
+AUTOMATION_ID = UUID("8b0f9d1e-2c3a-4b5d-9e6f-7a8b9c0d1e2f")
+
+
+def automation(*action_types: str, on_trigger: tuple[str, ...] = ()) -> Automation:
+    return Automation.model_validate(
+        {
+            "id": str(AUTOMATION_ID),
+            "name": "executor-test",
+            "trigger": {"expect": ["x.happened"], "threshold": 1, "within": 0},
+            "actions": [{"type": t} for t in action_types],
+            "actions_on_trigger": [{"type": t} for t in on_trigger],
+        }
+    )
+
+
+def job_blob(a: Automation, n: int = 0) -> bytes:
+    trigger_event = event("x.happened", n, resource_id="prefect.flow-run.1")
+    firing = Firing(
+        id=firing_id(a.id, n),
+        automation_id=a.id,
+        trigger_path="",
+        labels={},
+        triggering_event=trigger_event,
+        fired_us=1_000_000 + n,
+    )
+    triggered = triggered_event(a, firing)
+    return pack(
+        [
+            {str(a.id): a.model_dump_json()},
+            [[str(a.id), firing_to_wire(firing), event_to_wire(triggered)]],
+        ]
+    )
+
+
+class Scripted:
+    """Runners whose behaviour each test scripts; counts calls, records delays."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+        self.events_seen: list[str] = []
+        self.behaviour: dict[str, Callable[[ActionRun], Awaitable[ActionResult]]] = {}
+        self.closed = False
+
+    def runner(self, action_type: str) -> Runner:
+        async def run(run: ActionRun) -> ActionResult:
+            self.calls[action_type] = self.calls.get(action_type, 0) + 1
+            self.events_seen.append(run.event.event if run.event else "-")
+            return await self.behaviour[action_type](run)
+
+        return run
+
+    async def factory(self, settings: ActionSettings, store: Any) -> RunnerSet:
+        async def close() -> None:
+            self.closed = True
+
+        return RunnerSet({t: self.runner(t) for t in self.behaviour}, close)
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, scripted: Scripted, **settings: Any) -> None:
+        self.delays: list[float] = []
+        self.store = Store.open(tmp_path / "marmot.db")
+
+        async def fake_sleep(seconds: float) -> None:
+            self.delays.append(seconds)
+
+        self.host = ExecutorHost(
+            lambda: self.store,
+            ActionSettings(**{"max_retries": 3, **settings}),
+            scripted.factory,
+            sleep=fake_sleep,
+            seed=7,
+        )
+        self._stream: AsyncIterator[bytes] | None = None
+
+    async def execute(self, blob: bytes) -> list[str]:
+        started = unpack(await self.host.execute(blob))
+        return [row[2] for row in started]  # event names
+
+    async def next_results(self) -> ExecutorResults:
+        if self._stream is None:
+            self._stream = self.host.results()
+        return ExecutorResults.unpack(await asyncio.wait_for(anext(self._stream), 10))
+
+    async def outcomes(self, n: int) -> list[ExecutorResults]:
+        got: list[ExecutorResults] = []
+        while sum(len(r.events) for r in got) < n:
+            got.append(await self.next_results())
+        return got
+
+
+def statuses(results: list[ExecutorResults]) -> dict[int, tuple[str, dict[str, Any]]]:
+    return {
+        e.payload["action_index"]: (e.event.rsplit(".", 1)[-1], dict(e.payload))
+        for r in results
+        for e in r.events
+    }
+
+
+async def succeed(run: ActionRun) -> ActionResult:
+    return ActionResult("ok")
+
+
+def test_actions_run_once_and_report_triggered_then_executed(tmp_path: Path) -> None:
+    async def main() -> None:
+        scripted = Scripted()
+        scripted.behaviour["call-webhook"] = succeed
+        h = Harness(tmp_path, scripted)
+        a = Automation.model_validate(
+            {
+                **automation().model_dump(mode="json"),
+                "actions": [
+                    {"type": "do-nothing"},
+                    {
+                        "type": "call-webhook",
+                        "block_document_id": "6f1c2d3e-4a5b-4c6d-8e7f-9a0b1c2d3e4f",
+                    },
+                ],
+            }
+        )
+        blob = job_blob(a)
+        assert await h.execute(blob) == ["prefect.automation.action.triggered"] * 2
+        done = statuses(await h.outcomes(2))
+        assert done[0][0] == "executed" and done[0][1]["result"] == "did nothing, as asked"
+        assert done[1][0] == "executed" and done[1][1]["attempts"] == 1
+        # The same firing again (a retry of the call, a replay): nothing acts twice.
+        assert await h.execute(blob) == []
+        assert scripted.calls == {"call-webhook": 1}
+        records = {r.key.rsplit(":", 1)[1]: r.status for r in h.store.read_actions()}
+        assert records == {"0": "executed", "1": "executed"}
+        await h.host.close()
+        assert scripted.closed
+
+    asyncio.run(main())
+
+
+def test_transient_failures_retry_with_backoff_then_succeed(tmp_path: Path) -> None:
+    async def main() -> None:
+        scripted = Scripted()
+        failures = iter([TransientFailure("503 from server"), TransientFailure("again")])
+
+        async def flaky(run: ActionRun) -> ActionResult:
+            failure = next(failures, None)
+            if failure is not None:
+                raise failure
+            return ActionResult(f"worked on attempt {run.attempt}")
+
+        scripted.behaviour["cancel-flow-run"] = flaky
+        h = Harness(tmp_path, scripted, backoff_base_s=1.0, backoff_max_s=60.0)
+        await h.execute(job_blob(automation("cancel-flow-run")))
+        status, payload = statuses(await h.outcomes(1))[0]
+        assert status == "executed"
+        assert payload["result"] == "worked on attempt 3"
+        assert payload["attempts"] == 3
+        assert scripted.calls == {"cancel-flow-run": 3}
+        # Doubling with jitter in the upper half: [0.5, 1], then [1, 2].
+        assert len(h.delays) == 2
+        assert 0.5 <= h.delays[0] <= 1.0 and 1.0 <= h.delays[1] <= 2.0
+
+    asyncio.run(main())
+
+
+def test_retry_after_is_honoured_within_the_cap(tmp_path: Path) -> None:
+    async def main() -> None:
+        scripted = Scripted()
+        calls = iter([TransientFailure("429", retry_after_s=7.0)])
+
+        async def limited(run: ActionRun) -> ActionResult:
+            failure = next(calls, None)
+            if failure:
+                raise failure
+            return ActionResult("ok")
+
+        scripted.behaviour["cancel-flow-run"] = limited
+        h = Harness(tmp_path, scripted, backoff_base_s=0.1, backoff_max_s=10.0)
+        await h.execute(job_blob(automation("cancel-flow-run")))
+        assert statuses(await h.outcomes(1))[0][0] == "executed"
+        assert h.delays == [7.0]
+
+    asyncio.run(main())
+
+
+def test_permanent_failure_does_not_retry_and_says_why(tmp_path: Path) -> None:
+    async def main() -> None:
+        scripted = Scripted()
+
+        async def refused(run: ActionRun) -> ActionResult:
+            raise ActionFailed("400 Bad Request: no such deployment")
+
+        scripted.behaviour["run-deployment"] = refused
+        h = Harness(tmp_path, scripted)
+        a = Automation.model_validate(
+            {
+                **automation().model_dump(mode="json"),
+                "actions": [
+                    {
+                        "type": "run-deployment",
+                        "deployment_id": "0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f",
+                    }
+                ],
+            }
+        )
+        await h.execute(job_blob(a))
+        status, payload = statuses(await h.outcomes(1))[0]
+        assert (status, payload["reason"]) == ("failed", "400 Bad Request: no such deployment")
+        assert scripted.calls == {"run-deployment": 1}
+        assert h.delays == []
+        (record,) = h.store.read_actions()
+        assert (record.status, record.detail) == ("failed", "400 Bad Request: no such deployment")
+
+    asyncio.run(main())
+
+
+def test_gives_up_after_max_retries(tmp_path: Path) -> None:
+    async def main() -> None:
+        scripted = Scripted()
+
+        async def down(run: ActionRun) -> ActionResult:
+            raise TransientFailure("connection refused")
+
+        scripted.behaviour["cancel-flow-run"] = down
+        h = Harness(tmp_path, scripted, max_retries=2)
+        await h.execute(job_blob(automation("cancel-flow-run")))
+        status, payload = statuses(await h.outcomes(1))[0]
+        assert status == "failed"
+        assert payload["reason"] == "connection refused (gave up after 3 attempts)"
+        assert scripted.calls == {"cancel-flow-run": 3}
+
+    asyncio.run(main())
+
+
+def test_an_attempt_that_hangs_times_out_and_is_retried(tmp_path: Path) -> None:
+    async def main() -> None:
+        scripted = Scripted()
+        hang = asyncio.Event()  # never set
+
+        async def stuck_once(run: ActionRun) -> ActionResult:
+            if run.attempt == 1:
+                await hang.wait()
+            return ActionResult("second attempt went through")
+
+        scripted.behaviour["cancel-flow-run"] = stuck_once
+        h = Harness(tmp_path, scripted, action_timeout_s=0.05)
+        await h.execute(job_blob(automation("cancel-flow-run")))
+        status, payload = statuses(await h.outcomes(1))[0]
+        assert status == "executed" and payload["attempts"] == 2
+
+    asyncio.run(main())
+
+
+def test_a_crashing_runner_fails_the_action_not_the_executor(tmp_path: Path) -> None:
+    async def main() -> None:
+        scripted = Scripted()
+
+        async def buggy(run: ActionRun) -> ActionResult:
+            raise KeyError("oops")
+
+        scripted.behaviour["cancel-flow-run"] = buggy
+        h = Harness(tmp_path, scripted)
+        await h.execute(job_blob(automation("cancel-flow-run", "do-nothing")))
+        done = statuses(await h.outcomes(2))
+        assert done[0][0] == "failed" and done[0][1]["reason"] == "KeyError: 'oops'"
+        assert done[1][0] == "executed"
+
+    asyncio.run(main())
+
+
+def test_action_types_without_a_runner_fail_with_the_reason(tmp_path: Path) -> None:
+    async def main() -> None:
+        h = Harness(tmp_path, Scripted())
+        await h.execute(job_blob(automation("cancel-flow-run")))
+        status, payload = statuses(await h.outcomes(1))[0]
+        assert status == "failed"
+        assert "cannot run" in payload["reason"]
+
+    asyncio.run(main())
+
+
+def test_actions_on_trigger_see_the_triggered_event_and_registry_requests_come_out(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        scripted = Scripted()
+
+        async def pause(run: ActionRun) -> ActionResult:
+            return ActionResult("paused", registry=RegistryRequest("pause", str(AUTOMATION_ID)))
+
+        scripted.behaviour["pause-automation"] = pause
+        h = Harness(tmp_path, scripted)
+        a = Automation.model_validate(
+            {
+                **automation().model_dump(mode="json"),
+                "actions_on_trigger": [{"type": "pause-automation", "source": "inferred"}],
+            }
+        )
+        await h.execute(job_blob(a))
+        results = await h.outcomes(1)
+        assert scripted.events_seen == ["prefect.automation.triggered"]
+        assert [r for chunk in results for r in chunk.registry] == [
+            RegistryRequest("pause", str(AUTOMATION_ID))
+        ]
+
+    asyncio.run(main())
+
+
+def test_backoff_is_capped() -> None:
+    settings = ActionSettings(backoff_base_s=1.0, backoff_max_s=5.0)
+    rng = random.Random(1)
+    delays = [backoff_delay(attempt, settings, rng) for attempt in range(1, 10)]
+    assert all(d <= 5.0 for d in delays)
+    assert all(d >= 2.5 for d in delays[3:])
+
+
+def test_results_round_trip() -> None:
+    chunk = ExecutorResults([event("a", 1)], [RegistryRequest("resume", "x")])
+    again = ExecutorResults.unpack(chunk.pack())
+    assert again.registry == chunk.registry
+    assert [e.id for e in again.events] == [e.id for e in chunk.events]
+
+
+@pytest.mark.parametrize("attempt", [1, 2, 3])
+def test_backoff_grows(attempt: int) -> None:
+    settings = ActionSettings(backoff_base_s=1.0, backoff_max_s=100.0)
+    delay = backoff_delay(attempt, settings, random.Random(attempt))
+    assert 2 ** (attempt - 1) * 0.5 <= delay <= 2 ** (attempt - 1)
