@@ -95,7 +95,7 @@ class AutomationHost:
         automation_id = str(automation.id)
         store = self._log()
         saved = store.load_checkpoint(automation_id) if store is not None else None
-        state = unpack(saved[1]) if saved is not None else None
+        state: dict[str, Any] = unpack(saved[1]) if saved is not None else {}
         if store is None or saved is None or state.get("fingerprint") != fingerprint(document):
             deadline = self.load(document)
             return Outcome([], {automation_id: deadline}, self._applied_seq, 0).pack()

@@ -67,7 +67,7 @@ async def run_do_nothing(run: ActionRun) -> ActionResult:
 def backoff_delay(attempt: int, settings: ActionSettings, rng: random.Random) -> float:
     """Seconds to wait before retry ``attempt`` (1-based): doubling, capped, full jitter
     in its upper half so retries of many actions do not arrive together."""
-    ceiling = min(settings.backoff_max_s, settings.backoff_base_s * 2 ** (attempt - 1))
+    ceiling: float = min(settings.backoff_max_s, settings.backoff_base_s * 2.0 ** (attempt - 1))
     return ceiling * rng.uniform(0.5, 1.0)
 
 

@@ -37,6 +37,9 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.events_trimmed = Counter(
+            "marmot_events_trimmed", "Events deleted from the log by retention", registry=r
+        )
         self.recovered_firings = Counter(
             "marmot_recovered_firings",
             "Firings that replaying the event log on recovery produced and that had not been "

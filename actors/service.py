@@ -17,6 +17,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -35,6 +36,7 @@ from marmot.engine.evaluator import Evaluator
 from marmot.engine.firing import Firing, triggered_event
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event
+from marmot.engine.timestamps import from_us
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,8 @@ class ServiceSettings:
     executor_pool_size: int = 2
     max_automations: int = 1000
     checkpoint_interval_s: float = 5.0
+    retention_days: float = 7.0
+    retention_check_s: float = 300.0
     router: RouterSettings = field(default_factory=RouterSettings)
     actions: ActionSettings = field(default_factory=ActionSettings)
     # Builds the action runners inside each executor actor (picklable; None:
@@ -141,6 +145,7 @@ class Service:
         for index in range(len(self._executors)):
             self._spawn(self._consume_results(index))
         self._spawn(self._checkpoint_loop())
+        self._spawn(self._retention_loop())
         enabled = [s.automation for s in self.store.list_automations(enabled=True)]
         await asyncio.gather(*(self._place(a, recover=True) for a in enabled))
         await asyncio.gather(*(e.ping.remote() for e in self._executors))
@@ -162,6 +167,41 @@ class Service:
             else:
                 saved += int(result)
         return saved
+
+    async def maintain(self) -> dict[str, Any]:
+        """Checkpoint every actor, trim the event log past its retention, and fold the
+        write-ahead log into the database (``marmot admin checkpoint``)."""
+        saved = await self.checkpoint()
+        trimmed = await self.trim_events()
+        pages, copied = await asyncio.to_thread(self.store.wal_checkpoint)
+        return {
+            "automations_checkpointed": saved,
+            "events_trimmed": trimmed,
+            "wal_pages": pages,
+            "wal_pages_copied": copied,
+        }
+
+    async def trim_events(self) -> int:
+        """Delete events older than the retention that no checkpoint's replay needs."""
+        keep_after = self.store.oldest_checkpoint_seq()
+        if keep_after is None:
+            keep_after = self.store.last_seq()
+        older_than = from_us(self._clock_us()) - timedelta(days=self.settings.retention_days)
+        trimmed = await asyncio.to_thread(
+            self.store.trim_events, keep_after_seq=keep_after, older_than=older_than
+        )
+        if trimmed:
+            self.metrics.events_trimmed.inc(trimmed)
+            log.info("event log trimmed", extra={"events": trimmed, "kept_after_seq": keep_after})
+        return trimmed
+
+    async def _retention_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.retention_check_s)
+            try:
+                await self.trim_events()
+            except Exception:
+                log.exception("event log retention failed")
 
     async def _checkpoint_loop(self) -> None:
         while True:

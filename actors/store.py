@@ -22,8 +22,10 @@ from pydantic import ValidationError
 
 from marmot.actors.eventlog import SCHEMA as EVENTLOG_SCHEMA
 from marmot.actors.eventlog import EventLog
+from marmot.actors.incidents import IncidentLog, create_incidents_table
 from marmot.engine.errors import Conflict, NotFound, Unsupported, ValidationFailed
 from marmot.engine.models.automations import Automation
+from marmot.engine.models.blocks import BlockDocument
 from marmot.engine.timestamps import from_us, to_us
 
 Clock = Callable[[], datetime]
@@ -63,9 +65,39 @@ def _create_v1(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+def _create_v2(conn: sqlite3.Connection) -> None:
+    # Notification blocks. ``data`` is the public JSON (secrets masked); the
+    # secrets live in their own table, read only when a runner asks for them.
+    statements = (
+        """
+        CREATE TABLE blocks (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            type TEXT NOT NULL,
+            data TEXT NOT NULL,
+            created INTEGER NOT NULL,
+            updated INTEGER NOT NULL,
+            UNIQUE (type, name)
+        )
+        """,
+        """
+        CREATE TABLE block_secrets (
+            block_id TEXT PRIMARY KEY REFERENCES blocks (id) ON DELETE CASCADE,
+            data TEXT NOT NULL
+        )
+        """,
+    )
+    for statement in statements:
+        conn.execute(statement)
+
+
 # MIGRATIONS[n] upgrades a database at schema version n to n + 1. Append new
 # entries; never edit a released one.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_create_v1,)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _create_v1,
+    _create_v2,
+    create_incidents_table,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -100,7 +132,7 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class Store(EventLog):
+class Store(EventLog, IncidentLog):
     """The SQLite store; every method is thread-safe. Open with ``Store.open``."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path, clock: Clock = _utc_now) -> None:
@@ -365,6 +397,42 @@ class Store(EventLog):
         with self._transaction() as conn:
             conn.execute("DELETE FROM checkpoints WHERE owner = ?", (owner,))
 
+    def oldest_checkpoint_seq(self) -> int | None:
+        """The lowest sequence number any checkpoint starts from (replay needs the log
+        after it), or None when there are no checkpoints."""
+        with self._lock:
+            row = self._conn.execute("SELECT MIN(seq) FROM checkpoints").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    # -- maintenance ------------------------------------------------------------------
+
+    def wal_checkpoint(self) -> tuple[int, int]:
+        """Copy the write-ahead log into the database file and truncate it; returns
+        ``(WAL pages, pages copied)``. Writers wait while it runs."""
+        with self._lock:
+            busy, pages, copied = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            raise Conflict("the database is busy; try the checkpoint again")
+        return int(pages), int(copied)
+
+    def backup(self, destination: str | os.PathLike[str]) -> int:
+        """Copy the live database, consistently, to a new file (SQLite's online
+        backup); returns its size in bytes. Refuses to overwrite a file."""
+        target = Path(destination)
+        if target.exists():
+            raise Conflict(f"{target} exists; choose a new file for the backup")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # A connection of its own: in WAL mode it reads a consistent snapshot
+        # while the daemon goes on writing.
+        source = sqlite3.connect(self.path, timeout=5.0)
+        copy = sqlite3.connect(target)
+        try:
+            source.backup(copy)
+        finally:
+            copy.close()
+            source.close()
+        return target.stat().st_size
+
     # -- action log -------------------------------------------------------------------
 
     def claim_action(
@@ -452,6 +520,90 @@ class Store(EventLog):
             for row in rows
         ]
 
+    # -- blocks -----------------------------------------------------------------------
+    # Public data (secrets masked) in ``blocks``, the secrets in ``block_secrets``:
+    # a normal read never touches the secrets table.
+
+    def create_block(self, block: BlockDocument) -> BlockDocument:
+        """Store a new block; returns it as stored, secrets masked.
+
+        Raises ``Conflict`` if a block with its id, or of its type with its
+        name, exists, and ``ValidationFailed`` if a secret holds a mask
+        (``********``) instead of a value (a copied read result).
+        """
+        masked = block.data.obfuscated_fields()
+        if masked:
+            raise ValidationFailed(
+                f"{block.describe()}: {', '.join(masked)} must hold the real secret, not a mask",
+                details=masked,
+            )
+        now = self._now_us()
+        public = json.dumps(block.data.public_fields(), sort_keys=True)
+        secrets = json.dumps(block.data.secret_fields(), sort_keys=True)
+        with self._transaction() as conn:
+            if conn.execute("SELECT 1 FROM blocks WHERE id = ?", (str(block.id),)).fetchone():
+                raise Conflict(f"a block with id {block.id} already exists", details=str(block.id))
+            clash = conn.execute(
+                "SELECT id FROM blocks WHERE type = ? AND name = ?",
+                (block.block_type_slug, block.name),
+            ).fetchone()
+            if clash is not None:
+                raise Conflict(f"a {block.describe()} block already exists", details=clash[0])
+            conn.execute(
+                "INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?)",
+                (str(block.id), block.name, block.block_type_slug, public, now, now),
+            )
+            conn.execute("INSERT INTO block_secrets VALUES (?, ?)", (str(block.id), secrets))
+        return _block(str(block.id), block.name, block.block_type_slug, public, now, now)
+
+    def read_block(self, id: UUID, *, include_secrets: bool = False) -> BlockDocument:
+        """The block with this id, secrets masked unless ``include_secrets``;
+        raises ``NotFound`` if there is none."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT id, name, type, data, created, updated FROM blocks WHERE id = ?",
+                (str(id),),
+            ).fetchone()
+            secrets = None
+            if row is not None and include_secrets:
+                secrets = self._conn.execute(
+                    "SELECT data FROM block_secrets WHERE block_id = ?", (str(id),)
+                ).fetchone()
+        if row is None:
+            raise NotFound(f"no block with id {id}", details=str(id))
+        return _block(*row, secrets=None if secrets is None else str(secrets[0]))
+
+    def read_block_by_name(self, type: str, name: str) -> BlockDocument:
+        """The block of this type with this name, secrets masked; raises
+        ``NotFound`` if there is none."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT id, name, type, data, created, updated FROM blocks"
+                " WHERE type = ? AND name = ?",
+                (type, name),
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"no {type} block named {name!r}", details=f"{type}/{name}")
+        return _block(*row)
+
+    def list_blocks(self, type: str | None = None) -> list[BlockDocument]:
+        """Every block (of one type, if given), secrets masked, sorted by type and name."""
+        where, params = ("", ()) if type is None else (" WHERE type = ?", (type,))
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT id, name, type, data, created, updated FROM blocks{where}"
+                " ORDER BY type, name",
+                params,
+            ).fetchall()
+        return [_block(*row) for row in rows]
+
+    def delete_block(self, id: UUID) -> None:
+        """Delete a block and its secrets; raises ``NotFound`` if there is none."""
+        with self._transaction() as conn:
+            # The secrets go with the block (ON DELETE CASCADE).
+            if not conn.execute("DELETE FROM blocks WHERE id = ?", (str(id),)).rowcount:
+                raise NotFound(f"no block with id {id}", details=str(id))
+
     # -- meta -------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:
@@ -480,4 +632,29 @@ def _check_name_free(conn: sqlite3.Connection, a: Automation) -> None:
 def _stored(document: str, created: int, updated: int, version: int) -> StoredAutomation:
     return StoredAutomation(
         Automation.model_validate_json(document), from_us(created), from_us(updated), version
+    )
+
+
+def _block(
+    id: str,
+    name: str,
+    type: str,
+    data: str,
+    created: int,
+    updated: int,
+    *,
+    secrets: str | None = None,
+) -> BlockDocument:
+    fields = json.loads(data)
+    if secrets is not None:
+        fields.update(json.loads(secrets))
+    return BlockDocument.model_validate(
+        {
+            "id": id,
+            "name": name,
+            "block_type_slug": type,
+            "data": fields,
+            "created": from_us(created),
+            "updated": from_us(updated),
+        }
     )

@@ -7,10 +7,12 @@ paths, and the service never sees unvalidated data.
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from importlib.metadata import version
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -18,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from marmot.actors.service import Service
 from marmot.actors.store import StoredAutomation
 from marmot.engine.models.automations import Automation
+from marmot.engine.models.blocks import BlockDocument, BlockTypeSlug
 from marmot.engine.models.events import Event, EventLimits
 
 VERSION = version("marmot")
@@ -69,6 +72,29 @@ class _EventFilter(_Params):
     after_seq: int | None = Field(default=None, ge=0)
 
 
+class _CreateBlock(_Params):
+    block: dict[str, Any]
+
+
+class _BlockByName(_Params):
+    block_type_slug: BlockTypeSlug
+    name: str
+
+
+class _BlockFilter(_Params):
+    block_type_slug: BlockTypeSlug | None = None
+
+
+class _IncidentFilter(_Params):
+    automation_id: UUID | None = None
+    status: Literal["open", "resolved"] | None = None
+    limit: int = Field(default=100, ge=1, le=10_000)
+
+
+class _Backup(_Params):
+    path: str = Field(min_length=1)
+
+
 def stored_view(stored: StoredAutomation) -> dict[str, Any]:
     """An automation as returned to clients: the document plus bookkeeping."""
     return {
@@ -111,6 +137,16 @@ class Api:
             "automations.explain": self.explain,
             "events.emit": self.emit,
             "events.filter": self.filter_events,
+            "blocks.create": self.create_block,
+            "blocks.read": self.read_block,
+            "blocks.read_by_name": self.read_block_by_name,
+            "blocks.filter": self.filter_blocks,
+            "blocks.delete": self.delete_block,
+            "incidents.read": self.read_incident,
+            "incidents.filter": self.filter_incidents,
+            "incidents.resolve": self.resolve_incident,
+            "admin.checkpoint": self.admin_checkpoint,
+            "admin.backup": self.admin_backup,
         }
 
     async def health(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -191,3 +227,56 @@ class Api:
                 by_seq=p.by_seq,
             )
         return [event_view(seq, e) for seq, e in rows]
+
+    # -- blocks: results are public views, secrets always masked ------------------------
+
+    async def create_block(self, params: dict[str, Any]) -> dict[str, Any]:
+        p = _CreateBlock.model_validate(params)
+        block = BlockDocument.model_validate(p.block)
+        return self.service.store.create_block(block).public_view()
+
+    async def read_block(self, params: dict[str, Any]) -> dict[str, Any]:
+        p = _ById.model_validate(params)
+        return self.service.store.read_block(p.id).public_view()
+
+    async def read_block_by_name(self, params: dict[str, Any]) -> dict[str, Any]:
+        p = _BlockByName.model_validate(params)
+        return self.service.store.read_block_by_name(p.block_type_slug, p.name).public_view()
+
+    async def filter_blocks(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        p = _BlockFilter.model_validate(params)
+        return [b.public_view() for b in self.service.store.list_blocks(p.block_type_slug)]
+
+    async def delete_block(self, params: dict[str, Any]) -> dict[str, Any]:
+        p = _ById.model_validate(params)
+        self.service.store.delete_block(p.id)
+        return {"deleted": str(p.id)}
+
+    # -- incidents ----------------------------------------------------------------------
+
+    async def read_incident(self, params: dict[str, Any]) -> dict[str, Any]:
+        p = _ById.model_validate(params)
+        return self.service.store.read_incident(p.id).to_json()
+
+    async def filter_incidents(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        p = _IncidentFilter.model_validate(params)
+        found = self.service.store.list_incidents(
+            automation_id=p.automation_id, status=p.status, limit=p.limit
+        )
+        return [i.to_json() for i in found]
+
+    async def resolve_incident(self, params: dict[str, Any]) -> dict[str, Any]:
+        p = _ById.model_validate(params)
+        return self.service.store.set_incident_status(p.id, "resolved").to_json()
+
+    # -- operations ---------------------------------------------------------------------
+
+    async def admin_checkpoint(self, params: dict[str, Any]) -> dict[str, Any]:
+        _Params.model_validate(params)
+        return await self.service.maintain()
+
+    async def admin_backup(self, params: dict[str, Any]) -> dict[str, Any]:
+        p = _Backup.model_validate(params)
+        path = os.path.abspath(os.path.expanduser(p.path))
+        size = await asyncio.to_thread(self.service.store.backup, path)
+        return {"path": path, "bytes": size}

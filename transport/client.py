@@ -19,6 +19,7 @@ from uuid import UUID
 import zmq
 
 from marmot.engine.models.automations import Automation
+from marmot.engine.models.blocks import BlockDocument
 from marmot.engine.models.events import Event
 from marmot.transport.codec import encode_events
 from marmot.transport.rpc import AsyncRpcClient, RpcClient
@@ -69,6 +70,17 @@ class _Calls:
     @staticmethod
     def emit(events: Iterable[Event | Mapping[str, Any]]) -> tuple[str, dict[str, Any]]:
         return "events.emit", {"events": [_event_doc(e) for e in events]}
+
+
+def _block_doc(block: BlockDocument | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(block, BlockDocument):
+        return block.create_document()
+    return dict(block)
+
+
+def _block_of(result: Mapping[str, Any]) -> BlockDocument:
+    # The server masks secrets: they arrive (and stay) as "********".
+    return BlockDocument.model_validate(result)
 
 
 def _automation_of(result: Mapping[str, Any]) -> Automation:
@@ -185,6 +197,59 @@ class Client:
         )
         return list(self.call("events.filter", params))
 
+    def create_block(self, block: BlockDocument | Mapping[str, Any]) -> BlockDocument:
+        """Store a notification block; returns it as stored, secrets masked."""
+        return _block_of(self.call("blocks.create", {"block": _block_doc(block)}))
+
+    def read_block(self, block_id: UUID | str) -> BlockDocument:
+        """The block with this id, secrets masked (``NotFound`` otherwise)."""
+        return _block_of(self.call("blocks.read", {"id": str(block_id)}))
+
+    def read_block_by_name(self, block_type_slug: str, name: str) -> BlockDocument:
+        """The block of this type and name, secrets masked (``NotFound`` otherwise)."""
+        params = {"block_type_slug": block_type_slug, "name": name}
+        return _block_of(self.call("blocks.read_by_name", params))
+
+    def list_blocks(self, block_type_slug: str | None = None) -> list[dict[str, Any]]:
+        """Blocks (of one type, if given) as public views, sorted by type and name."""
+        params = _filter_params(block_type_slug=block_type_slug)
+        return list(self.call("blocks.filter", params))
+
+    def delete_block(self, block_id: UUID | str) -> None:
+        """Delete a block."""
+        self.call("blocks.delete", {"id": str(block_id)})
+
+    def list_incidents(
+        self,
+        *,
+        automation_id: UUID | str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Declared incidents, newest first."""
+        params = _filter_params(
+            automation_id=None if automation_id is None else str(automation_id),
+            status=status,
+            limit=limit,
+        )
+        return list(self.call("incidents.filter", params))
+
+    def read_incident(self, incident_id: UUID | str) -> dict[str, Any]:
+        """One incident."""
+        return dict(self.call("incidents.read", {"id": str(incident_id)}))
+
+    def resolve_incident(self, incident_id: UUID | str) -> dict[str, Any]:
+        """Mark an incident resolved."""
+        return dict(self.call("incidents.resolve", {"id": str(incident_id)}))
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Checkpoint every automation, trim the event log, fold the WAL into the database."""
+        return dict(self.call("admin.checkpoint"))
+
+    def backup(self, path: str) -> dict[str, Any]:
+        """Copy the daemon's database to a new file at ``path`` (on the daemon's machine)."""
+        return dict(self.call("admin.backup", {"path": path}))
+
 
 class AsyncClient:
     """An asyncio client of the daemon's RPC API (same methods, awaitable)."""
@@ -256,6 +321,59 @@ class AsyncClient:
     async def emit(self, events: Iterable[Event | Mapping[str, Any]]) -> list[int]:
         """Send events; returns their sequence numbers once they are durable."""
         return list((await self.call(*_Calls.emit(events)))["seqs"])
+
+    async def create_block(self, block: BlockDocument | Mapping[str, Any]) -> BlockDocument:
+        """Store a notification block; returns it as stored, secrets masked."""
+        return _block_of(await self.call("blocks.create", {"block": _block_doc(block)}))
+
+    async def read_block(self, block_id: UUID | str) -> BlockDocument:
+        """The block with this id, secrets masked."""
+        return _block_of(await self.call("blocks.read", {"id": str(block_id)}))
+
+    async def read_block_by_name(self, block_type_slug: str, name: str) -> BlockDocument:
+        """The block of this type and name, secrets masked."""
+        params = {"block_type_slug": block_type_slug, "name": name}
+        return _block_of(await self.call("blocks.read_by_name", params))
+
+    async def list_blocks(self, block_type_slug: str | None = None) -> list[dict[str, Any]]:
+        """Blocks (of one type, if given) as public views, sorted by type and name."""
+        params = _filter_params(block_type_slug=block_type_slug)
+        return list(await self.call("blocks.filter", params))
+
+    async def delete_block(self, block_id: UUID | str) -> None:
+        """Delete a block."""
+        await self.call("blocks.delete", {"id": str(block_id)})
+
+    async def list_incidents(
+        self,
+        *,
+        automation_id: UUID | str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Declared incidents, newest first."""
+        params = _filter_params(
+            automation_id=None if automation_id is None else str(automation_id),
+            status=status,
+            limit=limit,
+        )
+        return list(await self.call("incidents.filter", params))
+
+    async def read_incident(self, incident_id: UUID | str) -> dict[str, Any]:
+        """One incident."""
+        return dict(await self.call("incidents.read", {"id": str(incident_id)}))
+
+    async def resolve_incident(self, incident_id: UUID | str) -> dict[str, Any]:
+        """Mark an incident resolved."""
+        return dict(await self.call("incidents.resolve", {"id": str(incident_id)}))
+
+    async def checkpoint(self) -> dict[str, Any]:
+        """Checkpoint every automation, trim the event log, fold the WAL into the database."""
+        return dict(await self.call("admin.checkpoint"))
+
+    async def backup(self, path: str) -> dict[str, Any]:
+        """Copy the daemon's database to a new file at ``path`` (on the daemon's machine)."""
+        return dict(await self.call("admin.backup", {"path": path}))
 
 
 class Publisher:

@@ -109,6 +109,7 @@ class Daemon:
                 executor_pool_size=c.executors.pool_size,
                 max_automations=c.max_automations,
                 checkpoint_interval_s=c.data.checkpoint_interval_s,
+                retention_days=c.data.event_retention_days,
                 router=RouterSettings(
                     batch_max_events=c.router.batch_max_events,
                     max_inflight_per_actor=c.router.max_inflight_per_actor,

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from marmot.cli import automation, events, serve
+from marmot.cli import admin, automation, block, events, incident, serve
 from marmot.cli import replay as replay_command
 from marmot.cli.output import fail
 from marmot.engine.errors import DaemonUnavailable, MarmotError, ValidationFailed
@@ -27,7 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     serve.register(commands)
     automation.register(commands)
+    block.register(commands)
     events.register(commands)
+    incident.register(commands)
+    admin.register(commands)
     replay_command.register(commands)
     return parser
 

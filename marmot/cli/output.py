@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 _err = Console(stderr=True, highlight=False)
@@ -15,7 +16,7 @@ _err = Console(stderr=True, highlight=False)
 
 def fail(message: str) -> None:
     """Print an error message to stderr."""
-    _err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    _err.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
 
 
 def json_lines(rows: Iterable[dict[str, Any]]) -> None:

@@ -43,9 +43,7 @@ def _firings(client: Client, automation_id: UUID) -> list[dict[str, Any]]:
     )
 
 
-def test_bucket_state_survives_an_automation_actor_crash(
-    ray_session: None, tmp_path: Path
-) -> None:
+def test_bucket_state_survives_an_automation_actor_crash(ray_session: None, tmp_path: Path) -> None:
     with _daemon(tmp_path) as (_, client, namespace):
         automation = client.create_automation(
             reactive_doc("three in a row", "test.recovery.crash", threshold=3)
