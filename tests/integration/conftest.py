@@ -9,6 +9,7 @@ import ray
 
 from marmot.actors.runtime import RayRuntime, RaySettings
 from tests.integration.harness import DaemonThread, make_config
+from tests.integration.prefect_server import prefect_api  # noqa: F401
 
 
 @pytest.fixture(scope="session")
