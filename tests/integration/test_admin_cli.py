@@ -48,7 +48,7 @@ def test_incident_commands_on_an_unknown_incident(
     daemon: DaemonThread, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = ("--url", daemon.rpc_url)
-    code, out, _ = _run(capsys, "incident", "ls", "--json", *url)
+    code, _, _ = _run(capsys, "incident", "ls", "--json", *url)
     assert code == 0
     code, _, err = _run(capsys, "incident", "show", "00000000-0000-4000-8000-000000000000", *url)
     assert code == 1 and "no incident" in err

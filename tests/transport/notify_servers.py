@@ -52,6 +52,8 @@ class RecordingServer:
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
         self.replies: dict[str, Reply] = {}
+        # Replies used once each, in order, before ``replies`` applies.
+        self.scripts: dict[str, list[Reply]] = {}
         self._release = threading.Event()
         server = self
 
@@ -70,7 +72,8 @@ class RecordingServer:
                 if self.path == "/hang":
                     server._release.wait()
                     return
-                reply = server.replies.get(self.path, Reply())
+                script = server.scripts.get(self.path)
+                reply = script.pop(0) if script else server.replies.get(self.path, Reply())
                 payload = reply.body.encode()
                 self.send_response(reply.status)
                 for name, value in reply.headers.items():
@@ -95,6 +98,14 @@ class RecordingServer:
 
     def reply(self, path: str, status: int, body: str = "", **headers: str) -> None:
         self.replies[path] = Reply(status, body, dict(headers))
+
+    def script(self, path: str, *statuses: int) -> None:
+        """Answer the next requests on ``path`` with these statuses, once each."""
+        self.scripts[path] = [Reply(status, "") for status in statuses]
+
+    def on(self, path: str) -> list[Recorded]:
+        """The requests received on ``path``."""
+        return [r for r in self.requests if r.path == path]
 
     def close(self) -> None:
         self._release.set()
