@@ -6,13 +6,14 @@ is the discriminated union and ``parse_action`` turns a JSON-style mapping into 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, Self, get_args
 from uuid import UUID
 
-from pydantic import Field, TypeAdapter, field_validator, model_validator
+from pydantic import Field, TypeAdapter, ValidationInfo, field_validator, model_validator
 
 from marmot.engine.models._base import MarmotModel
 
@@ -63,6 +64,31 @@ DEFAULT_NOTIFICATION_BODY = (
     "Resource: {{ event.resource.id }}\n"
     "Occurred at: {{ event.occurred }}\n"
 )
+
+
+def _check_template(value: str | None, info: ValidationInfo) -> None:
+    """Check a templated field as Prefect does when an automation is saved."""
+    if value is None:
+        return
+    # Imported here so Jinja loads only when a templated action is validated.
+    from marmot.engine.templating import check_template
+
+    try:
+        check_template(value)
+    except ValueError as exc:
+        raise ValueError(f"{info.field_name!r} is not a valid template: {exc}") from None
+
+
+def _check_parameters(value: dict[str, Any] | None, info: ValidationInfo) -> None:
+    """Check the templates and ``__prefect_kind`` values of run-deployment parameters."""
+    if not value:
+        return
+    from marmot.engine.templating import check_parameters
+
+    try:
+        check_parameters(value)
+    except ValueError as exc:
+        raise ValueError(f"{info.field_name!r} has invalid values: {exc}") from None
 
 
 class StateType(StrEnum):
@@ -181,6 +207,14 @@ class RunDeployment(DeploymentAction):
     job_variables: dict[str, Any] | None = None
     schedule_after: timedelta = timedelta(0)
 
+    @field_validator("parameters", "job_variables")
+    @classmethod
+    def _check_templates(
+        cls, value: dict[str, Any] | None, info: ValidationInfo
+    ) -> dict[str, Any] | None:
+        _check_parameters(value, info)
+        return value
+
     @model_validator(mode="after")
     def _check_schedule_after(self) -> Self:
         if self.schedule_after < timedelta(0):
@@ -214,6 +248,12 @@ class ChangeFlowRunState(Action):
     def _upper_case_state(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("name", "message")
+    @classmethod
+    def _check_templates(cls, value: str | None, info: ValidationInfo) -> str | None:
+        _check_template(value, info)
+        return value
+
 
 class CancelFlowRun(FlowRunAction):
     """Cancels a flow run."""
@@ -246,6 +286,20 @@ class CallWebhook(Action):
     block_document_id: UUID
     payload: str = ""
 
+    @field_validator("payload", mode="before")
+    @classmethod
+    def _mapping_as_json(cls, value: Any) -> Any:
+        # Prefect takes a mapping (or list) here too and sends it as indented JSON.
+        if isinstance(value, dict | list):
+            return json.dumps(value, indent=2)
+        return value
+
+    @field_validator("payload")
+    @classmethod
+    def _check_templates(cls, value: str, info: ValidationInfo) -> str:
+        _check_template(value, info)
+        return value
+
 
 class SendNotification(Action):
     """Sends a notification through a notification block, with templated subject and body."""
@@ -254,6 +308,12 @@ class SendNotification(Action):
     block_document_id: UUID
     subject: str = DEFAULT_NOTIFICATION_SUBJECT
     body: str = DEFAULT_NOTIFICATION_BODY
+
+    @field_validator("subject", "body")
+    @classmethod
+    def _check_templates(cls, value: str, info: ValidationInfo) -> str:
+        _check_template(value, info)
+        return value
 
 
 class PauseWorkPool(WorkPoolAction):
@@ -299,6 +359,12 @@ class DeclareIncident(Action):
     title: str | None = None
     severity: str | None = None
     summary: str | None = None
+
+    @field_validator("title", "severity", "summary")
+    @classmethod
+    def _check_templates(cls, value: str | None, info: ValidationInfo) -> str | None:
+        _check_template(value, info)
+        return value
 
 
 ActionTypes = Annotated[

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -264,3 +265,15 @@ def test_describe_names_type_source_and_shortened_target_id() -> None:
 def test_describe_of_untargeted_action_is_its_type() -> None:
     assert DoNothing().describe() == "do-nothing"
     assert parse_action(PREFECT_STYLE["send-notification"]).describe() == "send-notification"
+
+
+def test_call_webhook_takes_a_mapping_payload_as_json_text() -> None:
+    action = parse_action(
+        {
+            "type": "call-webhook",
+            "block_document_id": "6f1c2d3e-4a5b-4c6d-8e7f-9a0b1c2d3e4f",
+            "payload": {"resource": "{{ event.resource.id }}", "n": 1},
+        }
+    )
+    assert isinstance(action, CallWebhook)
+    assert json.loads(action.payload) == {"resource": "{{ event.resource.id }}", "n": 1}
