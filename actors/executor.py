@@ -96,6 +96,15 @@ class ExecutorResults:
 
 
 @dataclass(frozen=True, slots=True)
+class _Finished:
+    key: str
+    status: str
+    detail: str
+    event: Event
+    registry: RegistryRequest | None
+
+
+@dataclass(frozen=True, slots=True)
 class _Planned:
     run: ActionRun
     triggered: Event
@@ -121,7 +130,7 @@ class ExecutorHost:
         self._building: asyncio.Lock | None = None
         self._sleep = sleep
         self._rng = random.Random(seed)
-        self._done: asyncio.Queue[tuple[Event, RegistryRequest | None]] | None = None
+        self._done: asyncio.Queue[_Finished] | None = None
         self._slots: asyncio.Semaphore | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -145,7 +154,7 @@ class ExecutorHost:
                     )
         return self._runner_set.runners
 
-    def _queue(self) -> asyncio.Queue[tuple[Event, RegistryRequest | None]]:
+    def _queue(self) -> asyncio.Queue[_Finished]:
         if self._done is None:
             self._done = asyncio.Queue()
             self._slots = asyncio.Semaphore(self._settings.max_concurrent_actions)
@@ -162,11 +171,12 @@ class ExecutorHost:
         """
         planned = _plan(blob)
         runners = await self._runners()  # before claiming: a failure here acts on nothing
-        claimed = self._log.claim_actions(
+        claimed = await asyncio.to_thread(
+            self._log.claim_actions,
             [
                 (p.run.key, str(p.run.firing.id), str(p.run.automation.id), p.run.index)
                 for p in planned
-            ]
+            ],
         )
         self._queue()
         started: list[Event] = []
@@ -180,16 +190,25 @@ class ExecutorHost:
         return pack([event_to_wire(e) for e in started])
 
     async def results(self) -> AsyncIterator[bytes]:
-        """Yield packed :class:`ExecutorResults` as actions finish (a Ray stream)."""
+        """Yield packed :class:`ExecutorResults` as actions finish (a Ray stream).
+
+        Outcomes that finish together are recorded in the action log in one
+        transaction, off the event loop, before their events go out.
+        """
         done = self._queue()
         while True:
-            first = await done.get()
-            chunk = [first]
+            chunk = [await done.get()]
             while not done.empty() and len(chunk) < 1000:
                 chunk.append(done.get_nowait())
+            try:
+                await asyncio.to_thread(
+                    self._log.finish_actions, [(f.key, f.status, f.detail) for f in chunk]
+                )
+            except Exception:  # the outcome events still go out
+                log.exception("could not record %d action outcomes", len(chunk))
             yield ExecutorResults(
-                [event for event, _ in chunk],
-                [request for _, request in chunk if request is not None],
+                [f.event for f in chunk],
+                [f.registry for f in chunk if f.registry is not None],
             ).pack()
 
     async def in_flight(self) -> int:
@@ -206,12 +225,9 @@ class ExecutorHost:
         run = planned.run
         async with self._slots:
             status, detail, result, attempts = await self._attempts(run, runners)
-        try:
-            self._log.finish_actions([(run.key, status, detail)])
-        except Exception:  # the outcome event still goes out
-            log.exception("could not record an action outcome", extra={"key": run.key})
         event = _action_event(status, run, planned.triggered, detail, attempts)
-        self._done.put_nowait((event, result.registry if result is not None else None))
+        registry = result.registry if result is not None else None
+        self._done.put_nowait(_Finished(run.key, status, detail, event, registry))
 
     async def _attempts(
         self, run: ActionRun, runners: Mapping[str, Runner]
