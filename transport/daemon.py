@@ -55,7 +55,9 @@ class Daemon:
         self.config = config
         self.metrics = Metrics()
         self.limits = EventLimits(
-            max_labels=config.limits.max_labels, max_related=config.limits.max_related
+            max_labels=config.limits.max_labels,
+            max_related=config.limits.max_related,
+            max_payload_bytes=config.limits.max_payload_bytes,
         )
         self.store: Store | None = None
         self.service: Service | None = None

@@ -4,7 +4,8 @@ A request is ``{"id", "method", "params", "token"?}``; the reply is
 ``{"id", "ok": true, "result"}`` or ``{"id", "ok": false, "error": {code,
 message, details}}``, every frame packed with ``codec.pack``. Clients raise
 the server's error as its ``MarmotError`` subclass, and ``DaemonUnavailable``
-when no reply comes in time.
+when no reply comes in time. A request is at most ``max_request_bytes``
+packed: clients refuse to send a larger one, the server's socket drops it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pydantic import ValidationError
 from marmot.engine.errors import (
     DaemonUnavailable,
     InternalError,
+    LimitExceeded,
     MarmotError,
     NotFound,
     Unauthorized,
@@ -37,7 +39,14 @@ from marmot.engine.errors import (
 )
 from marmot.transport.codec import pack, unpack
 
-__all__ = ["AsyncRpcClient", "Handler", "RpcClient", "RpcServer", "RpcStats"]
+__all__ = [
+    "DEFAULT_MAX_REQUEST_BYTES",
+    "AsyncRpcClient",
+    "Handler",
+    "RpcClient",
+    "RpcServer",
+    "RpcStats",
+]
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 _S = TypeVar("_S", bound="zmq.Socket[Any]")
@@ -46,6 +55,10 @@ log = logging.getLogger(__name__)
 
 # What ``pack`` raises for a value it cannot encode.
 _PACK_ERRORS: Final = (TypeError, ValueError, OverflowError)
+# Ample for a thousand events per call (the CLI's chunk) and any automation,
+# and it bounds what one frame can make the server allocate: unpacking may
+# grow a frame ~70x (a one-byte empty map becomes a Python dict).
+DEFAULT_MAX_REQUEST_BYTES: Final = 16 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -100,6 +113,18 @@ def _new_request(
     return request
 
 
+def _packed_request(request: dict[str, Any], max_request_bytes: int) -> bytes:
+    """The request as it goes on the wire; raises ``LimitExceeded`` when over the limit."""
+    data = pack(request)
+    if len(data) > max_request_bytes:
+        raise LimitExceeded(
+            f"a {request['method']} request of {len(data)} bytes is over the limit of "
+            f"{max_request_bytes}; send less per call (e.g. fewer events)",
+            details={"size": len(data), "limit": max_request_bytes},
+        )
+    return data
+
+
 def _parse_reply(data: bytes) -> dict[str, Any] | None:
     """A reply map, or None for a frame that is not one (it is then ignored)."""
     try:
@@ -142,7 +167,9 @@ class RpcServer:
 
     Each request runs in its own task, so a slow handler does not hold up the
     others; bad frames are answered with an error when they carry an ``id``
-    and dropped (and counted) otherwise. The server never dies of its input.
+    and dropped (and counted) otherwise. A peer that sends a frame over
+    ``max_request_bytes`` is disconnected by ZeroMQ before the frame is read.
+    The server never dies of its input.
     """
 
     def __init__(
@@ -152,8 +179,10 @@ class RpcServer:
         *,
         token: str | None = None,
         context: zmq.asyncio.Context | None = None,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     ) -> None:
         self.endpoint = endpoint
+        self.max_request_bytes = max_request_bytes
         self.stats = RpcStats()
         self._handlers = dict(handlers)
         self._token = token
@@ -177,6 +206,7 @@ class RpcServer:
             return
         socket = self._context.socket(zmq.ROUTER)
         socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.MAXMSGSIZE, self.max_request_bytes)
         try:
             socket.bind(self.endpoint)
         except zmq.ZMQError:
@@ -306,9 +336,17 @@ class RpcClient:
     taken for the next call's (replies are matched by id as well).
     """
 
-    def __init__(self, endpoint: str, *, token: str | None = None, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        token: str | None = None,
+        timeout_s: float = 10.0,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    ) -> None:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
+        self.max_request_bytes = max_request_bytes
         self._token = token
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self._socket: zmq.Socket[bytes] | None = None
@@ -338,11 +376,12 @@ class RpcClient:
     ) -> Any:
         """Call ``method``; returns its result or raises the server's ``MarmotError``.
 
-        Raises ``DaemonUnavailable`` when no reply arrives within the time-out.
+        Raises ``DaemonUnavailable`` when no reply arrives within the time-out,
+        ``LimitExceeded`` (without sending) when the request is too large.
         """
         timeout = self.timeout_s if timeout_s is None else timeout_s
         request = _new_request(method, params, self._token)
-        data = pack(request)
+        data = _packed_request(request, self.max_request_bytes)
         with self._lock:
             if self._is_closed:
                 raise RuntimeError("the RPC client is closed")
@@ -408,9 +447,17 @@ class AsyncRpcClient:
     nobody waits for any more (their call timed out) are dropped.
     """
 
-    def __init__(self, endpoint: str, *, token: str | None = None, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        token: str | None = None,
+        timeout_s: float = 10.0,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    ) -> None:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
+        self.max_request_bytes = max_request_bytes
         self._token = token
         self._context = zmq.asyncio.Context.instance()
         self._socket: zmq.asyncio.Socket | None = None
@@ -441,13 +488,14 @@ class AsyncRpcClient:
     ) -> Any:
         """Call ``method``; returns its result or raises the server's ``MarmotError``.
 
-        Raises ``DaemonUnavailable`` when no reply arrives within the time-out.
+        Raises ``DaemonUnavailable`` when no reply arrives within the time-out,
+        ``LimitExceeded`` (without sending) when the request is too large.
         """
         if self._is_closed:
             raise RuntimeError("the RPC client is closed")
         timeout = self.timeout_s if timeout_s is None else timeout_s
         request = _new_request(method, params, self._token)
-        data = pack(request)
+        data = _packed_request(request, self.max_request_bytes)
         socket = self._connected()
         request_id: str = request["id"]
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()

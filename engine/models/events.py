@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from uuid import UUID, uuid4
 
 from pydantic import AfterValidator, Field, ValidationInfo, model_validator
+from pydantic_core import PydanticCustomError, to_json
 
 from marmot.engine.models._base import MarmotModel
 
@@ -18,25 +19,47 @@ RESOURCE_NAME = "prefect.resource.name"
 DEFAULT_MAX_LABELS = 500
 DEFAULT_MAX_RELATED = 500
 MAX_EVENT_NAME = 1024
+# Payloads are stored as JSON and re-packed as msgpack for the actors; both
+# encoders refuse deep nesting (pydantic's JSON from about 250 levels, msgpack
+# past 511), so an edge refuses anything deeper than this.
+MAX_PAYLOAD_DEPTH = 100
+# The error type of a payload over ``max_payload_bytes`` (ingest's drop reason).
+PAYLOAD_TOO_LARGE = "payload_too_large"
 
 
 class EventLimits(MarmotModel):
-    """Size limits applied when an event is validated."""
+    """Size limits applied when an event is validated.
+
+    ``max_payload_bytes`` bounds the payload's size as compact JSON (as it is
+    stored); None leaves it unbounded.
+    """
 
     max_labels: int = DEFAULT_MAX_LABELS
     max_related: int = DEFAULT_MAX_RELATED
+    max_payload_bytes: int | None = None
 
 
 _DEFAULT_LIMITS = EventLimits()
 
 
-def _limits(info: ValidationInfo) -> EventLimits:
+def _edge_limits(info: ValidationInfo) -> EventLimits | None:
+    """The limits an edge (ingest, RPC, a file) validates with, if it gave any."""
     context = info.context
     if isinstance(context, dict):
         limits = context.get("limits")
         if isinstance(limits, EventLimits):
             return limits
-    return _DEFAULT_LIMITS
+    return None
+
+
+def _payload_bound(info: ValidationInfo) -> float:
+    """What the edge knows the payload's JSON size cannot exceed (the codec knows its frame)."""
+    context = info.context
+    if isinstance(context, dict):
+        bound = context.get("payload_bound")
+        if isinstance(bound, int):
+            return bound
+    return float("inf")
 
 
 def _stamp(info: ValidationInfo) -> datetime | None:
@@ -59,6 +82,45 @@ def _as_utc(value: datetime) -> datetime:
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
+def _payload_problem(value: dict[Any, Any] | list[Any], depth: int = 1) -> str | None:
+    """Why a payload could not be stored and re-sent as JSON, or None if it can.
+
+    Recursive and type-exact on purpose: decoded containers are plain dicts
+    and lists, and this runs for every event (~3x faster than a stack loop).
+    """
+    if depth > MAX_PAYLOAD_DEPTH:
+        return f"payload: nested deeper than {MAX_PAYLOAD_DEPTH} levels"
+    if type(value) is dict:
+        for key in value:
+            if type(key) is not str:
+                return "payload: map keys must be strings"
+        children: Any = value.values()
+    else:
+        children = value
+    for child in children:
+        kind = type(child)
+        if kind is dict or kind is list:
+            problem = _payload_problem(child, depth + 1)
+            if problem is not None:
+                return problem
+        elif kind is bytes:
+            return "payload: binary values are not allowed (events are JSON)"
+    return None
+
+
+def _check_payload_size(payload: dict[str, Any], limit: int) -> None:
+    try:
+        size = len(to_json(payload, inf_nan_mode="null"))
+    except ValueError as exc:  # PydanticSerializationError: e.g. a lone surrogate
+        raise ValueError(f"payload: cannot be stored as JSON: {exc}") from None
+    if size > limit:
+        raise PydanticCustomError(
+            PAYLOAD_TOO_LARGE,
+            "payload: {size} bytes as JSON; at most {limit} are allowed",
+            {"size": size, "limit": limit},
+        )
+
+
 def _check_labels(labels: dict[str, str], where: str, limits: EventLimits) -> None:
     if len(labels) > limits.max_labels:
         raise ValueError(
@@ -72,7 +134,11 @@ class Event(MarmotModel):
     """One event: something that happened to a resource, at a time.
 
     Validate with ``context={"limits": EventLimits(...), "received": now}`` to
-    apply other limits and stamp the time of acceptance.
+    apply other limits and stamp the time of acceptance. Given limits, the
+    payload is checked too (JSON values only, depth, size): edges pass them,
+    while events read back from the log were checked when they were accepted.
+    An edge that knows the payload's JSON size is at most N bytes may pass
+    ``"payload_bound": N`` to skip measuring it.
     """
 
     model_config = MarmotModel.model_config | {"frozen": True}
@@ -90,7 +156,8 @@ class Event(MarmotModel):
     # double validation time on the ingest hot path (bench/engine.py).
     @model_validator(mode="after")
     def _check(self, info: ValidationInfo) -> Event:
-        limits = _limits(info)
+        edge = _edge_limits(info)
+        limits = _DEFAULT_LIMITS if edge is None else edge
         _check_labels(self.resource, "resource", limits)
         related = self.related
         if related:
@@ -102,6 +169,14 @@ class Event(MarmotModel):
                 _check_labels(labels, f"related[{index}]", limits)
                 if not labels.get(RESOURCE_ROLE):
                     raise ValueError(f"related[{index}] must have a '{RESOURCE_ROLE}' label")
+        payload = self.payload
+        if payload and edge is not None:
+            problem = _payload_problem(payload)
+            if problem is not None:
+                raise ValueError(problem)
+            limit = edge.max_payload_bytes
+            if limit is not None and _payload_bound(info) > limit:
+                _check_payload_size(payload, limit)
         stamp = _stamp(info)
         if stamp is not None:
             # The daemon stamps `received` when it accepts an event (SEMANTICS §1).
