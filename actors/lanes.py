@@ -87,7 +87,11 @@ class Lane(Generic[T]):
             batch = [source.popleft() for _ in range(size)]
             self.batches += 1
             self.sent += size
-            ref = self._call(self.handle, batch)
+            try:
+                ref = self._call(self.handle, batch)
+            except Exception as exc:  # e.g. a batch that cannot be packed: the lane goes on
+                self._on_failure(exc)
+                continue
             task = asyncio.get_running_loop().create_task(self._finish(batch, ref))
             inflight.append(task)
 

@@ -74,21 +74,54 @@ def _read_text(path: Path) -> str:
 
 def _documents(path: Path) -> Iterator[tuple[Any, yaml.Node | None]]:
     text = _read_text(path)
-    # One parse: keep each document's node tree (for line numbers) and build
-    # its data from it.
-    loader = yaml.SafeLoader(text)
-    found: list[tuple[Any, yaml.Node | None]] = []
+    # A JSON file is read as JSON (PyYAML would split an escaped surrogate pair,
+    # the way json.dumps writes an emoji, into two lone surrogates); the YAML
+    # node tree, when there is one, still gives line numbers.
     try:
+        as_json: Any = json.loads(text)
+    except (ValueError, RecursionError):
+        as_json = _NOT_JSON
+    try:
+        found = _yaml_documents(text)
+    except _Unreadable as exc:
+        if as_json is _NOT_JSON:
+            raise DocumentError(str(path), exc.line, exc.reason) from exc
+        found = [(as_json, None)]
+    if as_json is not _NOT_JSON:
+        found = [(as_json, found[0][1] if len(found) == 1 else None)]
+    yield from found
+
+
+_NOT_JSON = object()
+
+
+class _Unreadable(Exception):
+    def __init__(self, line: int | None, reason: str) -> None:
+        super().__init__(reason)
+        self.line, self.reason = line, reason
+
+
+def _yaml_documents(text: str) -> list[tuple[Any, yaml.Node | None]]:
+    """Every YAML document of ``text`` with its node tree (one parse, for line numbers)."""
+    found: list[tuple[Any, yaml.Node | None]] = []
+    loader: yaml.SafeLoader | None = None
+    try:
+        loader = yaml.SafeLoader(text)
         while loader.check_node():
             node = loader.get_node()
             found.append((loader.construct_document(node), node))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        raise DocumentError(str(path), line, f"not valid YAML or JSON: {exc}") from exc
+        raise _Unreadable(line, f"not valid YAML or JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise _Unreadable(None, "nested too deeply to read") from exc
+    except ValueError as exc:  # e.g. an integer past Python's digit limit
+        raise _Unreadable(None, f"not valid YAML or JSON: {exc}") from exc
     finally:
-        loader.dispose()
-    yield from found
+        if loader is not None:
+            loader.dispose()
+    return found
 
 
 def _automation_entries(data: Any, node: yaml.Node | None) -> Iterator[tuple[Any, Any, list[Any]]]:

@@ -27,6 +27,9 @@ VERSION = version("marmot")
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
+# SQLite integers are 64-bit signed; larger numbers cannot be bound.
+_SQL_INT_MAX = 2**63 - 1
+
 
 class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -52,9 +55,9 @@ class _Update(_Params):
 class _Filter(_Params):
     name_prefix: str | None = None
     enabled: bool | None = None
-    tags: list[str] = Field(default_factory=list)
-    limit: int | None = Field(default=None, ge=1)
-    offset: int = Field(default=0, ge=0)
+    tags: list[str] = Field(default_factory=list, max_length=1000)
+    limit: int | None = Field(default=None, ge=1, le=_SQL_INT_MAX)
+    offset: int = Field(default=0, ge=0, le=_SQL_INT_MAX)
 
 
 class _Emit(_Params):
@@ -62,14 +65,14 @@ class _Emit(_Params):
 
 
 class _EventFilter(_Params):
-    names: list[str] = Field(default_factory=list)
+    names: list[str] = Field(default_factory=list, max_length=1000)
     resource_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
     limit: int = Field(default=100, ge=1, le=10_000)
     descending: bool = True
     by_seq: bool = False
-    after_seq: int | None = Field(default=None, ge=0)
+    after_seq: int | None = Field(default=None, ge=0, le=_SQL_INT_MAX)
 
 
 class _CreateBlock(_Params):

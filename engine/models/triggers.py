@@ -19,6 +19,10 @@ from marmot.engine.models.resources import ResourceSpecification
 
 # SEMANTICS §3: Proactive triggers need a window of at least 10 s.
 MIN_PROACTIVE_WITHIN = timedelta(seconds=10)
+# Bounds that keep every automation storable and its deadlines on the calendar:
+# deeper trees do not read back from JSON; longer windows end past year 9999.
+MAX_TRIGGER_DEPTH = 20
+MAX_WITHIN = timedelta(days=3650)
 
 
 class Posture(StrEnum):
@@ -45,7 +49,7 @@ class EventTrigger(_Trigger):
     for_each: set[str] = Field(default_factory=set)
     posture: Posture = Posture.Reactive
     threshold: int = Field(default=1, ge=0)
-    within: timedelta = Field(default=timedelta(0), ge=timedelta(0))
+    within: timedelta = Field(default=timedelta(0), ge=timedelta(0), le=MAX_WITHIN)
 
     @field_validator("after", "expect", "for_each", mode="before")
     @classmethod
@@ -79,7 +83,16 @@ class EventTrigger(_Trigger):
 
 class _CompositeTrigger(_Trigger):
     triggers: list[TriggerTypes] = Field(min_length=1)
-    within: timedelta | None = Field(default=None, ge=timedelta(0))
+    within: timedelta | None = Field(default=None, ge=timedelta(0), le=MAX_WITHIN)
+
+    @model_validator(mode="after")
+    def _not_too_deep(self) -> _CompositeTrigger:
+        depth = trigger_depth(self)
+        if depth > MAX_TRIGGER_DEPTH:
+            raise ValueError(
+                f"triggers are nested {depth} levels deep; at most {MAX_TRIGGER_DEPTH} are allowed"
+            )
+        return self
 
     @property
     def needed_firings(self) -> int:
@@ -115,6 +128,13 @@ class SequenceTrigger(_CompositeTrigger):
     """Fires when all of its children have fired in the declared order."""
 
     type: Literal["sequence"] = "sequence"
+
+
+def trigger_depth(trigger: _Trigger) -> int:
+    """Levels of triggers, counting this one (an event trigger is 1)."""
+    if isinstance(trigger, _CompositeTrigger):
+        return 1 + max(trigger_depth(child) for child in trigger.triggers)
+    return 1
 
 
 def _trigger_tag(value: Any) -> str:

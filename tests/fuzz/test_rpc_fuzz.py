@@ -414,9 +414,6 @@ def test_a_frame_over_the_request_limit_is_refused_unread_and_the_server_keeps_s
 
 # ---------------------------------------------------------------- edge cases
 
-API_INT = "transport/api.py: a SQLite INTEGER holds 63 bits; the param model needs le=2**63 - 1"
-API_NAMES = "transport/api.py: events.filter needs a bound on len(names) (SQLite's tree depth)"
-
 
 def _emitted(payload: Any) -> dict[str, Any]:
     return {
@@ -450,25 +447,21 @@ def _emitted(payload: Any) -> dict[str, Any]:
             "automations.filter",
             {"limit": 2**63},
             "validation_failed",
-            marks=pytest.mark.xfail(strict=True, reason=API_INT),
         ),
         pytest.param(
             "automations.filter",
             {"offset": 2**64 - 1},
             "validation_failed",
-            marks=pytest.mark.xfail(strict=True, reason=API_INT),
         ),
         pytest.param(
             "events.filter",
             {"after_seq": 2**63},
             "validation_failed",
-            marks=pytest.mark.xfail(strict=True, reason=API_INT),
         ),
         pytest.param(
             "events.filter",
             {"names": ["n"] * 100_000},
             "validation_failed",
-            marks=pytest.mark.xfail(strict=True, reason=API_NAMES),
         ),
     ],
 )
@@ -493,7 +486,6 @@ DEEP_TRIGGER = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=DEEP_TRIGGER)
 def test_an_automation_too_deep_to_read_back_is_refused(daemon: DaemonThread) -> None:
     trigger: dict[str, Any] = {"type": "event", "expect": ["fuzz.deep"], "threshold": 1}
     for _ in range(100):
