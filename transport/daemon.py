@@ -12,6 +12,7 @@ import contextlib
 import gc
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime
@@ -46,6 +47,19 @@ class _QuietServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+def _bind_tcp(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port``; raises ``OSError`` naming the address."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot serve HTTP on {host}:{port}: {exc.strerror}") from exc
+    return sock
 
 
 class Daemon:
@@ -143,13 +157,12 @@ class Daemon:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self.rpc.serve()), loop.create_task(self.ingest.run())]
         if c.http.enabled:
+            # Bound here, not by uvicorn: on a busy port uvicorn calls sys.exit,
+            # which would end the event loop instead of failing the start.
+            http_socket = _bind_tcp(c.http.host, c.http.port)
             app = build_app(self.metrics.registry, self._health)
-            self._http = _QuietServer(
-                uvicorn.Config(
-                    app, host=c.http.host, port=c.http.port, log_level="warning", lifespan="off"
-                )
-            )
-            self._tasks.append(loop.create_task(self._http.serve()))
+            self._http = _QuietServer(uvicorn.Config(app, log_level="warning", lifespan="off"))
+            self._tasks.append(loop.create_task(self._http.serve(sockets=[http_socket])))
         # Everything built so far (Ray, pydantic schemas, automations) lives as
         # long as the daemon: keep it out of the cyclic collector's full passes,
         # which otherwise stall the event loop for tens of milliseconds.

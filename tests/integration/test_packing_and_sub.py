@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -283,4 +284,28 @@ def test_a_daemon_whose_ingest_cannot_bind_leaves_no_actors_behind(
         left_behind = asyncio.run(asyncio.wait_for(start_then_clean_up(), 120))
     finally:
         blocker.close(linger=0)
+    assert left_behind == [], f"a failed start left these actors running: {left_behind}"
+
+
+def test_a_daemon_whose_http_port_is_taken_fails_to_start_and_cleans_up(
+    ray_session: None, tmp_path: Path
+) -> None:
+    namespace = f"marmot-test-{uuid4().hex[:8]}"
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        config = make_config(tmp_path, **{"ray.namespace": namespace, "http.port": port})
+        daemon = Daemon(config)
+
+        async def start_then_clean_up() -> list[str]:
+            try:
+                with pytest.raises(OSError, match=f"cannot serve HTTP on 127.0.0.1:{port}"):
+                    async with daemon:
+                        pass
+                return [n for n in ("timer", "executor-0") if not _actor_gone(namespace, n)]
+            finally:
+                await daemon.stop()
+
+        left_behind = asyncio.run(asyncio.wait_for(start_then_clean_up(), 120))
     assert left_behind == [], f"a failed start left these actors running: {left_behind}"
