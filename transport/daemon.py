@@ -217,10 +217,12 @@ class Daemon:
         """Serve until SIGINT or SIGTERM, then stop cleanly."""
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stopping.set)
         async with self:
+            # After the start: ray.init() installs a SIGTERM handler of its own
+            # (it exits with code 15), which these replace.
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError):
+                    loop.add_signal_handler(sig, stopping.set)
             await stopping.wait()
             log.info("stopping")
 

@@ -12,7 +12,14 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import (
+    Discriminator,
+    Field,
+    Tag,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from marmot.engine.models._base import MarmotModel
 from marmot.engine.models.resources import ResourceSpecification
@@ -55,6 +62,12 @@ class EventTrigger(_Trigger):
     @classmethod
     def _single_string_is_a_set(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @field_serializer("after", "expect", "for_each")
+    def _sorted(self, value: set[str]) -> list[str]:
+        # Sorted, so a document reads the same in every process (set order
+        # follows the hash seed) and checkpoints recognise their automation.
+        return sorted(value)
 
     @model_validator(mode="after")
     def _proactive_window(self) -> EventTrigger:
