@@ -23,7 +23,12 @@ from typing import Any
 from uuid import UUID
 
 from marmot.actors.actionkit import ActionSettings, RegistryRequest, RunnerFactory
-from marmot.actors.executor import ExecutorHost, ExecutorResults, action_events_from_blob
+from marmot.actors.executor import (
+    ExecutorHost,
+    ExecutorResults,
+    action_events_from_blob,
+    firing_key,
+)
 from marmot.actors.lanes import Lane
 from marmot.actors.metrics import Metrics
 from marmot.actors.router import Router, RouterSettings
@@ -280,8 +285,14 @@ class Service:
             self._schedule_soon({automation_id: await ref})
 
     async def _recovered(self, outcome: Outcome) -> None:
-        """Act on what replaying the log produced, except firings already dispatched."""
+        """Act on what replaying the log produced, except what was dispatched before.
+
+        A replayed firing whose triggered event is not in the log is dispatched
+        in full; one whose event is logged but whose actions were never claimed
+        (the daemon died in between) gets its actions only.
+        """
         fresh: list[Firing] = []
+        unclaimed: list[Firing] = []
         if outcome.firings:
             pairs = [
                 (firing, triggered_event(self._automations[str(firing.automation_id)], firing).id)
@@ -290,8 +301,21 @@ class Service:
             ]
             known = self.store.known_event_ids([event_id for _, event_id in pairs])
             fresh = [firing for firing, event_id in pairs if event_id not in known]
-            self.metrics.recovered_firings.inc(len(fresh))
+            logged = [
+                firing
+                for firing, event_id in pairs
+                if event_id in known and self._has_actions(str(firing.automation_id))
+            ]
+            claimed = self.store.claimed_keys([firing_key(f.id, 0) for f in logged])
+            unclaimed = [f for f in logged if firing_key(f.id, 0) not in claimed]
+            self.metrics.recovered_firings.inc(len(fresh) + len(unclaimed))
         await self._on_outcome(dataclasses.replace(outcome, firings=fresh))
+        if unclaimed:
+            await self._dispatch(unclaimed, announce=False)
+
+    def _has_actions(self, automation_id: str) -> bool:
+        automation = self._automations[automation_id]
+        return bool(automation.actions or automation.actions_on_trigger)
 
     async def _unplace(self, automation_id: str) -> None:
         key = self._actor_of.pop(automation_id, None)
@@ -443,8 +467,9 @@ class Service:
     async def _recover_later(self, ref: Any) -> None:
         await self._recovered(Outcome.unpack(await ref))
 
-    async def _dispatch(self, firings: Sequence[Firing]) -> None:
-        """Emit each firing's automation.triggered event, then queue its actions."""
+    async def _dispatch(self, firings: Sequence[Firing], *, announce: bool = True) -> None:
+        """Emit each firing's automation.triggered event (unless ``announce`` is off:
+        it is logged already), then queue its actions."""
         jobs: list[_Job] = []
         triggered: list[Event] = []
         for firing in firings:
@@ -459,7 +484,8 @@ class Service:
             jobs.append((automation_id, firing_to_wire(firing), event_to_wire(event)))
         if not jobs:
             return
-        await self.emit(triggered, source="automation")
+        if announce:
+            await self.emit(triggered, source="automation")
         if self._executor_lanes:
             lane = self._executor_lanes[next(self._next_executor) % len(self._executor_lanes)]
             lane.put(jobs)

@@ -451,6 +451,19 @@ class Store(EventLog, IncidentLog):
             ).rowcount
         return claimed == 1
 
+    def claimed_keys(self, keys: Sequence[str]) -> set[str]:
+        """Which of these idempotency keys the action log holds (claimed or finished)."""
+        found: set[str] = set()
+        with self._lock:
+            for start in range(0, len(keys), 500):
+                chunk = list(keys[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                rows = self._conn.execute(
+                    f"SELECT key FROM actions WHERE key IN ({marks})", chunk
+                ).fetchall()
+                found.update(row[0] for row in rows)
+        return found
+
     def claim_actions(self, claims: Sequence[tuple[str, str, str, int]]) -> set[str]:
         """Claim many actions in one transaction: ``(key, firing id, automation id,
         action index)`` each; returns the keys this call claimed (the others were

@@ -291,14 +291,6 @@ def test_an_action_claimed_when_the_daemon_dies_is_carried_out_after_restart(
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KnownBug,
-    reason="actors/service.py _dispatch logs the automation.triggered event before the "
-    "executor claims the actions, and _recovered skips every replayed firing whose "
-    "triggered event is in the log: a firing logged but not yet claimed when the daemon "
-    "dies is never acted on",
-)
 def test_a_firing_logged_but_not_claimed_when_the_daemon_dies_is_acted_on_after_restart(
     after_restart: AfterRestart,
 ) -> None:
