@@ -300,14 +300,32 @@ async def _request(
     return _judge(response, what, secrets)
 
 
-async def call_webhook(http: httpx.AsyncClient, block: BlockDocument, payload: str) -> Delivery:
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def _with_key(headers: dict[str, str], idempotency_key: str | None) -> dict[str, str]:
+    # The action's key (firing id : action index): an action carried out again
+    # after a crash sends the same one, so the receiver can tell.
+    if idempotency_key and not any(k.lower() == "idempotency-key" for k in headers):
+        headers[IDEMPOTENCY_HEADER] = idempotency_key
+    return headers
+
+
+async def call_webhook(
+    http: httpx.AsyncClient,
+    block: BlockDocument,
+    payload: str,
+    *,
+    idempotency_key: str | None = None,
+) -> Delivery:
     """Call a ``webhook`` block with a rendered payload (see ``webhook_body``);
-    returns the delivery, with the reply's status and body."""
+    returns the delivery, with the reply's status and body. ``idempotency_key``
+    goes in an ``Idempotency-Key`` header (unless the block sets one)."""
     data = block.data
     if not isinstance(data, Webhook):
         raise ActionFailed(f"{block.describe()} is not a webhook block")
     content, content_type = webhook_body(payload)
-    headers = dict(data.headers.get_secret_value())
+    headers = _with_key(dict(data.headers.get_secret_value()), idempotency_key)
     if content_type and not any(k.lower() == "content-type" for k in headers):
         headers["Content-Type"] = content_type
     return await _request(
@@ -330,12 +348,14 @@ async def send_notification(
     *,
     smtp_timeout_s: float = 30.0,
     message_id: str | None = None,
+    idempotency_key: str | None = None,
 ) -> Delivery:
     """Send a subject and body through a notification block, by its type.
 
     A ``webhook`` block receives ``{"subject": ..., "body": ...}`` as JSON with
     its own method and headers (Marmot's extension: Prefect's webhook block
-    cannot notify). ``message_id`` becomes an email's Message-ID.
+    cannot notify). ``message_id`` becomes an email's Message-ID;
+    ``idempotency_key`` an ``Idempotency-Key`` header of an HTTP request.
     """
     data = block.data
     if isinstance(data, SlackWebhook):
@@ -364,7 +384,7 @@ async def send_notification(
         block,
         method=method,
         url=url,
-        headers=headers,
+        headers=_with_key(headers, idempotency_key),
         content=json.dumps(message).encode(),
         allow_private_urls=allow_private,
         verify=verify,

@@ -196,6 +196,18 @@ async def test_webhook_uses_the_blocks_method_and_headers(
     assert request.headers["content-type"] == "application/json"
 
 
+async def test_deliveries_carry_the_actions_idempotency_key(
+    web: RecordingServer, http: httpx.AsyncClient
+) -> None:
+    await call_webhook(http, hook(web), "{}", idempotency_key="f-1:0")
+    await send_notification(http, hook(web), "Subject", "Body", idempotency_key="f-1:1")
+    # A block that sets its own key keeps it.
+    own = hook(web, headers={"idempotency-key": "mine"})
+    await call_webhook(http, own, "{}", idempotency_key="f-1:2")
+    keys = [request.headers["idempotency-key"] for request in web.requests]
+    assert keys == ["f-1:0", "f-1:1", "mine"]
+
+
 async def test_webhook_sends_text_payloads_as_text(
     web: RecordingServer, http: httpx.AsyncClient
 ) -> None:

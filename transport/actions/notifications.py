@@ -116,6 +116,7 @@ def notification_runners(
             body,
             smtp_timeout_s=settings.action_timeout_s,
             message_id=f"<{uuid5(_MESSAGE_ID_NAMESPACE, run.key)}@marmot>",
+            idempotency_key=run.key,
         )
         return ActionResult(
             f"sent to {block.describe()} ({delivery.status})",
@@ -134,7 +135,7 @@ def notification_runners(
                 "(use send-notification for notification blocks)"
             )
         payload = await renderer.render(action.payload, run) if action.payload else ""
-        delivery = await call_webhook(http, block, payload)
+        delivery = await call_webhook(http, block, payload, idempotency_key=run.key)
         return ActionResult(
             f"called {block.describe()} ({delivery.status})",
             extra={
