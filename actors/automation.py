@@ -135,8 +135,19 @@ class AutomationHost:
         self._dirty.discard(automation_id)
         return self._evaluators.pop(automation_id, None) is not None
 
-    def checkpoint(self) -> int:
-        """Checkpoint every automation whose state changed since its last one; returns how many."""
+    def checkpoint(self, upto: int = 0) -> int:
+        """Checkpoint every automation whose state changed since its last one; returns how many.
+
+        ``upto``: a sequence number up to which the daemon has sent this actor
+        every event it must see (calls arrive in order). An automation that
+        saw nothing since is at ``upto`` all the same, so its checkpoint moves
+        there: an idle automation does not hold the log back for retention or
+        make a restart replay what it has no interest in.
+        """
+        for automation_id, seen in self._seen.items():
+            if seen < upto:
+                self._seen[automation_id] = upto
+                self._dirty.add(automation_id)
         changed = sorted(self._dirty)
         self._checkpoint(changed)
         return len(changed)

@@ -19,8 +19,9 @@ import random
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Protocol
-from uuid import UUID, uuid5
+from uuid import UUID, uuid4, uuid5
 
 from marmot.actors.actionkit import (
     ActionFailed,
@@ -54,7 +55,15 @@ __all__ = [
 class ActionLog(Protocol):
     """The part of the store executors need."""
 
-    def claim_actions(self, claims: Sequence[tuple[str, str, str, int]]) -> set[str]: ...
+    def claim_actions(
+        self,
+        claims: Sequence[tuple[str, str, str, int]],
+        *,
+        owner: str = "",
+        jobs: Mapping[str, bytes] | None = None,
+    ) -> set[str]: ...
+
+    def adopt_claims(self, owner: str) -> list[tuple[str, int, bytes]]: ...
 
     def finish_actions(self, results: Sequence[tuple[str, str, str]]) -> None: ...
 
@@ -108,6 +117,7 @@ class _Finished:
 class _Planned:
     run: ActionRun
     triggered: Event
+    job: bytes  # what the action log keeps to carry the action out again
 
 
 class ExecutorHost:
@@ -118,10 +128,14 @@ class ExecutorHost:
         log_factory: Callable[[], Any],
         settings: ActionSettings | None = None,
         runner_factory: RunnerFactory | None = None,
+        name: str = "executor",
         *,
         sleep: Callable[[float], Any] = asyncio.sleep,
         seed: int | None = None,
     ) -> None:
+        # Claims are held by this incarnation; the next one (Ray restarted the
+        # actor) adopts those left unfinished.
+        self.owner = f"{name}#{uuid4().hex}"
         self._store = log_factory()
         self._log: ActionLog = self._store
         self._settings = settings or ActionSettings()
@@ -172,22 +186,50 @@ class ExecutorHost:
         planned = _plan(blob)
         runners = await self._runners()  # before claiming: a failure here acts on nothing
         claimed = await asyncio.to_thread(
-            self._log.claim_actions,
+            partial(self._log.claim_actions, owner=self.owner),
             [
                 (p.run.key, str(p.run.firing.id), str(p.run.automation.id), p.run.index)
                 for p in planned
             ],
+            jobs={str(p.run.firing.id): p.job for p in planned},
         )
-        self._queue()
         started: list[Event] = []
         for p in planned:
             if p.run.key not in claimed:
                 continue  # delivered before: act once
             started.append(_action_event("triggered", p.run, p.triggered))
-            task = asyncio.get_running_loop().create_task(self._carry_out(p, runners))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start(p, runners)
         return pack([event_to_wire(e) for e in started])
+
+    async def adopt(self) -> int:
+        """Carry out the actions an earlier incarnation of this executor claimed and
+        did not finish (it died, or the daemon did); returns how many.
+
+        An action whose executor died during an attempt may have had its effect
+        already: adopting it runs it again (at least once). Its
+        ``action.triggered`` event went out before, so only its outcome does now.
+        """
+        runners = await self._runners()
+        adopted = await asyncio.to_thread(self._log.adopt_claims, self.owner)
+        unreadable: list[tuple[str, str, str]] = []
+        for key, index, job in adopted:
+            try:
+                planned = _plan_job(job)[index]
+            except Exception as exc:  # a job this version cannot read: fail it, visibly
+                log.exception("cannot carry out adopted action %s", key)
+                unreadable.append((key, "failed", f"its job could not be read: {exc}"))
+                continue
+            self._start(planned, runners)
+        await asyncio.to_thread(self._log.finish_actions, unreadable)
+        if adopted:
+            log.warning("adopted %d unfinished action(s)", len(adopted))
+        return len(adopted)
+
+    def _start(self, planned: _Planned, runners: Mapping[str, Runner]) -> None:
+        self._queue()
+        task = asyncio.get_running_loop().create_task(self._carry_out(planned, runners))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def results(self) -> AsyncIterator[bytes]:
         """Yield packed :class:`ExecutorResults` as actions finish (a Ray stream).
@@ -276,18 +318,36 @@ def _plan(blob: bytes) -> list[_Planned]:
     automations = {a: Automation.model_validate_json(doc) for a, doc in documents.items()}
     planned: list[_Planned] = []
     for automation_id, firing_row, triggered_row in jobs:
-        automation = automations[automation_id]
-        firing = firing_from_wire(firing_row)
-        triggered = event_from_wire(triggered_row)
-        plan: list[tuple[Action, Event | None]] = [
-            (action, firing.triggering_event) for action in automation.actions
-        ]
-        # SEMANTICS §5: actions_on_trigger see the automation.triggered event.
-        plan += [(action, triggered) for action in automation.actions_on_trigger]
-        for index, (action, source) in enumerate(plan):
-            run = ActionRun(action, automation, firing, source, index, firing_key(firing.id, index))
-            planned.append(_Planned(run, triggered))
+        job = pack([documents[automation_id], firing_row, triggered_row])
+        planned += _plan_firing(automations[automation_id], firing_row, triggered_row, job)
     return planned
+
+
+def _plan_job(job: bytes) -> list[_Planned]:
+    """The actions of one firing, from the job the action log kept."""
+    document, firing_row, triggered_row = unpack(job)
+    automation = Automation.model_validate_json(document)
+    return _plan_firing(automation, firing_row, triggered_row, job)
+
+
+def _plan_firing(
+    automation: Automation, firing_row: Any, triggered_row: Any, job: bytes
+) -> list[_Planned]:
+    firing = firing_from_wire(firing_row)
+    triggered = event_from_wire(triggered_row)
+    plan: list[tuple[Action, Event | None]] = [
+        (action, firing.triggering_event) for action in automation.actions
+    ]
+    # SEMANTICS §5: actions_on_trigger see the automation.triggered event.
+    plan += [(action, triggered) for action in automation.actions_on_trigger]
+    return [
+        _Planned(
+            ActionRun(action, automation, firing, source, index, firing_key(firing.id, index)),
+            triggered,
+            job,
+        )
+        for index, (action, source) in enumerate(plan)
+    ]
 
 
 def _action_event(

@@ -8,9 +8,10 @@ Calls on one lane are issued in order, so an actor sees its items in order.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,16 @@ T = TypeVar("T")
 Call = Callable[[Any, list[T]], Any]
 # Gets the lane, the batch it sent and the call's result.
 ResultHandler = Callable[["Lane[Any]", list[Any], Any], Awaitable[None]]
-FailureHandler = Callable[[BaseException], None]
+# Gets the lane, the batch whose call failed and the error; returns True to
+# have the lane send the batch again (after a back-off, a bounded number of
+# times in a row), False to drop it.
+FailureHandler = Callable[["Lane[Any]", list[Any], BaseException], bool]
+
+# Back-off before sending a failed batch again: doubling from REDO_DELAY_S up
+# to REDO_MAX_DELAY_S; after MAX_REDOS failures in a row the batch is dropped.
+REDO_DELAY_S = 0.1
+REDO_MAX_DELAY_S = 2.0
+MAX_REDOS = 12
 
 
 class Lane(Generic[T]):
@@ -50,6 +60,9 @@ class Lane(Generic[T]):
         self._task = asyncio.get_running_loop().create_task(self._run())
         self.batches = 0
         self.sent = 0
+        self.dropped = 0
+        self._failures_in_a_row = 0
+        self._backoff: asyncio.Task[None] | None = None
 
     @property
     def queued(self) -> int:
@@ -59,7 +72,15 @@ class Lane(Generic[T]):
     @property
     def busy(self) -> bool:
         """Whether items are queued or calls are in flight."""
-        return bool(self._items or self._redo) or any(not t.done() for t in self._inflight)
+        return (
+            bool(self._items or self._redo)
+            or any(not t.done() for t in self._inflight)
+            or (self._backoff is not None and not self._backoff.done())
+        )
+
+    def waiting(self) -> Iterator[T]:
+        """The items not sent yet, in the order they will be."""
+        return itertools.chain(self._redo, self._items)
 
     def put(self, items: Iterable[T]) -> None:
         """Queue items for the actor."""
@@ -79,6 +100,11 @@ class Lane(Generic[T]):
             while inflight and (len(inflight) >= self.max_inflight or inflight[0].done()):
                 await asyncio.wait({inflight[0]})
                 inflight.popleft()
+            backoff = self._backoff
+            if backoff is not None and not backoff.done():
+                # A failed batch waits to be sent again: nothing overtakes it.
+                await asyncio.wait({backoff})
+                continue
             source = self._redo or self._items
             if not source:
                 self._wake.clear()
@@ -90,7 +116,7 @@ class Lane(Generic[T]):
             try:
                 ref = self._call(self.handle, batch)
             except Exception as exc:  # e.g. a batch that cannot be packed: the lane goes on
-                self._on_failure(exc)
+                self._failed(batch, exc)
                 continue
             task = asyncio.get_running_loop().create_task(self._finish(batch, ref))
             inflight.append(task)
@@ -99,9 +125,39 @@ class Lane(Generic[T]):
         try:
             result = await ref
         except Exception as exc:  # a failed actor call must not stop the lane
-            self._on_failure(exc)
+            self._failed(batch, exc)
             return
+        self._failures_in_a_row = 0
         await self._on_result(self, batch, result)
+
+    def _failed(self, batch: list[T], exc: BaseException) -> None:
+        if not self._on_failure(self, batch, exc):
+            return
+        self._failures_in_a_row += 1
+        if self._failures_in_a_row > MAX_REDOS:
+            self.dropped += len(batch)
+            log.error(
+                "dropping a batch of %d after %d failed calls in a row: %s",
+                len(batch),
+                MAX_REDOS + 1,
+                exc,
+            )
+            return
+        delay = min(REDO_MAX_DELAY_S, REDO_DELAY_S * 2 ** (self._failures_in_a_row - 1))
+        self._backoff = asyncio.get_running_loop().create_task(
+            self._redo_later(batch, delay, self._backoff)
+        )
+        self._wake.set()
+
+    async def _redo_later(
+        self, batch: list[T], delay_s: float, previous: asyncio.Task[None] | None
+    ) -> None:
+        # Batches redone one after another keep their order: each waits for the
+        # back-off of the one before.
+        await asyncio.sleep(delay_s)
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        self.redo(batch)
 
     async def settled(self) -> None:
         """Return once nothing is queued or in flight."""
@@ -114,7 +170,7 @@ class Lane(Generic[T]):
 
     async def close(self) -> None:
         """Stop sending; cancel calls still awaited."""
-        tasks = [self._task, *self._inflight]
+        tasks = [self._task, *self._inflight, *([self._backoff] if self._backoff else [])]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

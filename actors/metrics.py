@@ -46,6 +46,18 @@ class Metrics:
             "dispatched before",
             registry=r,
         )
+        self.late_firings = Counter(
+            "marmot_late_firings",
+            "Proactive firings evaluated over a second after their deadline (it passed while "
+            "the daemon or its timer was down)",
+            registry=r,
+        )
+        self.adopted_actions = Counter(
+            "marmot_adopted_actions",
+            "Claimed actions left unfinished by a dead executor (or daemon) and carried out "
+            "by its successor",
+            registry=r,
+        )
         self.batch_size = Histogram(
             "marmot_batch_events",
             "Events per batch sent to an automation actor",
@@ -54,6 +66,17 @@ class Metrics:
         )
         self.queue_depth = Gauge(
             "marmot_router_queued_events", "Events queued for automation actors", registry=r
+        )
+        self.executor_queue_depth = Gauge(
+            "marmot_executor_queued_firings",
+            "Firings waiting to be sent to an executor",
+            registry=r,
+        )
+        self.backpressure_waits = Gauge(
+            "marmot_backpressure_waits",
+            "Times ingest waited because too many events were queued for automation actors "
+            "(a running count)",
+            registry=r,
         )
         self.automations = Gauge("marmot_automations", "Automations loaded in actors", registry=r)
         self.timer_lateness = Histogram(

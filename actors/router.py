@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ray.exceptions import RayActorError
+
 from marmot.actors.lanes import Lane
 from marmot.actors.wire import Batch, Outcome
 from marmot.engine.causal import CausalOrdering
@@ -92,6 +94,9 @@ class Router:
         self._writer: asyncio.Task[None] | None = None
         self._lost_wake = asyncio.Event()
         self._lost_task: asyncio.Task[None] | None = None
+        # The last sequence number routed, and those of followers held back.
+        self._routed_upto = 0
+        self._held: dict[Any, int] = {}
 
     # -- routes ------------------------------------------------------------------
 
@@ -105,7 +110,7 @@ class Router:
             handle,
             _apply,
             self._handle_outcome,
-            lambda exc: self._failed(key, exc),
+            lambda lane, batch, exc: self._failed(key, exc),
             batch_max=self.settings.batch_max_events,
             max_inflight=self.settings.max_inflight_per_actor,
         )
@@ -130,9 +135,17 @@ class Router:
             )
         await self._on_outcome(outcome)
 
-    def _failed(self, key: str, exc: BaseException) -> None:
+    def _failed(self, key: str, exc: BaseException) -> bool:
         self.stats.failed_calls += 1
         log.error("automation actor call failed: %s", exc, extra={"actor": key})
+        if isinstance(exc, RayActorError):
+            # The actor died with the batch: Ray restarts it empty, and recovery
+            # (its checkpoint, then the log, where the batch's events are) puts
+            # back what it held; the recover calls go ahead of later batches.
+            automation_ids = sorted(a for a, k in self._actor_of.items() if k == key)
+            if automation_ids:
+                self._on_missing(automation_ids)
+        return False
 
     def route(self, automation_id: str, actor_key: str, matchers: Sequence[TriggerMatcher]) -> None:
         """Send events that ``matchers`` are interested in to ``actor_key``."""
@@ -209,10 +222,26 @@ class Router:
             ready = self.causal.admit_us(event, now)
             if not ready:
                 self.stats.held_followers += 1
+                self._held[event.id] = seq
                 self._lost_wake.set()
                 self._ensure_lost_task()
             for item in ready:
-                self._route_one(seq if item is event else 0, item)
+                self._route_one(seq if item is event else self._held.pop(item.id, 0), item)
+        if seqs:
+            self._routed_upto = max(self._routed_upto, seqs[-1])
+
+    def sent_upto(self, actor: str) -> int:
+        """A sequence number up to which every logged event that ``actor`` must see
+        has been sent to it (calls reach it in order): a checkpoint there is safe."""
+        upto = self._routed_upto
+        if self._held:
+            upto = min(upto, min(self._held.values()) - 1)
+        lane = self._lanes.get(actor)
+        if lane is not None:
+            first = next((row[0] for row in lane.waiting() if row[0] > 0), None)
+            if first is not None:
+                upto = min(upto, first - 1)
+        return upto
 
     def _route_one(self, seq: int, event: Event) -> None:
         targets = self.index.route(event)
@@ -259,7 +288,7 @@ class Router:
             now = self._clock_us()
             for event in self.causal.release_lost(from_us(now)):
                 self.events_clock.observe_us(to_us(event.occurred), now)
-                self._route_one(0, event)
+                self._route_one(self._held.pop(event.id, 0), event)
 
     async def close(self) -> None:
         """Stop the send loops and the lost-follower timer."""

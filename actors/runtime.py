@@ -83,12 +83,17 @@ class RayRuntime:
         self._started_here = False
 
     def automation_actor(self, name: str, *args: Any) -> Any:
-        """A new automation actor (no CPU reserved; Ray restarts it if it dies)."""
+        """A new automation actor (no CPU reserved; Ray restarts it if it dies).
+
+        Calls in flight or sent while it restarts are retried on the new one
+        (which answers that it lost its automations; the daemon recovers them).
+        """
         return AutomationActor.options(
             name=name,
             namespace=self.namespace,
             num_cpus=0,
             max_restarts=-1,
+            max_task_retries=-1,
             max_concurrency=1,
             get_if_exists=False,
         ).remote(*args)
@@ -100,6 +105,7 @@ class RayRuntime:
             namespace=self.namespace,
             num_cpus=0,
             max_restarts=-1,
+            max_task_retries=-1,
             max_concurrency=1000,
         ).remote()
 
@@ -111,6 +117,7 @@ class RayRuntime:
             namespace=self.namespace,
             num_cpus=0,
             max_restarts=-1,
+            max_task_retries=-1,
             max_concurrency=1000,
         ).remote(*args)
 

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from ray.exceptions import RayActorError
+
 from marmot.actors.actionkit import ActionSettings, RegistryRequest, RunnerFactory
 from marmot.actors.executor import (
     ExecutorHost,
@@ -44,6 +46,11 @@ from marmot.engine.models.events import Event
 from marmot.engine.timestamps import from_us
 
 log = logging.getLogger(__name__)
+
+# A proactive evaluation this long after its deadline (timer lateness is tens
+# of milliseconds) ran because the daemon or its timer was down: its firing is
+# marked late.
+LATE_AFTER_US = 1_000_000
 
 # (automation id, firing, automation.triggered event) in wire form.
 _Job = tuple[str, list[Any], list[Any]]
@@ -106,6 +113,12 @@ class Service:
         self._sent_deadlines: dict[str, int | None] = {}
         self._timer_lane: Lane[tuple[str, int | None]] | None = None
         self._store_factory = functools.partial(Store.open, store.path)
+        # Read when /metrics is scraped.
+        self.metrics.queue_depth.set_function(lambda: self.router.queued)
+        self.metrics.executor_queue_depth.set_function(
+            lambda: sum(lane.queued for lane in self._executor_lanes)
+        )
+        self.metrics.backpressure_waits.set_function(lambda: self.router.stats.backpressure_waits)
         self.firings_total = 0
         # Recent timer lateness (seconds), for `marmot status`.
         self.lateness: deque[float] = deque(maxlen=2048)
@@ -125,15 +138,21 @@ class Service:
             max_inflight=1,
         )
         log_factory = self._store_factory
+        names = [f"executor-{i}" for i in range(self.settings.executor_pool_size)]
+        # No executor of the last run is alive: its unfinished claims go to this pool.
+        orphans = self.store.orphan_claims(names)
+        if orphans:
+            log.warning("%d action(s) left unfinished by the last run will be carried out", orphans)
         self._executors = [
             self.runtime.executor_actor(
-                f"executor-{i}",
+                name,
                 ExecutorHost,
                 log_factory,
                 self.settings.actions,
                 self.settings.runner_factory,
+                name,
             )
-            for i in range(self.settings.executor_pool_size)
+            for name in names
         ]
         self._executor_lanes = [
             Lane(
@@ -159,11 +178,13 @@ class Service:
 
     async def checkpoint(self, timeout_s: float = 30.0) -> int:
         """Checkpoint every automation actor now; returns how many automations were saved."""
-        handles = [p.handle for p in self._actors.values()]
-        results = await asyncio.wait_for(
-            asyncio.gather(*(h.checkpoint.remote() for h in handles), return_exceptions=True),
-            timeout_s,
-        )
+        # Each call is submitted with the actor's safe sequence number, before
+        # anything else is routed: idle automations' checkpoints move on too.
+        calls = [
+            p.handle.checkpoint.remote(self.router.sent_upto(key))
+            for key, p in self._actors.items()
+        ]
+        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), timeout_s)
         saved = 0
         for result in results:
             if isinstance(result, BaseException):
@@ -433,7 +454,6 @@ class Service:
         """Accept validated events; returns their sequence numbers once logged."""
         seqs = await self.router.submit(events, backpressure=source != "automation")
         self.metrics.events_received.labels(source).inc(len(events))
-        self.metrics.queue_depth.set(self.router.queued)
         offset = self.router.offset_us()
         if self._timer is not None and offset != self._last_offset:
             self._last_offset = offset
@@ -465,11 +485,24 @@ class Service:
             self._spawn(self._recover_later(ref))
 
     async def _recover_later(self, ref: Any) -> None:
-        await self._recovered(Outcome.unpack(await ref))
+        try:
+            outcome = Outcome.unpack(await ref)
+        except Exception:  # the next call to the actor finds it empty and tries again
+            self.metrics.actor_call_failures.labels("recover").inc()
+            log.exception("recovering an automation actor failed")
+            return
+        await self._recovered(outcome)
 
     async def _dispatch(self, firings: Sequence[Firing], *, announce: bool = True) -> None:
         """Emit each firing's automation.triggered event (unless ``announce`` is off:
-        it is logged already), then queue its actions."""
+        it is logged already), then queue its actions.
+
+        A Proactive firing evaluated over ``LATE_AFTER_US`` after its deadline
+        (it passed while the daemon or its timer was down) says so in its
+        triggered event's payload (``late_by_seconds``), for the actions and
+        their templates.
+        """
+        events_now = self._clock_us() + self.router.offset_us()
         jobs: list[_Job] = []
         triggered: list[Event] = []
         for firing in firings:
@@ -480,6 +513,15 @@ class Service:
             self.firings_total += 1
             self.metrics.firings.labels(automation.name).inc()
             event = triggered_event(automation, firing)
+            late = 0 if firing.deadline_us is None else events_now - firing.deadline_us
+            if late > LATE_AFTER_US:
+                event = _marked_late(event, late)
+                self.metrics.late_firings.inc()
+                log.warning(
+                    "late firing: the deadline passed %.1f s before it could be evaluated",
+                    late / 1e6,
+                    extra={"automation": automation_id, "firing": str(firing.id)},
+                )
             triggered.append(event)
             jobs.append((automation_id, firing_to_wire(firing), event_to_wire(event)))
         if not jobs:
@@ -503,20 +545,28 @@ class Service:
         """Read one executor's stream of finished actions, for as long as the service runs.
 
         A restarted executor breaks the stream; it is read again once the
-        executor answers (the action log keeps a re-delivered firing from acting twice).
+        executor answers, and the executor adopts the actions its last
+        incarnation claimed and did not finish (on the first read: those the
+        last run of the daemon left). The action log keeps a re-delivered
+        firing from acting twice.
         """
         while True:
             handle = self._executors[index] if index < len(self._executors) else None
             if handle is None:
                 return
             try:
-                stream = handle.results.options(num_returns="streaming").remote()
+                stream = handle.results.options(
+                    num_returns="streaming", max_task_retries=0
+                ).remote()
+                adopted: int = await handle.adopt.remote()
+                self.metrics.adopted_actions.inc(adopted)
                 async for ref in stream:
                     await self._actions_finished(ExecutorResults.unpack(await ref))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._executor_failed(exc)
+                self.metrics.actor_call_failures.labels("executor").inc()
+                log.error("executor stream failed: %s", exc)
                 await asyncio.sleep(0.5)
 
     async def _actions_finished(self, results: ExecutorResults) -> None:
@@ -536,34 +586,66 @@ class Service:
                 "could not %s automation %s for an action", request.op, request.automation_id
             )
 
-    def _timer_failed(self, exc: BaseException) -> None:
+    def _timer_failed(self, lane: Lane[Any], batch: list[Any], exc: BaseException) -> bool:
+        # A restarted timer is given every deadline again (_consume_timer).
         self.metrics.actor_call_failures.labels("timer").inc()
         log.error("timer call failed: %s", exc)
+        return False
 
-    def _executor_failed(self, exc: BaseException) -> None:
-        # Ray restarts the executor; the action log makes a re-delivery act once.
+    def _executor_failed(self, lane: Lane[_Job], jobs: list[_Job], exc: BaseException) -> bool:
+        # An executor that died with the batch is restarted by Ray: the batch goes
+        # to it again (what the dead one claimed, the new one adopts; the action
+        # log makes the rest act once).
         self.metrics.actor_call_failures.labels("executor").inc()
-        log.error("executor call failed: %s", exc)
+        log.error("executor call failed: %s", exc, extra={"firings": len(jobs)})
+        return isinstance(exc, RayActorError)
 
     async def _consume_timer(self) -> None:
-        stream = self._timer.stream.options(num_returns="streaming").remote()
-        async for ref in stream:
-            due: list[tuple[str, int, int]] = await ref
-            now = self._clock_us()
-            by_actor: dict[str, list[str]] = {}
-            as_of = now
-            for automation_id, due_as_of, lateness in due:
-                late_s = max(lateness, 0) / 1e6
-                self.metrics.timer_lateness.observe(late_s)
-                self.lateness.append(late_s)
-                key = self._actor_of.get(automation_id)
-                if key is not None:
-                    by_actor.setdefault(key, []).append(automation_id)
-                    as_of = due_as_of
-            for key, automation_ids in by_actor.items():
-                placement = self._actors.get(key)
-                if placement is not None:
-                    self._spawn(self._expire(placement.handle, as_of, now, automation_ids))
+        """Read the timer's stream of due deadlines, for as long as the service runs.
+
+        A restarted timer (it died; Ray brought it back empty) breaks the
+        stream: it is given the events clock's offset and every deadline the
+        service knows again, then read anew.
+        """
+        restarted = False
+        while True:
+            try:
+                if restarted:
+                    if self._last_offset is not None:
+                        self._timer.set_offset.remote(self._last_offset)
+                    if self._timer_lane is not None:
+                        self._timer_lane.put(
+                            (a, d) for a, d in self._sent_deadlines.items() if d is not None
+                        )
+                stream = self._timer.stream.options(
+                    num_returns="streaming", max_task_retries=0
+                ).remote()
+                async for ref in stream:
+                    self._due(await ref)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.metrics.actor_call_failures.labels("timer").inc()
+                log.error("timer stream failed; giving a restarted timer its deadlines: %s", exc)
+                restarted = True
+                await asyncio.sleep(0.5)
+
+    def _due(self, due: list[tuple[str, int, int]]) -> None:
+        now = self._clock_us()
+        by_actor: dict[str, list[str]] = {}
+        as_of = now
+        for automation_id, due_as_of, lateness in due:
+            late_s = max(lateness, 0) / 1e6
+            self.metrics.timer_lateness.observe(late_s)
+            self.lateness.append(late_s)
+            key = self._actor_of.get(automation_id)
+            if key is not None:
+                by_actor.setdefault(key, []).append(automation_id)
+                as_of = due_as_of
+        for key, automation_ids in by_actor.items():
+            placement = self._actors.get(key)
+            if placement is not None:
+                self._spawn(self._expire(placement.handle, as_of, now, automation_ids))
 
     async def _expire(self, handle: Any, as_of: int, now: int, automation_ids: list[str]) -> None:
         try:
@@ -613,6 +695,11 @@ def _percentiles(samples: deque[float]) -> dict[str, float] | None:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
     return {"p50": pick(0.50), "p99": pick(0.99), "max": ordered[-1] * 1000}
+
+
+def _marked_late(event: Event, late_us: int) -> Event:
+    payload = {**event.payload, "late_by_seconds": round(late_us / 1e6, 3)}
+    return event.model_copy(update={"payload": payload})
 
 
 async def _ignore_result(lane: Any, batch: Any, result: Any) -> None:

@@ -20,6 +20,7 @@ from uuid import UUID
 
 from pydantic import ValidationError
 
+from marmot.actors.actionlog import ActionJournal, add_action_owner_and_job
 from marmot.actors.eventlog import SCHEMA as EVENTLOG_SCHEMA
 from marmot.actors.eventlog import EventLog
 from marmot.actors.incidents import IncidentLog, create_incidents_table
@@ -97,6 +98,7 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _create_v1,
     _create_v2,
     create_incidents_table,
+    add_action_owner_and_job,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -111,20 +113,6 @@ class StoredAutomation:
     version: int
 
 
-@dataclass(frozen=True, slots=True)
-class ActionRecord:
-    """One action of one firing, as the action log recorded it."""
-
-    key: str
-    firing_id: str
-    automation_id: str
-    action_index: int
-    status: str
-    detail: str
-    created: datetime
-    updated: datetime
-
-
 log = logging.getLogger(__name__)
 
 
@@ -132,7 +120,7 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class Store(EventLog, IncidentLog):
+class Store(EventLog, IncidentLog, ActionJournal):
     """The SQLite store; every method is thread-safe. Open with ``Store.open``."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path, clock: Clock = _utc_now) -> None:
@@ -432,106 +420,6 @@ class Store(EventLog, IncidentLog):
             copy.close()
             source.close()
         return target.stat().st_size
-
-    # -- action log -------------------------------------------------------------------
-
-    def claim_action(
-        self, key: str, *, firing_id: str, automation_id: str, action_index: int
-    ) -> bool:
-        """Record that the action with idempotency ``key`` is being carried out.
-
-        Returns True if this call claimed it, False if it was already recorded
-        (a duplicate delivery, which must not act again).
-        """
-        now = self._now_us()
-        with self._transaction() as conn:
-            claimed: int = conn.execute(
-                "INSERT OR IGNORE INTO actions VALUES (?, ?, ?, ?, 'claimed', '', ?, ?)",
-                (key, firing_id, automation_id, action_index, now, now),
-            ).rowcount
-        return claimed == 1
-
-    def claimed_keys(self, keys: Sequence[str]) -> set[str]:
-        """Which of these idempotency keys the action log holds (claimed or finished)."""
-        found: set[str] = set()
-        with self._lock:
-            for start in range(0, len(keys), 500):
-                chunk = list(keys[start : start + 500])
-                marks = ",".join("?" * len(chunk))
-                rows = self._conn.execute(
-                    f"SELECT key FROM actions WHERE key IN ({marks})", chunk
-                ).fetchall()
-                found.update(row[0] for row in rows)
-        return found
-
-    def claim_actions(self, claims: Sequence[tuple[str, str, str, int]]) -> set[str]:
-        """Claim many actions in one transaction: ``(key, firing id, automation id,
-        action index)`` each; returns the keys this call claimed (the others were
-        already recorded)."""
-        if not claims:
-            return set()
-        now = self._now_us()
-        claimed: set[str] = set()
-        with self._transaction() as conn:
-            for key, firing_id, automation_id, action_index in claims:
-                inserted = conn.execute(
-                    "INSERT OR IGNORE INTO actions VALUES (?, ?, ?, ?, 'claimed', '', ?, ?)",
-                    (key, firing_id, automation_id, action_index, now, now),
-                ).rowcount
-                if inserted == 1:
-                    claimed.add(key)
-        return claimed
-
-    def finish_actions(self, results: Sequence[tuple[str, str, str]]) -> None:
-        """Record how many claimed actions ended, ``(key, status, detail)`` each,
-        in one transaction."""
-        if not results:
-            return
-        now = self._now_us()
-        with self._transaction() as conn:
-            conn.executemany(
-                "UPDATE actions SET status = ?, detail = ?, updated = ? WHERE key = ?",
-                [(status, detail, now, key) for key, status, detail in results],
-            )
-
-    def finish_action(self, key: str, status: str, detail: str = "") -> None:
-        """Record how a claimed action ended; raises ``NotFound`` if it was never claimed."""
-        now = self._now_us()
-        with self._transaction() as conn:
-            changed = conn.execute(
-                "UPDATE actions SET status = ?, detail = ?, updated = ? WHERE key = ?",
-                (status, detail, now, key),
-            ).rowcount
-            if not changed:
-                raise NotFound(f"no action claimed with key {key!r}", details=key)
-
-    def read_actions(
-        self, *, automation_id: UUID | None = None, limit: int = 100
-    ) -> list[ActionRecord]:
-        """Up to ``limit`` action records, newest first, optionally of one automation."""
-        where: str = ""
-        params: list[str | int] = [max(limit, 0)]
-        if automation_id is not None:
-            where, params = " WHERE automation_id = ?", [str(automation_id), max(limit, 0)]
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT key, firing_id, automation_id, action_index, status, detail, created,"
-                f" updated FROM actions{where} ORDER BY created DESC, rowid DESC LIMIT ?",
-                params,
-            ).fetchall()
-        return [
-            ActionRecord(
-                key=row[0],
-                firing_id=row[1],
-                automation_id=row[2],
-                action_index=row[3],
-                status=row[4],
-                detail=row[5],
-                created=from_us(row[6]),
-                updated=from_us(row[7]),
-            )
-            for row in rows
-        ]
 
     # -- blocks -----------------------------------------------------------------------
     # Public data (secrets masked) in ``blocks``, the secrets in ``block_secrets``:

@@ -110,12 +110,13 @@ def firing_to_wire(firing: Firing) -> list[Any]:
         firing.posture.value if firing.posture else None,
         firing.state.value,
         [str(c) for c in firing.child_ids],
+        firing.deadline_us,
     ]
 
 
 def firing_from_wire(row: Sequence[Any]) -> Firing:
     """Rebuild a firing from ``firing_to_wire`` output."""
-    fid, aid, path, labels, event, fired_us, posture, _state, children = row
+    fid, aid, path, labels, event, fired_us, posture, _state, children = row[:9]
     return Firing(
         id=UUID(fid),
         automation_id=UUID(aid),
@@ -125,6 +126,7 @@ def firing_from_wire(row: Sequence[Any]) -> Firing:
         fired_us=fired_us,
         posture=Posture(posture) if posture else None,
         child_ids=tuple(UUID(c) for c in children),
+        deadline_us=row[9] if len(row) > 9 else None,
     )
 
 

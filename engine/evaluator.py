@@ -77,6 +77,9 @@ class Evaluator:
             triggering_event=leaf.event,
             fired_us=leaf.fired_us,
             posture=self.leaves[index].trigger.posture,
+            deadline_us=leaf.end
+            if self.leaves[index].trigger.posture is Posture.Proactive
+            else None,
         )
         self._propagate(firing, self._leaf_parents[index])
 
@@ -97,6 +100,7 @@ class Evaluator:
                 triggering_event=firing.triggering_event,
                 fired_us=firing.fired_us,
                 child_ids=children,
+                deadline_us=firing.deadline_us,
             )
             parent = self._composite_parents[index]
         self._out.append(firing)
@@ -297,6 +301,7 @@ def _dump_firing(firing: Firing) -> dict[str, Any]:
         "fired_us": firing.fired_us,
         "posture": firing.posture.value if firing.posture else None,
         "children": [str(c) for c in firing.child_ids],
+        "deadline_us": firing.deadline_us,
     }
 
 
@@ -311,4 +316,5 @@ def _load_firing(data: dict[str, Any], automation_id: UUID) -> Firing:
         posture=Posture(data["posture"]) if data["posture"] else None,
         state=TriggerState.Triggered,
         child_ids=tuple(UUID(c) for c in data["children"]),
+        deadline_us=data.get("deadline_us"),
     )

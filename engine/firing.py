@@ -39,6 +39,9 @@ class Firing:
     posture: Posture | None = None
     state: TriggerState = TriggerState.Triggered
     child_ids: tuple[UUID, ...] = field(default=())
+    # A Proactive firing's deadline (its window's end, on the events clock):
+    # how late it was evaluated is the events clock's time then minus this.
+    deadline_us: int | None = None
 
     @property
     def fired_at(self) -> datetime:

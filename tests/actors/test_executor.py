@@ -87,9 +87,16 @@ class Scripted:
 
 
 class Harness:
-    def __init__(self, tmp_path: Path, scripted: Scripted, **settings: Any) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        scripted: Scripted,
+        name: str = "executor-0",
+        store: Store | None = None,
+        **settings: Any,
+    ) -> None:
         self.delays: list[float] = []
-        self.store = Store.open(tmp_path / "marmot.db")
+        self.store = store or Store.open(tmp_path / "marmot.db")
 
         async def fake_sleep(seconds: float) -> None:
             self.delays.append(seconds)
@@ -98,6 +105,7 @@ class Harness:
             lambda: self.store,
             ActionSettings(**{"max_retries": 3, **settings}),
             scripted.factory,
+            name,
             sleep=fake_sleep,
             seed=7,
         )
@@ -329,6 +337,76 @@ def test_actions_on_trigger_see_the_triggered_event_and_registry_requests_come_o
         assert [r for chunk in results for r in chunk.registry] == [
             RegistryRequest("pause", str(AUTOMATION_ID))
         ]
+
+    asyncio.run(main())
+
+
+def test_an_action_its_dead_incarnation_claimed_is_adopted_by_the_next_one(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        never = asyncio.Event()
+
+        async def hang(run: ActionRun) -> ActionResult:
+            await never.wait()
+            return ActionResult("never")
+
+        first = Scripted()
+        first.behaviour["call-webhook"] = hang
+        dead = Harness(tmp_path, first, action_timeout_s=3600)
+        a = Automation.model_validate(
+            {
+                **automation().model_dump(mode="json"),
+                "actions": [
+                    {"type": "call-webhook", "block_document_id": str(AUTOMATION_ID)},
+                ],
+            }
+        )
+        assert await dead.execute(job_blob(a)) == ["prefect.automation.action.triggered"]
+        await asyncio.sleep(0)  # the action is under way when its executor "dies"
+
+        second = Scripted()
+        second.behaviour["call-webhook"] = succeed
+        other_name = Harness(tmp_path, second, name="executor-1", store=dead.store)
+        assert await other_name.host.adopt() == 0  # not its claims
+        heir = Harness(tmp_path, second, store=dead.store)
+        assert await heir.host.adopt() == 1
+        assert await heir.host.adopt() == 0  # its own now
+        done = statuses(await heir.outcomes(1))
+        assert done[0][0] == "executed"
+        assert second.calls == {"call-webhook": 1}
+        assert [r.status for r in heir.store.read_actions()] == ["executed"]
+        # Redelivering the firing still acts once.
+        assert await heir.execute(job_blob(a)) == []
+        never.set()
+
+    asyncio.run(main())
+
+
+def test_claims_left_by_the_last_run_are_spread_over_the_new_pool(tmp_path: Path) -> None:
+    async def main() -> None:
+        never = asyncio.Event()
+
+        async def hang(run: ActionRun) -> ActionResult:
+            await never.wait()
+            return ActionResult("never")
+
+        first = Scripted()
+        first.behaviour["do-nothing"] = hang
+        dead = Harness(tmp_path, first, name="executor-5", action_timeout_s=3600)
+        for n in range(6):
+            await dead.execute(job_blob(automation("do-nothing"), n))
+        # The daemon restarts with a pool of two: executor-5 is no more.
+        assert dead.store.orphan_claims(["executor-0", "executor-1"]) == 6
+        shares = []
+        for name in ("executor-0", "executor-1"):
+            h = Harness(tmp_path, Scripted(), name=name, store=dead.store)
+            shares.append((h, await h.host.adopt()))
+        assert sorted(n for _, n in shares) == [3, 3]
+        for h, n in shares:
+            await h.outcomes(n)
+        assert {r.status for r in dead.store.read_actions()} == {"executed"}
+        never.set()
 
     asyncio.run(main())
 

@@ -136,3 +136,23 @@ def test_checkpoint_writes_only_what_changed(tmp_path: Path) -> None:
     assert host.checkpoint() == 0
     saved = log.store.load_checkpoint(AID)
     assert saved is not None and saved[0] == log.store.last_seq()
+
+
+def test_an_idle_automations_checkpoint_moves_to_what_the_daemon_has_sent(tmp_path: Path) -> None:
+    log = Log(tmp_path / "marmot.db")
+    host = AutomationHost(log.factory)
+    host.load(DOCUMENT)
+    host.apply(log.batch(log.append(failed(1))))
+    host.checkpoint()
+    # Events it has no interest in go to the log, never to this actor.
+    others = log.append(*(event("other.thing", n) for n in range(5)))
+    assert host.checkpoint() == 0  # nothing changed and nothing vouched for
+    assert host.checkpoint(upto=others[-1][0]) == 1
+    saved = log.store.load_checkpoint(AID)
+    assert saved is not None and saved[0] == others[-1][0]
+    assert host.checkpoint(upto=others[-1][0]) == 0
+    # Recovery starts there: nothing to replay, the state is intact.
+    second = AutomationHost(log.factory)
+    outcome = Outcome.unpack(second.recover(DOCUMENT, now_us=0))
+    assert outcome.evaluated == 0
+    assert buckets(second) == buckets(host)

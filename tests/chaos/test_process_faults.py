@@ -167,13 +167,6 @@ def after_kills(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AfterKills
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KnownBug,
-    reason="actors/executor.py claims an action in the action log before running it and "
-    "nothing ever runs a 'claimed' action again: one whose executor is killed (here "
-    "while waiting to retry a 503) is never carried out, though Ray restarts the executor",
-)
 def test_an_action_claimed_by_a_killed_executor_is_carried_out(after_kills: AfterKills) -> None:
     attempts = after_kills.claimed_requests
     if len(attempts) < 2:
@@ -183,13 +176,6 @@ def test_an_action_claimed_by_a_killed_executor_is_carried_out(after_kills: Afte
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KnownBug,
-    reason="actors/lanes.py Lane._finish drops a batch whose Ray call failed, and "
-    "actors/service.py _executor_failed only logs it: the firings of an execute call "
-    "in flight when the executor died are never claimed nor acted on",
-)
 def test_firings_sent_to_an_executor_that_dies_are_acted_on(after_kills: AfterKills) -> None:
     if not after_kills.in_flight_deliveries:
         raise KnownBug(
@@ -198,14 +184,6 @@ def test_firings_sent_to_an_executor_that_dies_are_acted_on(after_kills: AfterKi
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KnownBug,
-    reason="actors/lanes.py Lane._finish drops a batch whose Ray call failed (the router "
-    "only logs it): events in flight to an automation actor that dies are not evaluated "
-    "until another event for it, or its next deadline (bucket end + 60 s), makes the "
-    "restarted actor report the automation missing and recover from the log",
-)
 def test_an_event_in_flight_to_a_killed_automation_actor_is_evaluated(
     after_kills: AfterKills,
 ) -> None:
@@ -216,14 +194,6 @@ def test_an_event_in_flight_to_a_killed_automation_actor_is_evaluated(
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KnownBug,
-    reason="actors/automation.py AutomationHost.checkpoint() writes only automations whose "
-    "state changed, so an idle automation's checkpoint keeps the sequence number of its "
-    "creation even after `marmot admin checkpoint`: every event since is kept (trim_events "
-    "keeps what the oldest checkpoint's replay needs) and replayed after a restart",
-)
 def test_admin_checkpoint_moves_an_idle_automations_checkpoint_to_the_log_end(
     after_kills: AfterKills,
 ) -> None:

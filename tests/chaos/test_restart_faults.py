@@ -260,6 +260,11 @@ def test_a_proactive_deadline_that_passed_while_killed_fires_once_on_restart(
     assert delivered == sorted(r.late_expected), figures
     for firing in r.late_firings:
         assert datetime.fromisoformat(firing["occurred"]) > r.deadline, figures
+        # Marked late, by about the time from the deadline to the firing (the
+        # deadline here is the latest of the windows', so allow a second).
+        late_by = firing["payload"]["late_by_seconds"]
+        fired_after = (datetime.fromisoformat(firing["occurred"]) - r.deadline).total_seconds()
+        assert late_by > 1.0 and abs(late_by - fired_after) < 1.0, (late_by, fired_after, figures)
 
 
 def test_a_checkpoint_survives_a_restart_with_another_hash_seed(
@@ -274,13 +279,6 @@ def test_a_checkpoint_survives_a_restart_with_another_hash_seed(
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KnownBug,
-    reason="actors/executor.py claims an action in the action log before running it and "
-    "nothing ever runs a 'claimed' action again: one whose executor died with the daemon "
-    "(here while waiting to retry a 503) is never carried out",
-)
 def test_an_action_claimed_when_the_daemon_dies_is_carried_out_after_restart(
     after_restart: AfterRestart,
 ) -> None:

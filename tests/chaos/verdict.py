@@ -153,8 +153,13 @@ class Verdict:
     deliveries_expected: int = 0
     deliveries_received: int = 0
     lost_deliveries: list[DeliveryKey] = field(default_factory=list)
+    # Acted on twice: delivered under more than one idempotency key (or none).
     duplicated_deliveries: list[DeliveryKey] = field(default_factory=list)
     unexpected_deliveries: list[DeliveryKey] = field(default_factory=list)
+    # Sent again under the same idempotency key: an action whose executor died
+    # mid-request is carried out again (at least once), and the receiver, by
+    # the key, takes it once. Counted, not a mismatch.
+    redelivered: int = 0
     actions: Counter[str] = field(default_factory=Counter)
     # Why each lost delivery was lost: the action-log status of its firing's
     # action ("claimed": claimed, then its executor died; "unclaimed": the
@@ -184,7 +189,8 @@ class Verdict:
             f"extra={len(self.extra_firings)} deliveries_expected={self.deliveries_expected} "
             f"deliveries={self.deliveries_received} lost={len(self.lost_deliveries)} "
             f"duplicated={len(self.duplicated_deliveries)} "
-            f"unexpected={len(self.unexpected_deliveries)} mismatches={self.mismatches} "
+            f"unexpected={len(self.unexpected_deliveries)} redelivered={self.redelivered} "
+            f"mismatches={self.mismatches} "
             f"lost_by_action_status={dict(self.lost_by_status)} actions={dict(self.actions)}"
         )
 
@@ -221,12 +227,17 @@ def judge(
         extra_firings=sorted((got - want).elements(), key=str),
     )
     wanted_deliveries = Counter((k[0], str(k[2])) for k in expected if k[0] in webhook_automations)
-    received = Counter(d.key() for d in deliveries)
+    # One delivery per action, as a receiver honouring Idempotency-Key sees them.
+    keys_of: dict[DeliveryKey, set[str]] = {}
+    for d in deliveries:
+        keys_of.setdefault(d.key(), set()).add(d.idempotency_key)
+    received = Counter({k: len(ids) for k, ids in keys_of.items()})
+    verdict.redelivered = len(deliveries) - sum(received.values())
     verdict.deliveries_expected = sum(wanted_deliveries.values())
-    verdict.deliveries_received = sum(received.values())
+    verdict.deliveries_received = len(deliveries)
     verdict.lost_deliveries = sorted((wanted_deliveries - received).elements())
     verdict.duplicated_deliveries = sorted(
-        k for k, n in received.items() if n > 1 and k in wanted_deliveries
+        k for k, ids in keys_of.items() if k in wanted_deliveries and (len(ids) > 1 or "" in ids)
     )
     verdict.unexpected_deliveries = sorted(k for k in received if k not in wanted_deliveries)
     verdict.actions = action_statuses(db)
@@ -253,9 +264,8 @@ def settle(
     """Wait until the daemon has logged the expected firings and neither the action
     log nor the receiver has changed for ``quiet_s``; returns the seconds that
     took (``timeout_s`` if it never settled: the verdict then says what is off).
-
-    Actions whose executor died stay "claimed" for good (a known fault), so an
-    empty set of claimed actions cannot be the signal."""
+    Actions a dead executor claimed are adopted and finished by its successor,
+    so settled also means none is left claimed."""
     began = time.monotonic()
     last: tuple[int, tuple[tuple[str, int], ...], int] | None = None
     changed = began
@@ -267,7 +277,11 @@ def settle(
         )
         if state != last:
             last, changed = state, now
-        elif state[0] >= expected_firings and now - changed >= quiet_s:
+        elif (
+            state[0] >= expected_firings
+            and "claimed" not in dict(state[1])
+            and now - changed >= quiet_s
+        ):
             return now - began
         time.sleep(0.1)
     return timeout_s

@@ -32,6 +32,8 @@ class Delivery:
     path: str
     body: bytes
     at: float
+    # The Idempotency-Key header: the same for every attempt of one action.
+    idempotency_key: str = ""
 
     def key(self) -> tuple[str, str]:
         """(automation name, triggering event id) from the templated body."""
@@ -65,7 +67,14 @@ class WebhookReceiver:
                         receiver.torn += 1
                     return
                 with receiver._lock:
-                    receiver.deliveries.append(Delivery(self.path, body, time.monotonic()))
+                    receiver.deliveries.append(
+                        Delivery(
+                            self.path,
+                            body,
+                            time.monotonic(),
+                            self.headers.get("Idempotency-Key") or "",
+                        )
+                    )
                     receiver.in_flight += 1
                 try:
                     if receiver.delay_s:

@@ -99,6 +99,7 @@ def test_proactive_deadline_fires_on_time(daemon: DaemonThread, client: Client) 
     fired_at = datetime.fromisoformat(fired[0]["occurred"])
     assert timedelta(0) <= fired_at - deadline < timedelta(seconds=1)
     assert fired[0]["resource"]["prefect.posture"] == "Proactive"
+    assert "late_by_seconds" not in fired[0]["payload"]  # on time: not marked late
 
 
 def test_automations_are_created_updated_paused_and_deleted_live(

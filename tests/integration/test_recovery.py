@@ -121,3 +121,5 @@ def test_a_proactive_deadline_that_passed_while_down_fires_on_recovery(
         assert len(fired) == 1
         assert fired[0]["payload"]["triggering_labels"] == {"prefect.resource.id": "job.9"}
         assert time.time() > started.timestamp() + within
+        # Marked late: by at least the time the daemon was down past the deadline.
+        assert fired[0]["payload"]["late_by_seconds"] >= 0.5

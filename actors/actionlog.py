@@ -1,0 +1,202 @@
+"""The action log: one row per action of a firing, keyed by its idempotency key.
+
+An executor claims an action (inserts its row, status ``claimed``) before
+it runs it, so a firing delivered twice acts once. The claim records which
+executor incarnation owns it and the job it came from (the automation as it
+was, the firing and its ``automation.triggered`` event), so an action whose
+executor died before it finished is adopted and carried out by the next
+incarnation (or, after a daemon restart, by the new pool). ``ActionJournal``
+is a part of ``Store``; it shares the store's connection, lock and
+transactions.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from marmot.engine.errors import NotFound
+from marmot.engine.timestamps import from_us
+
+__all__ = ["ActionJournal", "ActionRecord", "add_action_owner_and_job", "owner_name"]
+
+_INSERT = (
+    "INSERT OR IGNORE INTO actions (key, firing_id, automation_id, action_index, status,"
+    " detail, created, updated, owner, job) VALUES (?, ?, ?, ?, 'claimed', '', ?, ?, ?, ?)"
+)
+
+
+def add_action_owner_and_job(conn: sqlite3.Connection) -> None:
+    """Schema migration 4: who holds a claim, and the job to carry it out again."""
+    conn.execute("ALTER TABLE actions ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+    conn.execute("ALTER TABLE actions ADD COLUMN job BLOB")
+    conn.execute("CREATE INDEX actions_claimed ON actions (owner) WHERE status = 'claimed'")
+
+
+def owner_name(owner: str) -> str:
+    """The executor name of an owner ``name#incarnation``."""
+    return owner.partition("#")[0]
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRecord:
+    """One action of one firing, as the action log recorded it."""
+
+    key: str
+    firing_id: str
+    automation_id: str
+    action_index: int
+    status: str
+    detail: str
+    created: datetime
+    updated: datetime
+
+
+class ActionJournal:
+    """Claim, finish, adopt and read actions (a part of ``Store``)."""
+
+    _conn: sqlite3.Connection
+    _lock: threading.Lock
+
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        raise NotImplementedError  # provided by EventLog
+
+    def _now_us(self) -> int:
+        raise NotImplementedError  # provided by Store
+
+    def claim_action(
+        self, key: str, *, firing_id: str, automation_id: str, action_index: int
+    ) -> bool:
+        """Record that the action with idempotency ``key`` is being carried out.
+
+        Returns True if this call claimed it, False if it was already recorded
+        (a duplicate delivery, which must not act again).
+        """
+        return bool(self.claim_actions([(key, firing_id, automation_id, action_index)]))
+
+    def claim_actions(
+        self,
+        claims: Sequence[tuple[str, str, str, int]],
+        *,
+        owner: str = "",
+        jobs: Mapping[str, bytes] | None = None,
+    ) -> set[str]:
+        """Claim many actions in one transaction: ``(key, firing id, automation id,
+        action index)`` each, held by ``owner`` (``executor-name#incarnation``),
+        with the job of each firing (``jobs`` by firing id) kept until the action
+        ends. Returns the keys this call claimed (the others were recorded before).
+        """
+        if not claims:
+            return set()
+        jobs = jobs or {}
+        now = self._now_us()
+        claimed: set[str] = set()
+        with self._transaction() as conn:
+            for key, firing_id, automation_id, action_index in claims:
+                row = (key, firing_id, automation_id, action_index, now, now, owner)
+                if conn.execute(_INSERT, (*row, jobs.get(firing_id))).rowcount == 1:
+                    claimed.add(key)
+        return claimed
+
+    def claimed_keys(self, keys: Sequence[str]) -> set[str]:
+        """Which of these idempotency keys the action log holds (claimed or finished)."""
+        found: set[str] = set()
+        with self._lock:
+            for start in range(0, len(keys), 500):
+                chunk = list(keys[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                rows = self._conn.execute(
+                    f"SELECT key FROM actions WHERE key IN ({marks})", chunk
+                ).fetchall()
+                found.update(row[0] for row in rows)
+        return found
+
+    def finish_actions(self, results: Sequence[tuple[str, str, str]]) -> None:
+        """Record how many claimed actions ended, ``(key, status, detail)`` each,
+        in one transaction (their jobs are dropped)."""
+        if not results:
+            return
+        now = self._now_us()
+        with self._transaction() as conn:
+            conn.executemany(
+                "UPDATE actions SET status = ?, detail = ?, updated = ?, job = NULL WHERE key = ?",
+                [(status, detail, now, key) for key, status, detail in results],
+            )
+
+    def finish_action(self, key: str, status: str, detail: str = "") -> None:
+        """Record how a claimed action ended; raises ``NotFound`` if it was never claimed."""
+        now = self._now_us()
+        with self._transaction() as conn:
+            changed = conn.execute(
+                "UPDATE actions SET status = ?, detail = ?, updated = ?, job = NULL WHERE key = ?",
+                (status, detail, now, key),
+            ).rowcount
+            if not changed:
+                raise NotFound(f"no action claimed with key {key!r}", details=key)
+
+    def orphan_claims(self, names: Sequence[str]) -> int:
+        """Hand every unfinished claim to one of the executors ``names`` (spread by
+        row), as orphans for them to adopt; for a daemon start, when no executor of
+        the last run is alive. Returns how many claims were handed over."""
+        if not names:
+            return 0
+        with self._transaction() as conn:
+            rowids = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT rowid FROM actions WHERE status = 'claimed' AND job IS NOT NULL"
+                )
+            ]
+            conn.executemany(
+                "UPDATE actions SET owner = ? WHERE rowid = ?",
+                [(f"{names[rowid % len(names)]}#orphan", rowid) for rowid in rowids],
+            )
+        return len(rowids)
+
+    def adopt_claims(self, owner: str) -> list[tuple[str, int, bytes]]:
+        """Take over the unfinished claims of earlier incarnations of ``owner``'s
+        executor (same name, other incarnation): ``(key, action index, job)``
+        each, now held by ``owner``."""
+        name = owner_name(owner)
+        now = self._now_us()
+        with self._transaction() as conn:
+            rows = conn.execute(
+                "UPDATE actions SET owner = ?, updated = ? WHERE status = 'claimed'"
+                " AND job IS NOT NULL AND owner != ?"
+                " AND substr(owner, 1, ?) = ? RETURNING key, action_index, job",
+                (owner, now, owner, len(name) + 1, f"{name}#"),
+            ).fetchall()
+        return [(str(row[0]), int(row[1]), bytes(row[2])) for row in rows]
+
+    def read_actions(
+        self, *, automation_id: UUID | None = None, limit: int = 100
+    ) -> list[ActionRecord]:
+        """Up to ``limit`` action records, newest first, optionally of one automation."""
+        where: str = ""
+        params: list[str | int] = [max(limit, 0)]
+        if automation_id is not None:
+            where, params = " WHERE automation_id = ?", [str(automation_id), max(limit, 0)]
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT key, firing_id, automation_id, action_index, status, detail, created,"
+                f" updated FROM actions{where} ORDER BY created DESC, rowid DESC LIMIT ?",
+                params,
+            ).fetchall()
+        return [
+            ActionRecord(
+                key=row[0],
+                firing_id=row[1],
+                automation_id=row[2],
+                action_index=row[3],
+                status=row[4],
+                detail=row[5],
+                created=from_us(row[6]),
+                updated=from_us(row[7]),
+            )
+            for row in rows
+        ]

@@ -1,0 +1,103 @@
+"""Lanes without Ray: batching, order, and what happens to a batch whose call fails."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from marmot.actors import lanes
+from marmot.actors.lanes import Lane
+
+
+@pytest.fixture(autouse=True)
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lanes, "REDO_DELAY_S", 0.0)
+
+
+class Actor:
+    """Records each call's batch; fails the calls it is told to."""
+
+    def __init__(self, fail_calls: set[int] | None = None, fail_always: bool = False) -> None:
+        self.calls: list[list[int]] = []
+        self.fail_calls = fail_calls or set()
+        self.fail_always = fail_always
+
+    def call(self, handle: Any, batch: list[int]) -> Any:
+        self.calls.append(list(batch))
+        number = len(self.calls)
+
+        async def answer() -> list[int]:
+            await asyncio.sleep(0)
+            if self.fail_always or number in self.fail_calls:
+                raise ConnectionError(f"call {number} failed")
+            return batch
+
+        return answer()
+
+
+def run_lane(actor: Actor, redo: bool, items: list[list[int]], **options: Any) -> dict[str, Any]:
+    async def main() -> dict[str, Any]:
+        applied: list[int] = []
+        failures: list[str] = []
+
+        async def on_result(lane: Lane[Any], batch: list[int], result: Any) -> None:
+            applied.extend(result)
+
+        def on_failure(lane: Lane[Any], batch: list[int], exc: BaseException) -> bool:
+            failures.append(str(exc))
+            return redo
+
+        lane: Lane[int] = Lane(
+            None,
+            actor.call,
+            on_result,
+            on_failure,
+            batch_max=options.get("batch_max", 2),
+            max_inflight=options.get("max_inflight", 1),
+        )
+        for chunk in items:
+            lane.put(chunk)
+            await asyncio.sleep(0)
+        await asyncio.wait_for(lane.settled(), 10)
+        await lane.close()
+        return {"applied": applied, "failures": failures, "dropped": lane.dropped}
+
+    return asyncio.run(main())
+
+
+def test_items_arrive_in_order_in_bounded_batches() -> None:
+    actor = Actor()
+    got = run_lane(actor, redo=False, items=[[1, 2, 3, 4, 5]])
+    assert got["applied"] == [1, 2, 3, 4, 5]
+    assert all(len(call) <= 2 for call in actor.calls)
+
+
+def test_a_failed_batch_is_sent_again_before_anything_queued_after_it() -> None:
+    actor = Actor(fail_calls={1, 2})
+    got = run_lane(actor, redo=True, items=[[1, 2], [3], [4, 5]])
+    assert got["applied"] == [1, 2, 3, 4, 5]
+    assert len(got["failures"]) == 2
+    assert actor.calls[:3] == [[1, 2], [1, 2], [1, 2]]
+
+
+def test_order_holds_when_several_calls_in_flight_fail() -> None:
+    actor = Actor(fail_calls={1, 2})
+    got = run_lane(actor, redo=True, items=[[1, 2, 3, 4, 5, 6]], max_inflight=2)
+    assert got["applied"] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_batch_the_handler_gives_up_on_is_dropped_and_the_lane_goes_on() -> None:
+    actor = Actor(fail_calls={1})
+    got = run_lane(actor, redo=False, items=[[1, 2], [3]])
+    assert got["applied"] == [3]
+    assert got["dropped"] == 0  # the handler took it over
+
+
+def test_redoing_is_bounded() -> None:
+    actor = Actor(fail_always=True)
+    got = run_lane(actor, redo=True, items=[[1]], batch_max=1)
+    assert got["applied"] == []
+    assert len(got["failures"]) == lanes.MAX_REDOS + 1
+    assert got["dropped"] == 1

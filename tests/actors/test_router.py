@@ -1,0 +1,93 @@
+"""The router without Ray: what it has sent each actor, so checkpoints there are safe."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from marmot.actors.router import Router, RouterSettings
+from marmot.actors.store import Store
+from marmot.actors.wire import Batch, Outcome
+from marmot.engine.evaluator import Evaluator
+from marmot.engine.models.automations import Automation
+from marmot.engine.models.events import Event
+from tests.engine.factories import event
+
+AUTOMATION = Automation.model_validate(
+    {
+        "id": "0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f",
+        "name": "router-test",
+        "trigger": {"expect": ["job.*"], "threshold": 100, "within": 60},
+    }
+)
+AID = str(AUTOMATION.id)
+
+
+class HeldActor:
+    """Answers each ``apply`` call only when the test releases it."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.pending: list[asyncio.Future[bytes]] = []
+        self.apply = self
+
+    def remote(self, blob: bytes) -> asyncio.Future[bytes]:
+        rows = Batch.unpack(blob)
+        self.batches.append([seq for seq, _, _ in rows])
+        answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.pending.append(answer)
+        return answer
+
+    def release_all(self) -> None:
+        for answer in self.pending:
+            if not answer.done():
+                answer.set_result(Outcome([], {}, 0, 0).pack())
+
+
+def received(e: Event) -> Event:
+    return e.model_copy(update={"received": e.occurred})
+
+
+def test_sent_upto_stops_before_what_waits_in_the_lane_or_is_held_back(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = Store.open(tmp_path / "marmot.db")
+        outcomes: list[Outcome] = []
+
+        async def on_outcome(outcome: Outcome) -> None:
+            outcomes.append(outcome)
+
+        router = Router(
+            store,
+            RouterSettings(batch_max_events=2, max_inflight_per_actor=1),
+            on_outcome,
+            clock_us=lambda: 10_000_000,
+        )
+        actor = HeldActor()
+        router.add_actor("a", actor)
+        router.route(AID, "a", [leaf.matcher for leaf in Evaluator(AUTOMATION).leaves])
+
+        seqs = await router.submit([received(event("job.ran", n)) for n in range(5)])
+        await asyncio.sleep(0)
+        # One call in flight (the first two), three events wait in the lane.
+        assert actor.batches == [seqs[:2]]
+        assert router.sent_upto("a") == seqs[2] - 1
+        assert router.sent_upto("elsewhere") == seqs[-1]
+
+        # A follower whose leader has not arrived is held back: nothing past it is safe.
+        follower = received(
+            event("job.followed", 9, follows="5b5b5b5b-0000-4000-8000-000000000000")
+        )
+        (held,) = await router.submit([follower])
+        unrelated = await router.submit([received(event("other.thing", 10))])
+        assert router.sent_upto("elsewhere") == held - 1
+
+        while router.queued:
+            actor.release_all()
+            await asyncio.sleep(0)
+        assert [seq for batch in actor.batches for seq in batch] == seqs
+        assert router.sent_upto("a") == held - 1
+        assert unrelated[0] > held
+        await router.close()
+        store.close()
+
+    asyncio.run(main())
