@@ -13,13 +13,12 @@ transactions.
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
+from marmot.actors.storepart import StorePart
 from marmot.engine.errors import NotFound
 from marmot.engine.timestamps import from_us
 
@@ -57,17 +56,8 @@ class ActionRecord:
     updated: datetime
 
 
-class ActionJournal:
+class ActionJournal(StorePart):
     """Claim, finish, adopt and read actions (a part of ``Store``)."""
-
-    _conn: sqlite3.Connection
-    _lock: threading.Lock
-
-    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError  # provided by EventLog
-
-    def _now_us(self) -> int:
-        raise NotImplementedError  # provided by Store
 
     def claim_action(
         self, key: str, *, firing_id: str, automation_id: str, action_index: int

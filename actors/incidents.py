@@ -8,13 +8,12 @@ delivered twice declares one incident. ``IncidentLog`` is a part of
 from __future__ import annotations
 
 import sqlite3
-import threading
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid5
 
+from marmot.actors.storepart import StorePart
 from marmot.engine.errors import NotFound
 from marmot.engine.firing import FIRING_NAMESPACE
 from marmot.engine.timestamps import from_us
@@ -91,17 +90,8 @@ def _incident(row: tuple[Any, ...]) -> Incident:
     )
 
 
-class IncidentLog:
+class IncidentLog(StorePart):
     """Record and read incidents (a part of ``Store``)."""
-
-    _conn: sqlite3.Connection
-    _lock: threading.Lock
-
-    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError  # provided by EventLog
-
-    def _now_us(self) -> int:
-        raise NotImplementedError  # provided by Store
 
     def record_incident(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -341,19 +342,31 @@ def test_actions_on_trigger_see_the_triggered_event_and_registry_requests_come_o
     asyncio.run(main())
 
 
+@dataclass
+class Hanging:
+    scripted: Scripted
+    release: asyncio.Event
+
+
+def hanging_runner(action_type: str) -> Hanging:
+    """A runner that does not finish until released: its executor "dies" mid-action."""
+    release = asyncio.Event()
+
+    async def hang(run: ActionRun) -> ActionResult:
+        await release.wait()
+        return ActionResult("released")
+
+    scripted = Scripted()
+    scripted.behaviour[action_type] = hang
+    return Hanging(scripted, release)
+
+
 def test_an_action_its_dead_incarnation_claimed_is_adopted_by_the_next_one(
     tmp_path: Path,
 ) -> None:
     async def main() -> None:
-        never = asyncio.Event()
-
-        async def hang(run: ActionRun) -> ActionResult:
-            await never.wait()
-            return ActionResult("never")
-
-        first = Scripted()
-        first.behaviour["call-webhook"] = hang
-        dead = Harness(tmp_path, first, action_timeout_s=3600)
+        hanging = hanging_runner("call-webhook")
+        dead = Harness(tmp_path, hanging.scripted, action_timeout_s=3600)
         a = Automation.model_validate(
             {
                 **automation().model_dump(mode="json"),
@@ -378,22 +391,15 @@ def test_an_action_its_dead_incarnation_claimed_is_adopted_by_the_next_one(
         assert [r.status for r in heir.store.read_actions()] == ["executed"]
         # Redelivering the firing still acts once.
         assert await heir.execute(job_blob(a)) == []
-        never.set()
+        hanging.release.set()
 
     asyncio.run(main())
 
 
 def test_claims_left_by_the_last_run_are_spread_over_the_new_pool(tmp_path: Path) -> None:
     async def main() -> None:
-        never = asyncio.Event()
-
-        async def hang(run: ActionRun) -> ActionResult:
-            await never.wait()
-            return ActionResult("never")
-
-        first = Scripted()
-        first.behaviour["do-nothing"] = hang
-        dead = Harness(tmp_path, first, name="executor-5", action_timeout_s=3600)
+        hanging = hanging_runner("do-nothing")
+        dead = Harness(tmp_path, hanging.scripted, name="executor-5", action_timeout_s=3600)
         for n in range(6):
             await dead.execute(job_blob(automation("do-nothing"), n))
         # The daemon restarts with a pool of two: executor-5 is no more.
@@ -406,7 +412,7 @@ def test_claims_left_by_the_last_run_are_spread_over_the_new_pool(tmp_path: Path
         for h, n in shares:
             await h.outcomes(n)
         assert {r.status for r in dead.store.read_actions()} == {"executed"}
-        never.set()
+        hanging.release.set()
 
     asyncio.run(main())
 
