@@ -91,6 +91,7 @@ class Router:
         self.stats = RouterStats()
         self._pending: list[tuple[Sequence[Event], asyncio.Future[list[int]]]] = []
         self._pending_wake = asyncio.Event()
+        self._admission = asyncio.Lock()
         self._writer: asyncio.Task[None] | None = None
         self._lost_wake = asyncio.Event()
         self._lost_task: asyncio.Task[None] | None = None
@@ -178,12 +179,18 @@ class Router:
         """
         if not events:
             return []
-        if backpressure and self.queued >= self.settings.max_queued_events:
-            # Stop and wait: the actors are behind, so ingest slows to their pace.
-            self.stats.backpressure_waits += 1
-            await self.drain()
         done: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        self._pending.append((events, done))
+        if backpressure:
+            # Admitted in call order (the lock is first come, first served),
+            # also when one of them has to wait for the actors to catch up.
+            async with self._admission:
+                if self.queued >= self.settings.max_queued_events:
+                    # Stop and wait: the actors are behind, so ingest slows to their pace.
+                    self.stats.backpressure_waits += 1
+                    await self.drain()
+                self._pending.append((events, done))
+        else:
+            self._pending.append((events, done))
         self._pending_wake.set()
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write_loop())

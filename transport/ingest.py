@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +29,9 @@ log = logging.getLogger(__name__)
 Submit = Callable[[Sequence[Event]], Coroutine[Any, Any, object]]
 # At most this many frames are drained from the socket into one submit call.
 _DRAIN_FRAMES = 256
+# Submits in flight at once: the router logs whatever is pending in one
+# transaction (group commit) and admits submits in the order they were made.
+_SUBMITS_IN_FLIGHT = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +83,7 @@ class Ingest:
         self._clock = clock
         self._sockets: list[zmq.asyncio.Socket] = []
         self._drops = _RateLimitedLog()
-        self._submitting: asyncio.Task[object] | None = None
+        self._submitting: deque[asyncio.Task[None]] = deque()
         self.accepted = 0
         self.dropped = 0
         self.bound_endpoint = ""
@@ -133,11 +137,13 @@ class Ingest:
                 self._drops.warn(rejection.reason, rejection.message)
         if events:
             self.accepted += len(events)
-            # Pipeline: decode the next frames while this batch is being logged,
-            # one submit in flight at a time so events keep their order.
-            if self._submitting is not None:
-                await self._submitting
-            self._submitting = asyncio.get_running_loop().create_task(self._submit_safely(events))
+            # Pipeline: decode the next frames while earlier batches are being
+            # logged; submits are admitted in the order they are made, so
+            # events keep their order.
+            submitting = self._submitting
+            while submitting and (len(submitting) >= _SUBMITS_IN_FLIGHT or submitting[0].done()):
+                await submitting.popleft()
+            submitting.append(asyncio.get_running_loop().create_task(self._submit_safely(events)))
 
     async def _submit_safely(self, events: list[Event]) -> None:
         try:
@@ -149,8 +155,8 @@ class Ingest:
 
     async def flush(self) -> None:
         """Wait for the batch being submitted, if any."""
-        if self._submitting is not None:
-            await self._submitting
+        while self._submitting:
+            await self._submitting.popleft()
 
     def close(self) -> None:
         """Close the sockets."""

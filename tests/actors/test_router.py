@@ -91,3 +91,43 @@ def test_sent_upto_stops_before_what_waits_in_the_lane_or_is_held_back(tmp_path:
         store.close()
 
     asyncio.run(main())
+
+
+def test_submits_waiting_on_backpressure_are_logged_in_the_order_they_were_made(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        store = Store.open(tmp_path / "marmot.db")
+
+        async def on_outcome(outcome: Outcome) -> None:
+            return None
+
+        router = Router(
+            store,
+            RouterSettings(batch_max_events=1, max_inflight_per_actor=1, max_queued_events=2),
+            on_outcome,
+            clock_us=lambda: 10_000_000,
+        )
+        actor = HeldActor()
+        router.add_actor("a", actor)
+        router.route(AID, "a", [leaf.matcher for leaf in Evaluator(AUTOMATION).leaves])
+        first = await router.submit([received(event("job.ran", n)) for n in range(4)])
+        await asyncio.sleep(0)
+        assert router.queued >= 2  # the actor holds the lane: the next submits must wait
+        names = [f"job.batch{k}" for k in range(5)]
+        tasks = [
+            asyncio.get_running_loop().create_task(router.submit([received(event(name, 10 + k))]))
+            for k, name in enumerate(names)
+        ]
+        await asyncio.sleep(0.01)
+        assert not any(t.done() for t in tasks)
+        while not all(t.done() for t in tasks):
+            actor.release_all()
+            await asyncio.sleep(0)
+        seqs = [(await t)[0] for t in tasks]
+        assert seqs == sorted(seqs) and seqs[0] > first[-1]
+        assert router.stats.backpressure_waits >= 1
+        await router.close()
+        store.close()
+
+    asyncio.run(main())
