@@ -48,23 +48,25 @@ def received(e: Event) -> Event:
     return e.model_copy(update={"received": e.occurred})
 
 
+def routed_to_held_actor(store: Store, settings: RouterSettings) -> tuple[Router, HeldActor]:
+    """A router sending the test automation's events to a ``HeldActor``."""
+
+    async def on_outcome(outcome: Outcome) -> None:
+        return None
+
+    router = Router(store, settings, on_outcome, clock_us=lambda: 10_000_000)
+    actor = HeldActor()
+    router.add_actor("a", actor)
+    router.route(AID, "a", [leaf.matcher for leaf in Evaluator(AUTOMATION).leaves])
+    return router, actor
+
+
 def test_sent_upto_stops_before_what_waits_in_the_lane_or_is_held_back(tmp_path: Path) -> None:
     async def main() -> None:
         store = Store.open(tmp_path / "marmot.db")
-        outcomes: list[Outcome] = []
-
-        async def on_outcome(outcome: Outcome) -> None:
-            outcomes.append(outcome)
-
-        router = Router(
-            store,
-            RouterSettings(batch_max_events=2, max_inflight_per_actor=1),
-            on_outcome,
-            clock_us=lambda: 10_000_000,
+        router, actor = routed_to_held_actor(
+            store, RouterSettings(batch_max_events=2, max_inflight_per_actor=1)
         )
-        actor = HeldActor()
-        router.add_actor("a", actor)
-        router.route(AID, "a", [leaf.matcher for leaf in Evaluator(AUTOMATION).leaves])
 
         seqs = await router.submit([received(event("job.ran", n)) for n in range(5)])
         await asyncio.sleep(0)
@@ -98,19 +100,10 @@ def test_submits_waiting_on_backpressure_are_logged_in_the_order_they_were_made(
 ) -> None:
     async def main() -> None:
         store = Store.open(tmp_path / "marmot.db")
-
-        async def on_outcome(outcome: Outcome) -> None:
-            return None
-
-        router = Router(
+        router, actor = routed_to_held_actor(
             store,
             RouterSettings(batch_max_events=1, max_inflight_per_actor=1, max_queued_events=2),
-            on_outcome,
-            clock_us=lambda: 10_000_000,
         )
-        actor = HeldActor()
-        router.add_actor("a", actor)
-        router.route(AID, "a", [leaf.matcher for leaf in Evaluator(AUTOMATION).leaves])
         first = await router.submit([received(event("job.ran", n)) for n in range(4)])
         await asyncio.sleep(0)
         assert router.queued >= 2  # the actor holds the lane: the next submits must wait
