@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from marmot.actors.storepart import StorePart
+from marmot.actors.storepart import StorePart, select_in
 from marmot.engine.errors import NotFound
 from marmot.engine.timestamps import from_us
 
@@ -95,16 +95,9 @@ class ActionJournal(StorePart):
 
     def claimed_keys(self, keys: Sequence[str]) -> set[str]:
         """Which of these idempotency keys the action log holds (claimed or finished)."""
-        found: set[str] = set()
         with self._lock:
-            for start in range(0, len(keys), 500):
-                chunk = list(keys[start : start + 500])
-                marks = ",".join("?" * len(chunk))
-                rows = self._conn.execute(
-                    f"SELECT key FROM actions WHERE key IN ({marks})", chunk
-                ).fetchall()
-                found.update(row[0] for row in rows)
-        return found
+            rows = select_in(self._conn, "SELECT key FROM actions WHERE key IN ({marks})", keys)
+        return {row[0] for row in rows}
 
     def finish_actions(self, results: Sequence[tuple[str, str, str]]) -> None:
         """Record how many claimed actions ended, ``(key, status, detail)`` each,

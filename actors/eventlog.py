@@ -15,6 +15,7 @@ from datetime import datetime
 from fnmatch import fnmatchcase
 from uuid import UUID
 
+from marmot.actors.storepart import select_in
 from marmot.engine.models.events import Event
 from marmot.engine.timestamps import to_us
 
@@ -46,8 +47,6 @@ _Row = tuple[bytes, str, int, int | None, str, str]
 _GLOB_MAGIC = re.compile(r"[*?\[]")
 # Name patterns matching fewer rows than this are looked up through the name index.
 _SELECTIVE_ROWS = 2000
-# Well under SQLite's limit on bound parameters in one statement.
-_IDS_PER_QUERY = 500
 
 
 class EventLog:
@@ -122,16 +121,11 @@ class EventLog:
         """Which of these event ids are in the log."""
         if not ids:
             return set()
-        found: set[UUID] = set()
         with self._lock:
-            for start in range(0, len(ids), 500):
-                chunk = [i.bytes for i in ids[start : start + 500]]
-                marks = ",".join("?" * len(chunk))
-                rows = self._conn.execute(
-                    f"SELECT id FROM events WHERE id IN ({marks})", chunk
-                ).fetchall()
-                found.update(UUID(bytes=row[0]) for row in rows)
-        return found
+            rows = select_in(
+                self._conn, "SELECT id FROM events WHERE id IN ({marks})", [i.bytes for i in ids]
+            )
+        return {UUID(bytes=row[0]) for row in rows}
 
     def last_seq(self) -> int:
         """The highest sequence number ever handed out (0 for an empty log).
@@ -264,10 +258,7 @@ def _append_new(conn: sqlite3.Connection, rows: list[_Row]) -> list[int]:
     """Insert the rows whose id is not yet logged; returns every row's sequence number."""
     seq_of: dict[bytes, int] = {}
     ids = list(dict.fromkeys(row[0] for row in rows))
-    for start in range(0, len(ids), _IDS_PER_QUERY):
-        chunk = ids[start : start + _IDS_PER_QUERY]
-        marks = ",".join("?" * len(chunk))
-        seq_of.update(conn.execute(f"SELECT id, seq FROM events WHERE id IN ({marks})", chunk))
+    seq_of.update(select_in(conn, "SELECT id, seq FROM events WHERE id IN ({marks})", ids))
     fresh: dict[bytes, _Row] = {}
     for row in rows:
         if row[0] not in seq_of:

@@ -16,9 +16,9 @@ from tests.chaos.workload import WebhookReceiver
 DaemonFactory = Callable[..., DaemonProcess]
 
 
-class KnownBug(AssertionError):
-    """Raised by a test for the daemon fault it demonstrates; its ``xfail`` names this
-    exception, so any other failure of the test is reported as a real failure."""
+class FaultUnhandled(AssertionError):
+    """Raised by a fault test when the daemon did not deal with the fault it staged
+    (the message gives what was seen); other errors are failures of the test itself."""
 
 
 @contextlib.contextmanager

@@ -35,13 +35,12 @@ class Outcome:
         )
 
     def explained_losses_only(self) -> bool:
-        """Whether every lost delivery is one of the known faults: its action was
-        "claimed" by an executor that then died (test_restart_faults.py,
-        test_process_faults.py), or its firing was logged but never claimed
-        ("unclaimed": the daemon died before the executor claimed it, or the
-        execute call failed because the executor died). A loss of any other
-        kind (a firing that never happened, an action recorded as executed that
-        the receiver never got) is not."""
+        """Whether every lost delivery is of a kind whose recovery the process and
+        restart fault tests check: its action was "claimed" by an executor that
+        then died (its successor adopts it), or its firing was logged but never
+        claimed ("unclaimed": recovery acts on it). A loss of any other kind (a
+        firing that never happened, an action recorded as executed that the
+        receiver never got) is not."""
         return set(self.verdict.lost_by_status) <= {"claimed", "unclaimed"}
 
 

@@ -50,8 +50,8 @@ def test_kill_9_of_the_daemon_loses_no_event_and_changes_no_firing(
     assert verdict.events == EVENTS, figures
     # Firings: exactly replay's, none lost, none extra.
     assert verdict.firing_mismatches == 0, f"{figures}; {verdict.details()}"
-    # Deliveries: none duplicated, none that replay does not expect, and none
-    # lost except by the known faults of test_restart_faults.py (an action
+    # Deliveries: none duplicated, none that replay does not expect, and a loss
+    # only of a kind whose recovery test_restart_faults.py checks (an action
     # claimed, or a firing logged but not claimed, when the daemon died).
     assert not verdict.duplicated_deliveries, f"{figures}; {verdict.details()}"
     assert not verdict.unexpected_deliveries, f"{figures}; {verdict.details()}"

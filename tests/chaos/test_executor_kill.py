@@ -1,8 +1,9 @@
 """SIGKILL of the whole executor pool (every ``ExecutorHost`` worker) while
 webhooks are being delivered to a slow receiver: firings are unaffected and
-no delivery is duplicated. Deliveries are lost by the known faults that
-test_process_faults.py shows (an action claimed by an executor that died; an
-execute call that failed because its executor died); any other loss fails."""
+no delivery is duplicated. A loss is allowed here only of a kind whose
+recovery test_process_faults.py checks (an action claimed by an executor that
+died; an execute call that failed because its executor died); any other loss
+fails."""
 
 from __future__ import annotations
 

@@ -17,20 +17,22 @@ one of which never saw an event.
 from __future__ import annotations
 
 import signal
-import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import pytest
 
 from marmot.transport.client import Client
-from tests.chaos.conftest import KnownBug, managed_daemons
+from tests.chaos.conftest import FaultUnhandled, managed_daemons
 from tests.chaos.processes import kill_pids, ray_workers, wait_for_restart
-from tests.chaos.verdict import TRIGGERED, action_status_by_firing
+from tests.chaos.verdict import (
+    action_status_by_firing,
+    checkpoint_seq,
+    counted,
+    triggered_events,
+)
 from tests.chaos.workload import (
     Delivery,
     WebhookReceiver,
@@ -48,25 +50,6 @@ GRACE_S = 6.0
 # Time for the daemon's Ray core worker to push a submitted call to a stopped
 # worker (there is no signal to wait on: the call sits in the worker's socket).
 PUSH_S = 0.5
-
-
-def _triggered(client: Client, automation_id: UUID) -> list[dict[str, Any]]:
-    return client.filter_events(
-        names=[TRIGGERED], resource_id=f"prefect.automation.{automation_id}", limit=100
-    )
-
-
-def _checkpoint_seq(db: Path, automation_id: str) -> int | None:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        row = conn.execute(
-            "SELECT seq FROM checkpoints WHERE owner = ?", (automation_id,)
-        ).fetchone()
-    return None if row is None else int(row[0])
-
-
-def _count(client: Client, automation_id: UUID) -> int:
-    buckets = client.explain(automation_id)["triggers"][0]["buckets"]
-    return sum(int(b["count"]) for b in buckets)
 
 
 @dataclass
@@ -121,7 +104,7 @@ def after_kills(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AfterKills
             )
             (actor,) = {p.pid for p in ray_workers(session, "AutomationHost")} - before
             client.emit([event("chaos.actor", "r.1") for _ in range(2)])
-            wait_for(lambda: _count(client, counting.id) == 2, 30, "two events counted")
+            wait_for(lambda: counted(client, counting.id) == 2, 30, "two events counted")
             client.emit([event("chaos.exec.claimed", "r.1")])
             wait_for(lambda: receiver.on("/claimed"), 30, "the first (503) attempt")
 
@@ -129,7 +112,7 @@ def after_kills(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AfterKills
             kill_pids([actor, *executors], signal.SIGSTOP)
             # The third event for the stopped actor, and a firing for the stopped executors.
             client.emit([event("chaos.actor", "r.1"), event("chaos.exec.in-flight", "r.1")])
-            wait_for(lambda: _triggered(client, in_flight.id), 30, "the firing to be logged")
+            wait_for(lambda: triggered_events(client, in_flight.id), 30, "the firing to be logged")
             wait_for(lambda: client.status()["queued_events"] == 0, 30, "the events sent")
             time.sleep(PUSH_S)
             status = action_status_by_firing(daemon.db_path)
@@ -145,16 +128,16 @@ def after_kills(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AfterKills
                 lambda: (
                     len(receiver.on("/claimed")) > 1
                     and receiver.on("/in-flight")
-                    and _triggered(client, counting.id)
+                    and triggered_events(client, counting.id)
                 ),
                 GRACE_S,
             )
-            actor_firings = _triggered(client, counting.id)
-            assert len(_triggered(client, claimed.id)) == 1
+            actor_firings = triggered_events(client, counting.id)
+            assert len(triggered_events(client, claimed.id)) == 1
             last_seq = int(client.filter_events(limit=1, by_arrival=True)[0]["seq"])
             client.checkpoint()  # marmot admin checkpoint
         daemon.kill()
-        idle_seq = _checkpoint_seq(daemon.db_path, str(idle.id))
+        idle_seq = checkpoint_seq(daemon.db_path, str(idle.id))
         receiver.close()
         yield AfterKills(
             claimed_requests=receiver.on("/claimed"),
@@ -170,7 +153,7 @@ def after_kills(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AfterKills
 def test_an_action_claimed_by_a_killed_executor_is_carried_out(after_kills: AfterKills) -> None:
     attempts = after_kills.claimed_requests
     if len(attempts) < 2:
-        raise KnownBug(
+        raise FaultUnhandled(
             f"{len(attempts)} attempt(s) in all, none within {GRACE_S} s of the kill "
             f"(executors back after {after_kills.executor_restart_s:.1f} s)"
         )
@@ -178,7 +161,7 @@ def test_an_action_claimed_by_a_killed_executor_is_carried_out(after_kills: Afte
 
 def test_firings_sent_to_an_executor_that_dies_are_acted_on(after_kills: AfterKills) -> None:
     if not after_kills.in_flight_deliveries:
-        raise KnownBug(
+        raise FaultUnhandled(
             f"no delivery within {GRACE_S} s of the kill "
             f"(executors back after {after_kills.executor_restart_s:.1f} s)"
         )
@@ -188,7 +171,7 @@ def test_an_event_in_flight_to_a_killed_automation_actor_is_evaluated(
     after_kills: AfterKills,
 ) -> None:
     if not after_kills.actor_firings:
-        raise KnownBug(
+        raise FaultUnhandled(
             f"no firing within {GRACE_S} s of the kill on the third of three events "
             f"(actor back after {after_kills.actor_restart_s:.1f} s)"
         )
@@ -200,7 +183,7 @@ def test_admin_checkpoint_moves_an_idle_automations_checkpoint_to_the_log_end(
     seq, last = after_kills.idle_checkpoint_seq, after_kills.last_seq_at_checkpoint
     assert seq is not None, "the idle automation has no checkpoint"
     if seq < last:
-        raise KnownBug(
+        raise FaultUnhandled(
             f"after admin checkpoint, the idle automation's checkpoint is at seq {seq}; "
             f"the log ends at {last}: {last - seq} events pinned for its replay"
         )

@@ -22,22 +22,24 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import pytest
 
 from marmot.transport.client import Client
-from tests.chaos.conftest import KnownBug, managed_daemons
+from tests.chaos.conftest import FaultUnhandled, managed_daemons
 from tests.chaos.processes import kill_pids, ray_workers
-from tests.chaos.verdict import TRIGGERED, action_status_by_firing
+from tests.chaos.verdict import (
+    action_status_by_firing,
+    checkpoint_seq,
+    counted,
+    triggered_events,
+)
 from tests.chaos.workload import (
     Delivery,
     WebhookReceiver,
@@ -82,25 +84,6 @@ def hash_seeds_that_reorder(document: dict[str, Any]) -> tuple[str, str]:
     stored = _dump(document, first)
     assert _dump(json.loads(stored), second) == stored, "documents differ by hash seed"
     return first, second
-
-
-def _triggered(client: Client, automation_id: UUID) -> list[dict[str, Any]]:
-    return client.filter_events(
-        names=[TRIGGERED], resource_id=f"prefect.automation.{automation_id}", limit=100
-    )
-
-
-def _checkpoint_seq(db: Path, automation_id: str) -> int | None:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        row = conn.execute(
-            "SELECT seq FROM checkpoints WHERE owner = ?", (automation_id,)
-        ).fetchone()
-    return None if row is None else int(row[0])
-
-
-def _count(client: Client, automation_id: UUID) -> int:
-    buckets = client.explain(automation_id)["triggers"][0]["buckets"]
-    return sum(int(b["count"]) for b in buckets)
 
 
 @dataclass
@@ -183,20 +166,20 @@ def after_restart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AfterRes
                 )
             )
             client.emit([event("chaos.fp.a", "r.1"), event("chaos.fp.b", "r.1")])
-            wait_for(lambda: _count(client, two_names.id) == 2, 30, "two events counted")
+            wait_for(lambda: counted(client, two_names.id) == 2, 30, "two events counted")
             client.emit([event("chaos.claimed", "r.1")])
             wait_for(lambda: receiver.on("/claimed"), 30, "the first (503) attempt")
             executors = [p.pid for p in ray_workers(daemon.session, "ExecutorHost")]
             kill_pids(executors, signal.SIGSTOP)  # from now on no action reaches an executor
             client.emit([event("chaos.unclaimed", "r.1")])
-            wait_for(lambda: _triggered(client, unclaimed.id), 30, "the firing to be logged")
-            assert not _triggered(client, late.id), "the proactive automation fired too early"
+            wait_for(lambda: triggered_events(client, unclaimed.id), 30, "the firing to be logged")
+            assert not triggered_events(client, late.id), "the proactive automation fired too early"
         daemon.kill()
         # As intended before the restart: one action in the log (the webhook
         # claimed, attempted once), and no action of the other firing.
         status = action_status_by_firing(daemon.db_path)
         assert list(status.values()) == ["claimed"], status
-        checkpoint_at_kill = _checkpoint_seq(daemon.db_path, str(claimed.id))
+        checkpoint_at_kill = checkpoint_seq(daemon.db_path, str(claimed.id))
         assert len(receiver.on("/claimed")) == 1
         assert not receiver.on("/unclaimed")
         wait_for(lambda: datetime.now(UTC) > deadline + timedelta(seconds=0.5), 30, "deadline")
@@ -205,7 +188,7 @@ def after_restart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AfterRes
         startup_s = daemon.start()
         restarted_at = datetime.now(UTC)
         with Client(daemon.rpc_url, timeout_s=30) as client:
-            count_after = _count(client, two_names.id)
+            count_after = counted(client, two_names.id)
             eventually(
                 lambda: (
                     len(receiver.on("/late")) >= 2
@@ -214,12 +197,12 @@ def after_restart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AfterRes
                 ),
                 GRACE_S,
             )
-            late_firings = _triggered(client, late.id)
-            unclaimed_firings = _triggered(client, unclaimed.id)
-            claimed_firings = _triggered(client, claimed.id)
+            late_firings = triggered_events(client, late.id)
+            unclaimed_firings = triggered_events(client, unclaimed.id)
+            claimed_firings = triggered_events(client, claimed.id)
         assert len(unclaimed_firings) == 1 and len(claimed_firings) == 1
         # No periodic checkpoint: the one from the automation's creation is still there.
-        assert _checkpoint_seq(daemon.db_path, str(claimed.id)) == checkpoint_at_kill
+        assert checkpoint_seq(daemon.db_path, str(claimed.id)) == checkpoint_at_kill
         exit_code = daemon.stop()  # SIGTERM
         receiver.close()
         yield AfterRestart(
@@ -237,7 +220,7 @@ def after_restart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AfterRes
             unclaimed_deliveries=receiver.on("/unclaimed"),
             startup_s=startup_s,
             checkpoint_before_sigterm=checkpoint_at_kill,
-            checkpoint_after_sigterm=_checkpoint_seq(daemon.db_path, str(claimed.id)),
+            checkpoint_after_sigterm=checkpoint_seq(daemon.db_path, str(claimed.id)),
             sigterm_exit_code=exit_code,
             log_path=str(daemon.log_path),
         )
@@ -272,7 +255,7 @@ def test_a_checkpoint_survives_a_restart_with_another_hash_seed(
 ) -> None:
     r = after_restart
     if r.two_names_count_after != r.two_names_count_before:
-        raise KnownBug(
+        raise FaultUnhandled(
             f"counted {r.two_names_count_before} events before the restart "
             f"(PYTHONHASHSEED={r.hash_seeds[0]}), {r.two_names_count_after} after it "
             f"(PYTHONHASHSEED={r.hash_seeds[1]})"
@@ -284,7 +267,7 @@ def test_an_action_claimed_when_the_daemon_dies_is_carried_out_after_restart(
 ) -> None:
     attempts = after_restart.claimed_requests
     if len(attempts) < 2:
-        raise KnownBug(
+        raise FaultUnhandled(
             f"{len(attempts)} attempt(s) in all, none after the restart within {GRACE_S} s"
         )
 
@@ -293,7 +276,7 @@ def test_a_firing_logged_but_not_claimed_when_the_daemon_dies_is_acted_on_after_
     after_restart: AfterRestart,
 ) -> None:
     if not after_restart.unclaimed_deliveries:
-        raise KnownBug(f"no delivery within {GRACE_S} s of the restart")
+        raise FaultUnhandled(f"no delivery within {GRACE_S} s of the restart")
 
 
 def test_sigterm_stops_the_daemon_cleanly_with_final_checkpoints(
@@ -307,4 +290,4 @@ def test_sigterm_stops_the_daemon_cleanly_with_final_checkpoints(
         f"no final checkpoint: at seq {after} after SIGTERM, {before} before"
     )
     if r.sigterm_exit_code != 0:
-        raise KnownBug(f"SIGTERM: exit code {r.sigterm_exit_code}, not 0; see {r.log_path}")
+        raise FaultUnhandled(f"SIGTERM: exit code {r.sigterm_exit_code}, not 0; see {r.log_path}")

@@ -5,15 +5,13 @@ fires once, on time or marked late."""
 from __future__ import annotations
 
 import time
-from typing import Any
-from uuid import UUID
 
 import pytest
 
 from marmot.transport.client import Client
 from tests.chaos.conftest import DaemonFactory
 from tests.chaos.processes import kill_pids, ray_workers, wait_for_restart
-from tests.chaos.verdict import TRIGGERED
+from tests.chaos.verdict import triggered_events
 from tests.chaos.workload import event, eventually, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -21,12 +19,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TIMER = "TimerHost"
 WITHIN_S = 10
 GRACE_S = 15.0
-
-
-def _triggered(client: Client, automation_id: UUID) -> list[dict[str, Any]]:
-    return client.filter_events(
-        names=[TRIGGERED], resource_id=f"prefect.automation.{automation_id}", limit=100
-    )
 
 
 def test_a_killed_timer_still_fires_the_deadlines_it_held(daemons: DaemonFactory) -> None:
@@ -59,8 +51,8 @@ def test_a_killed_timer_still_fires_the_deadlines_it_held(daemons: DaemonFactory
         time.sleep(0.5)  # the deadline's schedule call reaches the timer
         kill_pids(sorted(timers))
         restart_s = wait_for_restart(daemon.session, TIMER, timers)
-        fired = eventually(lambda: _triggered(client, automation.id), WITHIN_S + GRACE_S)
-        firings = _triggered(client, automation.id)
+        fired = eventually(lambda: triggered_events(client, automation.id), WITHIN_S + GRACE_S)
+        firings = triggered_events(client, automation.id)
         print(f"\n[chaos: timer kill] timer_restart_s={restart_s:.1f} firings={len(firings)}")
         assert fired, f"no firing within {WITHIN_S + GRACE_S} s (timer back in {restart_s:.1f} s)"
         assert len(firings) == 1, firings

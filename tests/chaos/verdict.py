@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from uuid import uuid5
+from uuid import UUID, uuid5
 
 from marmot.engine.firing import FIRING_NAMESPACE
+from marmot.transport.client import Client
 from tests.chaos.processes import MARMOT
 from tests.chaos.workload import Delivery
 
@@ -285,3 +286,27 @@ def settle(
             return now - began
         time.sleep(0.1)
     return timeout_s
+
+
+def checkpoint_seq(db: Path, automation_id: str) -> int | None:
+    """The sequence number of the automation's checkpoint, if it has one."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        row = conn.execute(
+            "SELECT seq FROM checkpoints WHERE owner = ?", (automation_id,)
+        ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def triggered_events(client: Client, automation_id: UUID) -> list[dict[str, Any]]:
+    """The automation's ``prefect.automation.triggered`` events in the log."""
+    return client.filter_events(
+        names=[TRIGGERED],
+        resource_id=f"prefect.automation.{automation_id}",
+        limit=100,
+    )
+
+
+def counted(client: Client, automation_id: UUID) -> int:
+    """Events counted in the buckets of the automation's (first) trigger."""
+    buckets = client.explain(automation_id)["triggers"][0]["buckets"]
+    return sum(int(b["count"]) for b in buckets)

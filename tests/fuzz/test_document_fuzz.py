@@ -35,10 +35,10 @@ from marmot.engine.models.triggers import CompoundTrigger, SequenceTrigger, Trig
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-# The deepest trigger tree the property tests build: deeper ones hit a known
-# bug (see test_a_trigger_tree_too_deep_to_read_back_is_refused).
+# The deepest trigger tree the property tests build: deeper ones are refused
+# (see test_a_trigger_tree_too_deep_to_read_back_is_refused).
 MAX_TREE_DEPTH = 30
-# The longest window the property tests keep: longer ones hit a known bug
+# The longest window the property tests keep: longer ones are refused
 # (see test_a_window_past_the_calendar_is_refused).
 MAX_SANE_WITHIN = timedelta(days=365 * 1000)
 
@@ -281,7 +281,7 @@ def longest_within(trigger: Trigger) -> timedelta:
 
 
 def is_sane(automation: Automation) -> bool:
-    """Whether an automation is clear of the known bugs tested at the end of this module."""
+    """Whether an automation is clear of the limits tested at the end of this module."""
     return (
         tree_depth(automation.trigger) <= MAX_TREE_DEPTH
         and longest_within(automation.trigger) <= MAX_SANE_WITHIN
@@ -371,7 +371,7 @@ _ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 def write(tmp: Path, data: Any, style: str) -> Path:
     path = tmp / f"automations.{'json' if style == 'json' else 'yaml'}"
     if style == "json":
-        # ASCII: a raw DEL or C1 control character hits a known bug too (see
+        # ASCII: a raw DEL or C1 control character is refused by YAML (see
         # test_hostile_yaml_fails_as_a_document_error).
         text = json.dumps(data)
         assume(_ESCAPED_SURROGATE.search(text) is None)
@@ -409,7 +409,7 @@ def test_a_mutated_file_loads_or_fails_naming_file_line_and_field(
             check_usable(automation)
 
 
-# What YAML reads at all; other characters hit a known bug (see
+# What YAML reads at all; other characters fail as document errors (see
 # test_hostile_yaml_fails_as_a_document_error).
 yaml_text = st.text(
     alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Cn"), whitelist_characters="\t\n\r"),
@@ -481,7 +481,7 @@ def test_hostile_yaml_fails_as_a_document_error(tmp_path: Path, text: str) -> No
         load_automations(path)
 
 
-# ---------------------------------------------------------------- known bugs
+# ---------------------------------------------------------------- limits
 
 
 def _nested(depth: int) -> dict[str, Any]:

@@ -26,13 +26,13 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic_core import to_json
 
-from marmot.actors.runtime import RayRuntime, RaySettings
 from marmot.actors.wire import Batch
 from marmot.engine.models.events import MAX_PAYLOAD_DEPTH, Event, EventLimits
 from marmot.transport.client import Client
 from marmot.transport.codec import REASONS, DecodedFrame, decode_frame
+from tests.fuzz.daemons import own_daemon
 from tests.fuzz.frames import Frame, FrameMaker, as_json_doc, packb
-from tests.integration.harness import DaemonThread, make_config, wait_for
+from tests.integration.harness import DaemonThread, wait_for
 
 # The drop reasons are a Prometheus label that dashboards and alerts rely on:
 # changing the set must be deliberate, so it is spelled out here.
@@ -386,21 +386,9 @@ DAEMON_FRAMES = 100_000
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonThread]:
-    """A daemon of this module's own (the session one lives in tests/integration).
-
-    It joins the session's Ray when one is up (in a namespace of its own, so
-    its actors' names do not clash), and otherwise starts (and stops) its own.
-    """
-    runtime = RayRuntime(RaySettings(num_cpus=2, object_store_memory_mb=100))
-    runtime.start()
-    namespace = f"ingest-fuzz-{uuid4().hex[:8]}"
-    config = make_config(tmp_path_factory.mktemp("ingest-fuzz"), **{"ray.namespace": namespace})
-    running = DaemonThread(config).start()
-    try:
+    """A daemon of this module's own."""
+    with own_daemon(tmp_path_factory.mktemp("ingest-fuzz"), "ingest-fuzz") as running:
         yield running
-    finally:
-        running.stop()
-        runtime.shutdown()
 
 
 @pytest.fixture

@@ -17,21 +17,21 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import msgpack
 import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from marmot.actors.runtime import RayRuntime, RaySettings
 from marmot.engine.errors import LimitExceeded, MarmotError, ValidationFailed
 from marmot.transport.api import Api
 from marmot.transport.client import Client
 from marmot.transport.codec import pack, unpack
 from marmot.transport.rpc import DEFAULT_MAX_REQUEST_BYTES, RpcClient
+from tests.fuzz.daemons import own_daemon
 from tests.fuzz.frames import FrameMaker
-from tests.integration.harness import DaemonThread, make_config, wait_for
+from tests.integration.harness import DaemonThread, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -291,21 +291,9 @@ def _nested(depth: int) -> Any:
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonThread]:
-    """A daemon of this module's own (the session one lives in tests/integration).
-
-    It joins the session's Ray when one is up (in a namespace of its own, so
-    its actors' names do not clash), and otherwise starts (and stops) its own.
-    """
-    runtime = RayRuntime(RaySettings(num_cpus=2, object_store_memory_mb=100))
-    runtime.start()
-    namespace = f"rpc-fuzz-{uuid4().hex[:8]}"
-    config = make_config(tmp_path_factory.mktemp("rpc-fuzz"), **{"ray.namespace": namespace})
-    running = DaemonThread(config).start()
-    try:
+    """A daemon of this module's own."""
+    with own_daemon(tmp_path_factory.mktemp("rpc-fuzz"), "rpc-fuzz") as running:
         yield running
-    finally:
-        running.stop()
-        runtime.shutdown()
 
 
 def methods_of(daemon: DaemonThread) -> list[str]:
