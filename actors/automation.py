@@ -20,6 +20,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from marmot.actors.gctune import tune_gc
 from marmot.actors.store import Store
 from marmot.actors.wire import Batch, Outcome, pack, unpack
 from marmot.engine.evaluator import Evaluator
@@ -41,6 +42,7 @@ class AutomationHost:
     """Evaluates the automations placed in this actor."""
 
     def __init__(self, store_factory: Callable[[], Store] | None = None) -> None:
+        tune_gc()  # this actor's process evaluates events in bulk
         self._store_factory = store_factory
         self._store: Store | None = None
         self._evaluators: dict[str, Evaluator] = {}
@@ -156,6 +158,7 @@ class AutomationHost:
         store = self._log()
         if store is None:
             return
+        saved: list[tuple[str, int, bytes]] = []
         for automation_id in automation_ids:
             evaluator = self._evaluators.get(automation_id)
             if evaluator is None:
@@ -164,8 +167,9 @@ class AutomationHost:
                 "fingerprint": self._fingerprints[automation_id],
                 "state": evaluator.snapshot(),
             }
-            store.save_checkpoint(automation_id, self._seen[automation_id], pack(state))
-            self._dirty.discard(automation_id)
+            saved.append((automation_id, self._seen[automation_id], pack(state)))
+        store.save_checkpoints(saved)
+        self._dirty.difference_update(automation_ids)
 
     def apply(self, blob: bytes) -> bytes:
         """Evaluate a batch of events (see ``wire.Batch``); returns a packed ``Outcome``."""

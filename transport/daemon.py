@@ -21,6 +21,7 @@ from typing import Any
 
 import uvicorn
 
+from marmot.actors.gctune import tune_gc
 from marmot.actors.metrics import Metrics
 from marmot.actors.router import RouterSettings
 from marmot.actors.runtime import RayRuntime, RaySettings
@@ -167,6 +168,7 @@ class Daemon:
         # long as the daemon: keep it out of the cyclic collector's full passes,
         # which otherwise stall the event loop for tens of milliseconds.
         gc.freeze()
+        tune_gc()
         log.info(
             "marmot is serving",
             extra={"rpc": self.rpc_endpoint, "ingest": self.ingest_endpoint},
