@@ -31,6 +31,11 @@ from marmot.engine.timestamps import from_us, to_us
 
 Clock = Callable[[], datetime]
 
+# How long a write waits for the database's write lock before failing. The
+# daemon and every automation actor write (appends, checkpoints): with 100
+# actors checkpointing at once behind a busy append loop, 5 s was too short.
+BUSY_TIMEOUT_S = 30.0
+
 
 def _create_v1(conn: sqlite3.Connection) -> None:
     statements = (
@@ -167,9 +172,11 @@ class Store(EventLog, IncidentLog, ActionJournal):
         """
         where = Path(path)
         where.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(where, timeout=5.0, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            where, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
         try:
-            conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
@@ -364,12 +371,19 @@ class Store(EventLog, IncidentLog, ActionJournal):
 
     def save_checkpoint(self, owner: str, seq: int, state: bytes) -> None:
         """Record ``owner``'s state as of sequence number ``seq``, replacing any earlier one."""
+        self.save_checkpoints([(owner, seq, state)])
+
+    def save_checkpoints(self, checkpoints: Sequence[tuple[str, int, bytes]]) -> None:
+        """``save_checkpoint`` for many owners in one transaction (an actor hosting
+        many automations takes the write lock once, not once per automation)."""
+        if not checkpoints:
+            return
         now = self._now_us()
         with self._transaction() as conn:
-            conn.execute(
+            conn.executemany(
                 "INSERT INTO checkpoints VALUES (?, ?, ?, ?) ON CONFLICT (owner) DO UPDATE"
                 " SET seq = excluded.seq, state = excluded.state, updated = excluded.updated",
-                (owner, seq, state, now),
+                [(owner, seq, state, now) for owner, seq, state in checkpoints],
             )
 
     def load_checkpoint(self, owner: str) -> tuple[int, bytes] | None:
