@@ -16,6 +16,7 @@ from fnmatch import fnmatchcase
 from uuid import UUID
 
 from marmot.actors.storepart import select_in
+from marmot.actors.wire import decode_event, encode_event
 from marmot.engine.models.events import Event
 from marmot.engine.timestamps import to_us
 
@@ -33,6 +34,9 @@ SCHEMA = (
         body TEXT NOT NULL
     )
     """,
+    # ``body`` holds the event packed as the actors receive it (a BLOB; SQLite
+    # keeps a BLOB as it is in a TEXT column). Logs written before hold JSON
+    # text there, which still reads: see ``decode_body``.
     # Only time is indexed: every index costs each append (bench/daemon.py),
     # and name or resource filters scan the recent log, newest first.
     "CREATE INDEX events_occurred ON events (occurred)",
@@ -43,7 +47,7 @@ _INSERT = (
     " VALUES (?, ?, ?, ?, ?, ?)"
 )
 # (id, event, occurred, received, resource_id, body) as the events table stores them.
-_Row = tuple[bytes, str, int, int | None, str, str]
+_Row = tuple[bytes, str, int, int | None, str, bytes]
 _GLOB_MAGIC = re.compile(r"[*?\[]")
 # Name patterns matching fewer rows than this are looked up through the name index.
 _SELECTIVE_ROWS = 2000
@@ -73,15 +77,21 @@ class EventLog:
                     self._conn.execute("ROLLBACK")
                 raise
 
-    def append_events(self, events: Sequence[Event]) -> list[int]:
+    def append_events(
+        self, events: Sequence[Event], bodies: Sequence[bytes] | None = None
+    ) -> list[int]:
         """Append events in one transaction; returns their sequence numbers, in order.
 
+        ``bodies``: the events already packed with ``wire.encode_event`` (the
+        router packs each event once, for the log and for the actors).
         An event whose id is already in the log is not stored again: its
         existing sequence number is returned, so re-emitting is idempotent.
         """
         if not events:
             return []
-        # Serialise before taking the lock: the JSON dump is most of the cost.
+        if bodies is None:
+            bodies = [encode_event(e) for e in events]
+        # Rows are built before taking the lock.
         rows: list[_Row] = [
             (
                 e.id.bytes,
@@ -89,9 +99,9 @@ class EventLog:
                 to_us(e.occurred),
                 None if e.received is None else to_us(e.received),
                 e.resource_id,
-                e.model_dump_json(),
+                body,
             )
-            for e in events
+            for e, body in zip(events, bodies, strict=True)
         ]
         with self._transaction() as conn:
             # Plain INSERT, not OR IGNORE: an ignored row would still use up a
@@ -115,7 +125,7 @@ class EventLog:
             rows = self._conn.execute(
                 "SELECT seq, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
             ).fetchall()
-        return [(s, Event.model_validate_json(body)) for s, body in rows]
+        return [(s, decode_body(body)) for s, body in rows]
 
     def known_event_ids(self, ids: Sequence[UUID]) -> set[UUID]:
         """Which of these event ids are in the log."""
@@ -177,7 +187,7 @@ class EventLog:
             clauses.append("occurred <= ?")
             params.append(to_us(until))
         order = "DESC" if descending else "ASC"
-        found: list[tuple[int, str]] = []
+        found: list[tuple[int, bytes | str]] = []
         with self._lock:
             needs_match = False
             if names:
@@ -202,7 +212,7 @@ class EventLog:
                         break
             finally:
                 cursor.close()
-        return [(seq, Event.model_validate_json(body)) for seq, body in found]
+        return [(seq, decode_body(body)) for seq, body in found]
 
     def _name_column(self, names: Sequence[str]) -> str:
         """``event`` if the name patterns are selective enough to use its index, else
@@ -242,6 +252,17 @@ class EventLog:
                 f"DELETE FROM events WHERE {' AND '.join(clauses)}", params
             ).rowcount
         return deleted
+
+
+def decode_body(body: bytes | str) -> Event:
+    """The event a log row's ``body`` holds: packed wire bytes, or JSON in older logs.
+
+    Events were validated when they were accepted, so packed ones are rebuilt
+    without validating again.
+    """
+    if isinstance(body, bytes):
+        return decode_event(body)
+    return Event.model_validate_json(body)
 
 
 def _last_seqs(conn: sqlite3.Connection, count: int) -> list[int]:

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from ray.exceptions import RayActorError
 
 from marmot.actors.lanes import Lane
-from marmot.actors.wire import Batch, Outcome
+from marmot.actors.wire import Outcome, encode_event, pack_batch
 from marmot.engine.causal import CausalOrdering
 from marmot.engine.clock import EventsClock
 from marmot.engine.interest import InterestIndex
@@ -34,17 +34,26 @@ log = logging.getLogger(__name__)
 OutcomeHandler = Callable[[Outcome], Awaitable[None]]
 # Puts automations back into a restarted actor (submitting the load calls).
 ReloadHandler = Callable[[Sequence[str]], None]
-Row = tuple[int, list[str], Event]
+# (sequence number, target automations, the event, the event packed)
+Row = tuple[int, list[str], Event, bytes]
 
 
 def _apply(handle: Any, rows: list[Row]) -> Any:
-    return handle.apply.remote(Batch(rows).pack())
+    return handle.apply.remote(pack_batch([(seq, targets, body) for seq, targets, _, body in rows]))
+
+
+# A group commit this small is written on the event loop: handing it to a
+# thread and back costs more (two GIL hand-offs, several ms under load) than
+# the write. Bigger ones go to a thread, so decoding goes on while they commit.
+INLINE_APPEND_EVENTS = 64
 
 
 class EventLog(Protocol):
     """The part of the store the router needs."""
 
-    def append_events(self, events: Sequence[Event]) -> list[int]: ...
+    def append_events(
+        self, events: Sequence[Event], bodies: Sequence[bytes] | None = None
+    ) -> list[int]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,15 +98,16 @@ class Router:
         self.events_clock = EventsClock()
         self.causal = CausalOrdering()
         self.stats = RouterStats()
-        self._pending: list[tuple[Sequence[Event], asyncio.Future[list[int]]]] = []
+        self._pending: list[tuple[Sequence[Event], list[bytes], asyncio.Future[list[int]]]] = []
         self._pending_wake = asyncio.Event()
         self._admission = asyncio.Lock()
         self._writer: asyncio.Task[None] | None = None
         self._lost_wake = asyncio.Event()
         self._lost_task: asyncio.Task[None] | None = None
-        # The last sequence number routed, and those of followers held back.
+        # The last sequence number routed, and followers held back (by event id:
+        # their sequence number and packed event).
         self._routed_upto = 0
-        self._held: dict[Any, int] = {}
+        self._held: dict[Any, tuple[int, bytes]] = {}
 
     # -- routes ------------------------------------------------------------------
 
@@ -130,8 +140,8 @@ class Router:
             missing = set(outcome.missing)
             self._on_missing(outcome.missing)
             lane.redo(
-                (seq, [a for a in targets if a in missing], event)
-                for seq, targets, event in batch
+                (seq, [a for a in targets if a in missing], event, body)
+                for seq, targets, event, body in batch
                 if missing.intersection(targets)
             )
         await self._on_outcome(outcome)
@@ -175,10 +185,17 @@ class Router:
         Returns their sequence numbers once they are in the durable log. Waits
         while too many events are queued for actors, unless ``backpressure``
         is off (the daemon's own automation events, which must never wait on
-        the queue they are draining).
+        the queue they are draining). Raises ``ValueError`` (and logs nothing)
+        if an event cannot be packed.
         """
         if not events:
             return []
+        # Packed once, here: the log stores these bytes and batches carry them.
+        # An event that cannot be packed fails its own submitter, nobody else.
+        try:
+            bodies = [encode_event(event) for event in events]
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise ValueError(f"an event cannot be stored: {exc}") from exc
         done: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         if backpressure:
             # Admitted in call order (the lock is first come, first served),
@@ -188,9 +205,9 @@ class Router:
                     # Stop and wait: the actors are behind, so ingest slows to their pace.
                     self.stats.backpressure_waits += 1
                     await self.drain()
-                self._pending.append((events, done))
+                self._pending.append((events, bodies, done))
         else:
-            self._pending.append((events, done))
+            self._pending.append((events, bodies, done))
         self._pending_wake.set()
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write_loop())
@@ -206,34 +223,43 @@ class Router:
             if not self._pending:
                 continue
             batch, self._pending = self._pending, []
-            flat = [event for events, _ in batch for event in events]
+            flat = [event for events, _, _ in batch for event in events]
+            bodies = [body for _, packed, _ in batch for body in packed]
             try:
-                seqs = await asyncio.to_thread(self._store.append_events, flat)
+                if len(flat) <= INLINE_APPEND_EVENTS:
+                    seqs = self._store.append_events(flat, bodies)
+                else:
+                    seqs = await asyncio.to_thread(self._store.append_events, flat, bodies)
             except Exception as exc:  # handed to every submitter; the loop goes on
-                for _, done in batch:
+                for _, _, done in batch:
                     if not done.done():
                         done.set_exception(exc)
                 continue
-            self._route_logged(flat, seqs)
+            self._route_logged(flat, bodies, seqs)
             start = 0
-            for events, done in batch:
+            for events, _, done in batch:
                 if not done.done():
                     done.set_result(seqs[start : start + len(events)])
                 start += len(events)
 
-    def _route_logged(self, events: Sequence[Event], seqs: Sequence[int]) -> None:
+    def _route_logged(
+        self, events: Sequence[Event], bodies: Sequence[bytes], seqs: Sequence[int]
+    ) -> None:
         self.stats.received += len(events)
         now = self._clock_us()
-        for seq, event in zip(seqs, events, strict=True):
+        for seq, event, body in zip(seqs, events, bodies, strict=True):
             self.events_clock.observe_us(to_us(event.occurred), now)
             ready = self.causal.admit_us(event, now)
             if not ready:
                 self.stats.held_followers += 1
-                self._held[event.id] = seq
+                self._held[event.id] = (seq, body)
                 self._lost_wake.set()
                 self._ensure_lost_task()
             for item in ready:
-                self._route_one(seq if item is event else self._held.pop(item.id, 0), item)
+                if item is event:
+                    self._route_one(seq, event, body)
+                else:
+                    self._route_held(item)
         if seqs:
             self._routed_upto = max(self._routed_upto, seqs[-1])
 
@@ -242,7 +268,7 @@ class Router:
         has been sent to it (calls reach it in order): a checkpoint there is safe."""
         upto = self._routed_upto
         if self._held:
-            upto = min(upto, min(self._held.values()) - 1)
+            upto = min(upto, min(seq for seq, _ in self._held.values()) - 1)
         lane = self._lanes.get(actor)
         if lane is not None:
             first = next((row[0] for row in lane.waiting() if row[0] > 0), None)
@@ -250,7 +276,13 @@ class Router:
                 upto = min(upto, first - 1)
         return upto
 
-    def _route_one(self, seq: int, event: Event) -> None:
+    def _route_held(self, event: Event) -> None:
+        """Route a follower that was held back, with its own sequence number."""
+        held = self._held.pop(event.id, None)
+        seq, body = held if held is not None else (0, encode_event(event))
+        self._route_one(seq, event, body)
+
+    def _route_one(self, seq: int, event: Event, body: bytes) -> None:
         targets = self.index.route(event)
         if not targets:
             return
@@ -263,7 +295,7 @@ class Router:
         for actor, automation_ids in by_actor.items():
             lane = self._lanes.get(actor)
             if lane is not None:
-                lane.put(((seq, automation_ids, event),))
+                lane.put(((seq, automation_ids, event, body),))
 
     async def drain(self, actors: Sequence[str] | None = None, timeout_s: float = 60.0) -> None:
         """Wait until the queued events of ``actors`` (default: all) have been applied."""
@@ -295,7 +327,7 @@ class Router:
             now = self._clock_us()
             for event in self.causal.release_lost(from_us(now)):
                 self.events_clock.observe_us(to_us(event.occurred), now)
-                self._route_one(self._held.pop(event.id, 0), event)
+                self._route_held(event)
 
     async def close(self) -> None:
         """Stop the send loops and the lost-follower timer."""

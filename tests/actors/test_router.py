@@ -28,12 +28,14 @@ class HeldActor:
 
     def __init__(self) -> None:
         self.batches: list[list[int]] = []
+        self.events: list[Event] = []
         self.pending: list[asyncio.Future[bytes]] = []
         self.apply = self
 
     def remote(self, blob: bytes) -> asyncio.Future[bytes]:
         rows = Batch.unpack(blob)
         self.batches.append([seq for seq, _, _ in rows])
+        self.events.extend(e for _, _, e in rows)
         answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self.pending.append(answer)
         return answer
@@ -89,6 +91,32 @@ def test_sent_upto_stops_before_what_waits_in_the_lane_or_is_held_back(tmp_path:
         assert [seq for batch in actor.batches for seq in batch] == seqs
         assert router.sent_upto("a") == held - 1
         assert unrelated[0] > held
+        await router.close()
+        store.close()
+
+    asyncio.run(main())
+
+
+def test_a_held_follower_reaches_the_actor_after_its_leader_with_its_own_seq(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        store = Store.open(tmp_path / "marmot.db")
+        router, actor = routed_to_held_actor(store, RouterSettings())
+        leader = received(event("job.started", 1))
+        follower = received(event("job.finished", 2, follows=leader.id, labels={"n": "7"}))
+
+        (follower_seq,) = await router.submit([follower])
+        await asyncio.sleep(0)
+        assert actor.batches == []  # held until its leader is processed
+        (leader_seq,) = await router.submit([leader])
+        while router.queued or actor.pending and not actor.pending[-1].done():
+            actor.release_all()
+            await asyncio.sleep(0)
+
+        assert [seq for batch in actor.batches for seq in batch] == [leader_seq, follower_seq]
+        assert actor.events == [leader, follower]
+        assert router.sent_upto("a") == leader_seq
         await router.close()
         store.close()
 

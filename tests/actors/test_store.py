@@ -250,6 +250,21 @@ def test_events_round_trip_unchanged(store: Store) -> None:
     assert store.read_events_after(0) == [(seq, e)]
 
 
+def test_events_logged_as_json_by_earlier_versions_still_read(store: Store) -> None:
+    # Logs written before events were stored packed hold JSON text in `body`.
+    old, new = event("old", payload={"n": 1}), event("new")
+    with sqlite3.connect(store.path) as conn:
+        conn.execute(
+            "INSERT INTO events (id, event, occurred, received, resource_id, body)"
+            " VALUES (?, ?, ?, NULL, ?, ?)",
+            (old.id.bytes, "old", 0, old.resource_id, old.model_dump_json()),
+        )
+    [seq] = store.append_events([new])
+
+    assert store.read_events_after(0) == [(seq - 1, old), (seq, new)]
+    assert [e for _, e in store.filter_events(descending=False, by_seq=True)] == [old, new]
+
+
 def test_read_events_after_pages_through_the_log(store: Store) -> None:
     events = [event(f"e.{i}") for i in range(25)]
     store.append_events(events)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid5
 
+from marmot.actors.eventlog import decode_body
 from marmot.engine.firing import FIRING_NAMESPACE
 from marmot.transport.client import Client
 from tests.chaos.processes import MARMOT
@@ -43,7 +44,7 @@ def read_log(db: Path) -> list[dict[str, Any]]:
     """Every event the log holds, in arrival (sequence) order, as stored."""
     with _ro(db) as conn:
         rows = conn.execute("SELECT body FROM events ORDER BY seq").fetchall()
-    return [json.loads(body) for (body,) in rows]
+    return [decode_body(body).model_dump(mode="json") for (body,) in rows]
 
 
 def read_automations(db: Path) -> list[dict[str, Any]]:
