@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 # of milliseconds) ran because the daemon or its timer was down: its firing is
 # marked late.
 LATE_AFTER_US = 1_000_000
+# The timer is told the events clock's offset when it moved this much, at most
+# this often (see Service._push_offset).
+OFFSET_SLACK_US = 2_000
+OFFSET_PUSH_INTERVAL_S = 0.01
 
 # (automation id, firing, automation.triggered event) in wire form.
 _Job = tuple[str, list[Any], list[Any]]
@@ -110,6 +114,7 @@ class Service:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lock = asyncio.Lock()
         self._last_offset: int | None = None
+        self._offset_pusher: asyncio.Task[None] | None = None
         self._sent_deadlines: dict[str, int | None] = {}
         self._timer_lane: Lane[tuple[str, int | None]] | None = None
         self._store_factory = functools.partial(Store.open, store.path)
@@ -260,10 +265,11 @@ class Service:
         self._executors = []
         self._timer = None
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # -- placement ----------------------------------------------------------------------
 
@@ -454,11 +460,27 @@ class Service:
         """Accept validated events; returns their sequence numbers once logged."""
         seqs = await self.router.submit(events, backpressure=source != "automation")
         self.metrics.events_received.labels(source).inc(len(events))
-        offset = self.router.offset_us()
-        if self._timer is not None and offset != self._last_offset:
+        pusher = self._offset_pusher
+        if self._timer is not None and (pusher is None or pusher.done()) and self._offset_moved():
+            self._offset_pusher = self._spawn(self._push_offset())
+        return seqs
+
+    def _offset_moved(self) -> bool:
+        last = self._last_offset
+        return last is None or abs(self.router.offset_us() - last) >= OFFSET_SLACK_US
+
+    async def _push_offset(self) -> None:
+        # Live events move the offset by a few milliseconds with every one: the
+        # timer hears of it at most every OFFSET_PUSH_INTERVAL_S, and only when
+        # it moved by OFFSET_SLACK_US or more (a call per event would cost the
+        # timer and the daemon more than the events). A stale offset makes a
+        # timer wake early (the actor finds nothing due and says when) or late
+        # by at most the slack plus the interval.
+        while self._timer is not None and self._offset_moved():
+            offset = self.router.offset_us()
             self._last_offset = offset
             self._timer.set_offset.remote(offset)
-        return seqs
+            await asyncio.sleep(OFFSET_PUSH_INTERVAL_S)
 
     async def _on_outcome(self, outcome: Outcome) -> None:
         self.metrics.evaluations.inc(outcome.evaluated)
