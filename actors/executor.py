@@ -14,6 +14,7 @@ and feeds back into the event stream.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -313,9 +314,17 @@ class ExecutorHost:
             attempt += 1
 
 
+@functools.lru_cache(maxsize=1024)
+def _automation(document: str) -> Automation:
+    """An automation from its JSON, parsed once per version: every batch of
+    firings carries its automations' documents, and validating one costs
+    more than running a simple action."""
+    return Automation.model_validate_json(document)
+
+
 def _plan(blob: bytes) -> list[_Planned]:
     documents, jobs = unpack(blob)
-    automations = {a: Automation.model_validate_json(doc) for a, doc in documents.items()}
+    automations = {a: _automation(doc) for a, doc in documents.items()}
     planned: list[_Planned] = []
     for automation_id, firing_row, triggered_row in jobs:
         job = pack([documents[automation_id], firing_row, triggered_row])
@@ -326,7 +335,7 @@ def _plan(blob: bytes) -> list[_Planned]:
 def _plan_job(job: bytes) -> list[_Planned]:
     """The actions of one firing, from the job the action log kept."""
     document, firing_row, triggered_row = unpack(job)
-    automation = Automation.model_validate_json(document)
+    automation = _automation(document)
     return _plan_firing(automation, firing_row, triggered_row, job)
 
 
