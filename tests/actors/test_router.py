@@ -110,7 +110,7 @@ def test_a_held_follower_reaches_the_actor_after_its_leader_with_its_own_seq(
         await asyncio.sleep(0)
         assert actor.batches == []  # held until its leader is processed
         (leader_seq,) = await router.submit([leader])
-        while router.queued or actor.pending and not actor.pending[-1].done():
+        while router.queued or (actor.pending and not actor.pending[-1].done()):
             actor.release_all()
             await asyncio.sleep(0)
 
