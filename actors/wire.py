@@ -29,11 +29,8 @@ def pack(value: Any) -> bytes:
     packer = getattr(_local, "packer", None)
     if packer is None:
         packer = _local.packer = msgpack.Packer(datetime=True, use_bin_type=True, autoreset=True)
-    try:
-        return packer.pack(value)  # type: ignore[no-any-return]
-    except BaseException:
-        packer.reset()  # a failed pack may leave part of the value in the buffer
-        raise
+    # A pack that fails resets the packer's buffer itself (msgpack does).
+    return packer.pack(value)  # type: ignore[no-any-return]
 
 
 def unpack(data: bytes) -> Any:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from marmot.actors.router import Router, RouterSettings
@@ -50,49 +52,54 @@ def received(e: Event) -> Event:
     return e.model_copy(update={"received": e.occurred})
 
 
-def routed_to_held_actor(store: Store, settings: RouterSettings) -> tuple[Router, HeldActor]:
-    """A router sending the test automation's events to a ``HeldActor``."""
+@contextlib.asynccontextmanager
+async def routed_to_held_actor(
+    tmp_path: Path, settings: RouterSettings
+) -> AsyncIterator[tuple[Router, HeldActor]]:
+    """A router over a store in ``tmp_path`` sending the test automation's events
+    to a ``HeldActor``; both closed afterwards."""
 
     async def on_outcome(outcome: Outcome) -> None:
         return None
 
+    store = Store.open(tmp_path / "marmot.db")
     router = Router(store, settings, on_outcome, clock_us=lambda: 10_000_000)
     actor = HeldActor()
     router.add_actor("a", actor)
     router.route(AID, "a", [leaf.matcher for leaf in Evaluator(AUTOMATION).leaves])
-    return router, actor
+    try:
+        yield router, actor
+    finally:
+        await router.close()
+        store.close()
 
 
 def test_sent_upto_stops_before_what_waits_in_the_lane_or_is_held_back(tmp_path: Path) -> None:
     async def main() -> None:
-        store = Store.open(tmp_path / "marmot.db")
-        router, actor = routed_to_held_actor(
-            store, RouterSettings(batch_max_events=2, max_inflight_per_actor=1)
-        )
-
-        seqs = await router.submit([received(event("job.ran", n)) for n in range(5)])
-        await asyncio.sleep(0)
-        # One call in flight (the first two), three events wait in the lane.
-        assert actor.batches == [seqs[:2]]
-        assert router.sent_upto("a") == seqs[2] - 1
-        assert router.sent_upto("elsewhere") == seqs[-1]
-
-        # A follower whose leader has not arrived is held back: nothing past it is safe.
-        follower = received(
-            event("job.followed", 9, follows="5b5b5b5b-0000-4000-8000-000000000000")
-        )
-        (held,) = await router.submit([follower])
-        unrelated = await router.submit([received(event("other.thing", 10))])
-        assert router.sent_upto("elsewhere") == held - 1
-
-        while router.queued:
-            actor.release_all()
+        async with routed_to_held_actor(
+            tmp_path, RouterSettings(batch_max_events=2, max_inflight_per_actor=1)
+        ) as (router, actor):
+            seqs = await router.submit([received(event("job.ran", n)) for n in range(5)])
             await asyncio.sleep(0)
-        assert [seq for batch in actor.batches for seq in batch] == seqs
-        assert router.sent_upto("a") == held - 1
-        assert unrelated[0] > held
-        await router.close()
-        store.close()
+            # One call in flight (the first two), three events wait in the lane.
+            assert actor.batches == [seqs[:2]]
+            assert router.sent_upto("a") == seqs[2] - 1
+            assert router.sent_upto("elsewhere") == seqs[-1]
+
+            # A follower whose leader has not arrived is held back: nothing past it is safe.
+            follower = received(
+                event("job.followed", 9, follows="5b5b5b5b-0000-4000-8000-000000000000")
+            )
+            (held,) = await router.submit([follower])
+            unrelated = await router.submit([received(event("other.thing", 10))])
+            assert router.sent_upto("elsewhere") == held - 1
+
+            while router.queued:
+                actor.release_all()
+                await asyncio.sleep(0)
+            assert [seq for batch in actor.batches for seq in batch] == seqs
+            assert router.sent_upto("a") == held - 1
+            assert unrelated[0] > held
 
     asyncio.run(main())
 
@@ -101,24 +108,21 @@ def test_a_held_follower_reaches_the_actor_after_its_leader_with_its_own_seq(
     tmp_path: Path,
 ) -> None:
     async def main() -> None:
-        store = Store.open(tmp_path / "marmot.db")
-        router, actor = routed_to_held_actor(store, RouterSettings())
-        leader = received(event("job.started", 1))
-        follower = received(event("job.finished", 2, follows=leader.id, labels={"n": "7"}))
+        async with routed_to_held_actor(tmp_path, RouterSettings()) as (router, actor):
+            leader = received(event("job.started", 1))
+            follower = received(event("job.finished", 2, follows=leader.id, labels={"n": "7"}))
 
-        (follower_seq,) = await router.submit([follower])
-        await asyncio.sleep(0)
-        assert actor.batches == []  # held until its leader is processed
-        (leader_seq,) = await router.submit([leader])
-        while router.queued or (actor.pending and not actor.pending[-1].done()):
-            actor.release_all()
+            (follower_seq,) = await router.submit([follower])
             await asyncio.sleep(0)
+            assert actor.batches == []  # held until its leader is processed
+            (leader_seq,) = await router.submit([leader])
+            while router.queued or (actor.pending and not actor.pending[-1].done()):
+                actor.release_all()
+                await asyncio.sleep(0)
 
-        assert [seq for batch in actor.batches for seq in batch] == [leader_seq, follower_seq]
-        assert actor.events == [leader, follower]
-        assert router.sent_upto("a") == leader_seq
-        await router.close()
-        store.close()
+            assert [seq for batch in actor.batches for seq in batch] == [leader_seq, follower_seq]
+            assert actor.events == [leader, follower]
+            assert router.sent_upto("a") == leader_seq
 
     asyncio.run(main())
 
@@ -127,28 +131,25 @@ def test_submits_waiting_on_backpressure_are_logged_in_the_order_they_were_made(
     tmp_path: Path,
 ) -> None:
     async def main() -> None:
-        store = Store.open(tmp_path / "marmot.db")
-        router, actor = routed_to_held_actor(
-            store,
-            RouterSettings(batch_max_events=1, max_inflight_per_actor=1, max_queued_events=2),
-        )
-        first = await router.submit([received(event("job.ran", n)) for n in range(4)])
-        await asyncio.sleep(0)
-        assert router.queued >= 2  # the actor holds the lane: the next submits must wait
-        names = [f"job.batch{k}" for k in range(5)]
-        tasks = [
-            asyncio.get_running_loop().create_task(router.submit([received(event(name, 10 + k))]))
-            for k, name in enumerate(names)
-        ]
-        await asyncio.sleep(0.01)
-        assert not any(t.done() for t in tasks)
-        while not all(t.done() for t in tasks):
-            actor.release_all()
+        settings = RouterSettings(batch_max_events=1, max_inflight_per_actor=1, max_queued_events=2)
+        async with routed_to_held_actor(tmp_path, settings) as (router, actor):
+            first = await router.submit([received(event("job.ran", n)) for n in range(4)])
             await asyncio.sleep(0)
-        seqs = [(await t)[0] for t in tasks]
-        assert seqs == sorted(seqs) and seqs[0] > first[-1]
-        assert router.stats.backpressure_waits >= 1
-        await router.close()
-        store.close()
+            assert router.queued >= 2  # the actor holds the lane: the next submits must wait
+            names = [f"job.batch{k}" for k in range(5)]
+            tasks = [
+                asyncio.get_running_loop().create_task(
+                    router.submit([received(event(name, 10 + k))])
+                )
+                for k, name in enumerate(names)
+            ]
+            await asyncio.sleep(0.01)
+            assert not any(t.done() for t in tasks)
+            while not all(t.done() for t in tasks):
+                actor.release_all()
+                await asyncio.sleep(0)
+            seqs = [(await t)[0] for t in tasks]
+            assert seqs == sorted(seqs) and seqs[0] > first[-1]
+            assert router.stats.backpressure_waits >= 1
 
     asyncio.run(main())
