@@ -25,13 +25,14 @@ from uuid import UUID
 from ray.exceptions import RayActorError
 
 from marmot.actors.actionkit import ActionSettings, RegistryRequest, RunnerFactory
+from marmot.actors.deadlines import DeadlineLedger
 from marmot.actors.executor import (
     ExecutorHost,
     ExecutorResults,
     action_events_from_blob,
     firing_key,
 )
-from marmot.actors.lanes import Lane
+from marmot.actors.lanes import Lane, first_idle
 from marmot.actors.metrics import Metrics
 from marmot.actors.router import Router, RouterSettings
 from marmot.actors.runtime import RayRuntime
@@ -51,8 +52,8 @@ log = logging.getLogger(__name__)
 # of milliseconds) ran because the daemon or its timer was down: its firing is
 # marked late.
 LATE_AFTER_US = 1_000_000
-# The timer is told the events clock's offset when it moved this much, at most
-# this often (see Service._push_offset).
+# While the timer holds deadlines, it is told the events clock's offset when it
+# moved this much, at most this often (see Service._push_offset).
 OFFSET_SLACK_US = 2_000
 OFFSET_PUSH_INTERVAL_S = 0.01
 
@@ -109,13 +110,12 @@ class Service:
         self._actors: dict[str, _Placement] = {}
         self._executors: list[Any] = []
         self._executor_lanes: list[Lane[_Job]] = []
-        self._next_executor = itertools.count()
         self._timer: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lock = asyncio.Lock()
         self._last_offset: int | None = None
         self._offset_pusher: asyncio.Task[None] | None = None
-        self._sent_deadlines: dict[str, int | None] = {}
+        self._deadlines = DeadlineLedger()
         self._timer_lane: Lane[tuple[str, int | None]] | None = None
         self._store_factory = functools.partial(Store.open, store.path)
         # Read when /metrics is scraped.
@@ -136,7 +136,7 @@ class Service:
         self._timer = self.runtime.timer_actor()
         self._timer_lane = Lane(
             self._timer,
-            lambda handle, items: handle.schedule.remote(dict(items)),
+            self._schedule,
             _ignore_result,
             self._timer_failed,
             batch_max=10_000,
@@ -361,17 +361,18 @@ class Service:
         self.router.remove_actor(key)
         self.runtime.kill(placement.handle)
 
-    def _changed_deadlines(self, deadlines: dict[str, int | None]) -> dict[str, int | None]:
-        sent = self._sent_deadlines
-        changed = {a: d for a, d in deadlines.items() if a not in sent or sent[a] != d}
-        sent.update(changed)
-        return changed
+    def _schedule(self, handle: Any, items: list[tuple[str, int | None]]) -> Any:
+        # The offset goes with every schedule: the timer may not have heard it
+        # for a long time (it is pushed only while deadlines are pending).
+        offset = self.router.offset_us()
+        self._last_offset = offset
+        return handle.schedule.remote(dict(items), offset)
 
     def _schedule_soon(self, deadlines: dict[str, int | None]) -> None:
         """Queue deadline changes; they reach the timer in order, coalesced into
         one call per round trip (a call per batch would cost Ray calls)."""
         if self._timer_lane is not None:
-            self._timer_lane.put(self._changed_deadlines(deadlines).items())
+            self._timer_lane.put(self._deadlines.changed(deadlines).items())
 
     # -- automations --------------------------------------------------------------------
 
@@ -461,7 +462,7 @@ class Service:
         seqs = await self.router.submit(events, backpressure=source != "automation")
         self.metrics.events_received.labels(source).inc(len(events))
         pusher = self._offset_pusher
-        if self._timer is not None and (pusher is None or pusher.done()) and self._offset_moved():
+        if self._deadlines.timed and (pusher is None or pusher.done()) and self._offset_moved():
             self._offset_pusher = self._spawn(self._push_offset())
         return seqs
 
@@ -475,8 +476,9 @@ class Service:
         # it moved by OFFSET_SLACK_US or more (a call per event would cost the
         # timer and the daemon more than the events). A stale offset makes a
         # timer wake early (the actor finds nothing due and says when) or late
-        # by at most the slack plus the interval.
-        while self._timer is not None and self._offset_moved():
+        # by at most the slack plus the interval. With no deadline pending, the
+        # timer is not told at all (the next schedule call carries the offset).
+        while self._timer is not None and self._deadlines.timed and self._offset_moved():
             offset = self.router.offset_us()
             self._last_offset = offset
             self._timer.set_offset.remote(offset)
@@ -551,8 +553,10 @@ class Service:
         if announce:
             await self.emit(triggered, source="automation")
         if self._executor_lanes:
-            lane = self._executor_lanes[next(self._next_executor) % len(self._executor_lanes)]
-            lane.put(jobs)
+            # As few executors as keep up: on a small machine every process
+            # woken costs scheduling delay, and firings queued behind a call in
+            # flight go together in the next one.
+            first_idle(self._executor_lanes).put(jobs)
 
     def _execute(self, handle: Any, jobs: list[_Job]) -> Any:
         documents = {job[0]: self._documents[job[0]] for job in jobs if job[0] in self._documents}
@@ -636,9 +640,7 @@ class Service:
                     if self._last_offset is not None:
                         self._timer.set_offset.remote(self._last_offset)
                     if self._timer_lane is not None:
-                        self._timer_lane.put(
-                            (a, d) for a, d in self._sent_deadlines.items() if d is not None
-                        )
+                        self._timer_lane.put(self._deadlines.pending())
                 stream = self._timer.stream.options(
                     num_returns="streaming", max_task_retries=0
                 ).remote()

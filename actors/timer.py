@@ -36,9 +36,15 @@ class TimerHost:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
 
-    async def schedule(self, deadlines: dict[str, int | None]) -> None:
-        """Set (or clear, with None) the events-clock deadline of each key."""
+    async def schedule(
+        self, deadlines: dict[str, int | None], offset_us: int | None = None
+    ) -> None:
+        """Set (or clear, with None) the events-clock deadline of each key; and the
+        events clock's offset, if given (it comes with every schedule, so a
+        deadline never meets a stale offset)."""
         self._ensure_running()
+        if offset_us is not None and offset_us != self._offset_us:
+            self._offset_us = offset_us
         for key, deadline in deadlines.items():
             if deadline is None:
                 self._current.pop(key, None)
