@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,14 @@ FailureHandler = Callable[["Lane[Any]", list[Any], BaseException], bool]
 REDO_DELAY_S = 0.1
 REDO_MAX_DELAY_S = 2.0
 MAX_REDOS = 12
+
+
+def first_idle(lanes: Sequence[Lane[T]]) -> Lane[T]:
+    """The first lane with nothing queued or in flight, else the one with least queued."""
+    for lane in lanes:
+        if not lane.busy:
+            return lane
+    return min(lanes, key=lambda lane: lane.queued)
 
 
 class Lane(Generic[T]):

@@ -101,3 +101,42 @@ def test_redoing_is_bounded() -> None:
     assert got["applied"] == []
     assert len(got["failures"]) == lanes.MAX_REDOS + 1
     assert got["dropped"] == 1
+
+
+def test_first_idle_prefers_the_first_lane_with_nothing_in_flight() -> None:
+    async def main() -> list[int]:
+        held = asyncio.Event()
+
+        def call(handle: Any, batch: list[int]) -> Any:
+            async def answer() -> list[int]:
+                await held.wait()
+                return batch
+
+            return answer()
+
+        async def ignore(lane: Lane[Any], batch: list[int], result: Any) -> None:
+            return None
+
+        lanes_ = [
+            Lane(n, call, ignore, lambda *_: False, batch_max=10, max_inflight=1) for n in range(3)
+        ]
+        chosen = []
+        chosen.append(lanes.first_idle(lanes_).handle)  # all idle: the first
+        lanes_[0].put([1])
+        await asyncio.sleep(0)  # the first lane's call is now in flight
+        chosen.append(lanes.first_idle(lanes_).handle)  # the second
+        lanes_[1].put([2])
+        lanes_[2].put([3])
+        await asyncio.sleep(0)
+        lanes_[0].put([4, 5])  # queued behind the call in flight
+        lanes_[2].put([6])
+        chosen.append(lanes.first_idle(lanes_).handle)  # all busy: the least queued
+        held.set()
+        for lane in lanes_:
+            await lane.settled()
+        chosen.append(lanes.first_idle(lanes_).handle)  # idle again: the first
+        for lane in lanes_:
+            await lane.close()
+        return chosen
+
+    assert asyncio.run(main()) == [0, 1, 1, 0]
