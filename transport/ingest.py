@@ -4,6 +4,12 @@ A frame is one msgpack (or JSON) event or a batch of them. Frames that do
 not decode or validate are counted by reason, logged at a limited rate, and
 dropped; the loop never dies of input. Frames waiting on the socket are
 drained together, so one log transaction carries many of them.
+
+The sockets are plain (not ``zmq.asyncio``) ones: the event loop watches
+their file descriptor, and a wake-up drains every waiting frame with
+non-blocking reads. Measured at 2,000 one-event frames/s, zmq.asyncio's
+future per read (and an exception per empty read) was a quarter of the
+daemon's event-loop time.
 """
 
 from __future__ import annotations
@@ -15,10 +21,9 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import zmq
-import zmq.asyncio
 
 from marmot.actors.metrics import Metrics
 from marmot.engine.models.events import Event, EventLimits
@@ -32,6 +37,7 @@ _DRAIN_FRAMES = 256
 # Submits in flight at once: the router logs whatever is pending in one
 # transaction (group commit) and admits submits in the order they were made.
 _SUBMITS_IN_FLIGHT = 4
+_POLLIN = int(zmq.POLLIN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,15 +79,15 @@ class Ingest:
         settings: IngestSettings,
         submit: Submit,
         metrics: Metrics,
-        context: zmq.asyncio.Context | None = None,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.settings = settings
         self._submit = submit
         self._metrics = metrics
-        self._context = context or zmq.asyncio.Context.instance()
+        self._context = context or zmq.Context.instance()
         self._clock = clock
-        self._sockets: list[zmq.asyncio.Socket] = []
+        self._sockets: list[zmq.Socket[bytes]] = []
         self._drops = _RateLimitedLog()
         self._submitting: deque[asyncio.Task[None]] = deque()
         self.accepted = 0
@@ -109,15 +115,18 @@ class Ingest:
         """Receive until cancelled."""
         await asyncio.gather(*(self._receive(s) for s in self._sockets))
 
-    async def _receive(self, socket: zmq.asyncio.Socket) -> None:
+    async def _receive(self, socket: zmq.Socket[bytes]) -> None:
         while True:
-            frames = [await socket.recv_multipart(copy=True)]
-            while len(frames) < _DRAIN_FRAMES:
-                try:
-                    frames.append(await socket.recv_multipart(flags=zmq.NOBLOCK, copy=True))
-                except zmq.Again:
-                    break
-            await self.handle_frames([parts[-1] for parts in frames])
+            frames: list[bytes] = []
+            # EVENTS, not a read that fails: an empty read raises, which costs more.
+            while (
+                len(frames) < _DRAIN_FRAMES and cast(int, socket.getsockopt(zmq.EVENTS)) & _POLLIN
+            ):
+                frames.append(socket.recv_multipart(zmq.NOBLOCK)[-1])
+            if frames:
+                await self.handle_frames(frames)
+            else:
+                await _readable(socket)
 
     async def handle_frames(self, frames: Sequence[bytes]) -> None:
         """Decode frames (the last part of each message) and submit the events."""
@@ -163,3 +172,24 @@ class Ingest:
         for socket in self._sockets:
             socket.close(linger=0)
         self._sockets.clear()
+
+
+async def _readable(socket: zmq.Socket[bytes]) -> None:
+    """Return once the loop sees the socket's descriptor signal.
+
+    ZeroMQ's descriptor is edge-triggered and signals any change of the
+    socket's state: the caller checks ``EVENTS`` for what is there.
+    """
+    loop = asyncio.get_running_loop()
+    woken: asyncio.Future[None] = loop.create_future()
+    fd = cast(int, socket.getsockopt(zmq.FD))
+
+    def wake() -> None:
+        if not woken.done():
+            woken.set_result(None)
+
+    loop.add_reader(fd, wake)
+    try:
+        await woken
+    finally:
+        loop.remove_reader(fd)
