@@ -22,7 +22,7 @@ class InterestIndex(Generic[K]):
 
     def __init__(self) -> None:
         self._matchers: dict[K, Sequence[TriggerMatcher]] = {}
-        self._by_name: dict[str, tuple[K, ...]] = {}
+        self._by_name: dict[str, tuple[tuple[K, tuple[TriggerMatcher, ...] | None], ...]] = {}
 
     def __len__(self) -> int:
         return len(self._matchers)
@@ -42,13 +42,19 @@ class InterestIndex(Generic[K]):
 
     def by_name(self, name: str) -> tuple[K, ...]:
         """Keys with a trigger whose name test (a, b) accepts ``name``."""
+        return tuple(key for key, _ in self._entries(name))
+
+    def _entries(self, name: str) -> tuple[tuple[K, tuple[TriggerMatcher, ...] | None], ...]:
+        # Per name: each interested key with the matchers whose resource test
+        # is still to run, or None when one of them takes every resource.
         found = self._by_name.get(name)
         if found is None:
-            found = tuple(
-                key
-                for key, matchers in self._matchers.items()
-                if any(m.interested_in_name(name) for m in matchers)
-            )
+            entries = []
+            for key, matchers in self._matchers.items():
+                named = tuple(m for m in matchers if m.interested_in_name(name))
+                if named:
+                    entries.append((key, None if any(m.covers_all for m in named) else named))
+            found = tuple(entries)
             if len(self._by_name) >= _CACHE_LIMIT:
                 self._by_name.clear()
             self._by_name[name] = found
@@ -58,6 +64,6 @@ class InterestIndex(Generic[K]):
         """Keys with a trigger fully interested in ``event``, in registration order."""
         return [
             key
-            for key in self.by_name(event.event)
-            if any(m.is_interested(event) for m in self._matchers[key])
+            for key, pending in self._entries(event.event)
+            if pending is None or any(m.covers(event) for m in pending)
         ]

@@ -143,6 +143,11 @@ class TriggerMatcher:
             _remember(self._interest, name, cached)
         return cached
 
+    @property
+    def covers_all(self) -> bool:
+        """True when part (c) accepts every event: no ``match`` or ``match_related``."""
+        return self._match.is_empty and not self._related
+
     def covers(self, event: Event) -> bool:
         """Part (c): ``match`` includes the resource, each ``match_related`` the related."""
         if not self._match.matches(event.resource):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from marmot.engine.interest import InterestIndex
 from marmot.engine.matching import (
     CompiledSpec,
     TriggerMatcher,
@@ -311,3 +312,54 @@ def test_firing_labels_are_the_bucketing_key() -> None:
         {"prefect.resource.id": "r1"},
         {"prefect.resource.id": "r2"},
     ]
+
+
+def test_interest_index_routes_exactly_as_the_whole_interest_test() -> None:
+    """The router's index (names cached, resource test skipped where a trigger
+    takes every resource) agrees with SEMANTICS §2 applied trigger by trigger."""
+    flow = {"prefect.resource.id": "prefect.flow.etl", "prefect.resource.role": "flow"}
+    triggers: dict[str, list[TriggerMatcher]] = {
+        "any-name": [_matcher()],
+        "completed": [_matcher(expect=["prefect.flow-run.Completed"])],
+        "runs-only": [
+            _matcher(
+                expect=["prefect.flow-run.*"], match={"prefect.resource.id": "prefect.flow-run.*"}
+            )
+        ],
+        "etl-related": [_matcher(expect=["prefect.flow-run.*"], match_related=flow)],
+        # A compound: one child takes every resource for one name only.
+        "two-children": [
+            _matcher(
+                expect=["prefect.flow-run.Failed"], match={"prefect.resource.id": "nothing.*"}
+            ),
+            _matcher(expect=["prefect.flow-run.Crashed"]),
+        ],
+        "after-only": [_matcher(after=["prefect.flow-run.Running"], expect=["x.never"])],
+    }
+    index: InterestIndex[str] = InterestIndex()
+    for key, matchers in triggers.items():
+        index.set(key, matchers)
+    names = [
+        "prefect.flow-run.Completed",
+        "prefect.flow-run.Failed",
+        "prefect.flow-run.Crashed",
+        "prefect.flow-run.Running",
+        "other",
+    ]
+    resources = ["prefect.flow-run.1", "prefect.task-run.2", "nothing.3"]
+    checked = 0
+    for _ in range(2):  # the second pass is answered from the name cache
+        for name in names:
+            for resource in resources:
+                for related in ([], [flow]):
+                    e = event(name, 0, resource, related=related)
+                    expected = [
+                        key
+                        for key, matchers in triggers.items()
+                        if any(m.is_interested(e) for m in matchers)
+                    ]
+                    assert index.route(e) == expected, (name, resource, related)
+                    checked += 1
+    assert checked == 2 * 5 * 3 * 2
+    index.remove("any-name")
+    assert "any-name" not in index.route(event("other", 0, "prefect.flow-run.1"))
