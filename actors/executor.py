@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol
-from uuid import UUID, uuid4, uuid5
+from uuid import UUID, uuid4
 
 from marmot.actors.actionkit import (
     ActionFailed,
@@ -36,7 +36,7 @@ from marmot.actors.actionkit import (
     TransientFailure,
 )
 from marmot.actors.wire import event_from_wire, event_to_wire, firing_from_wire, pack, unpack
-from marmot.engine.firing import FIRING_NAMESPACE
+from marmot.engine.firing import FIRING_NAMESPACE, name_uuid
 from marmot.engine.models.actions import Action
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import RESOURCE_ID, RESOURCE_NAME, RESOURCE_ROLE, Event
@@ -385,7 +385,7 @@ def _action_event(
             }
         )
     return Event(
-        id=uuid5(FIRING_NAMESPACE, f"action|{firing.id}|{run.index}|{status}"),
+        id=name_uuid(FIRING_NAMESPACE, f"action|{firing.id}|{run.index}|{status}"),
         occurred=datetime.now(UTC),
         event=f"prefect.automation.action.{status}",
         resource={

@@ -17,7 +17,7 @@ from uuid import UUID, SafeUUID
 import msgpack
 
 from marmot.engine.firing import Firing
-from marmot.engine.models.events import Event
+from marmot.engine.models.events import Event, trusted_event
 from marmot.engine.models.triggers import Posture
 
 _local = threading.local()
@@ -76,35 +76,20 @@ def _uuid(value: bytes | str) -> UUID:
     return uuid
 
 
-_EVENT_FIELDS = frozenset(Event.model_fields)
-
-
 def event_from_wire(row: Sequence[Any]) -> Event:
-    """Rebuild a trusted event from ``event_to_wire`` output, without re-validating.
-
-    It fills the model's fields directly, as ``model_construct`` does but four
-    times faster: automation actors rebuild every event they evaluate.
-    """
+    """Rebuild a trusted event from ``event_to_wire`` output, without re-validating
+    (automation actors rebuild every event they evaluate)."""
     event_id, occurred, name, resource, related, payload, follows, received = row
-    event = object.__new__(Event)
-    object.__setattr__(
-        event,
-        "__dict__",
-        {
-            "id": _uuid(event_id),
-            "occurred": _aware(occurred),
-            "event": name,
-            "resource": resource,
-            "related": related,
-            "payload": payload,
-            "follows": _uuid(follows) if follows else None,
-            "received": _aware(received) if received is not None else None,
-        },
+    return trusted_event(
+        _uuid(event_id),
+        _aware(occurred),
+        name,
+        resource,
+        related,
+        payload,
+        _uuid(follows) if follows else None,
+        _aware(received) if received is not None else None,
     )
-    object.__setattr__(event, "__pydantic_fields_set__", _EVENT_FIELDS)
-    object.__setattr__(event, "__pydantic_extra__", None)
-    object.__setattr__(event, "__pydantic_private__", None)
-    return event
 
 
 def _aware(value: Any) -> datetime:

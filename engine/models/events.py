@@ -207,3 +207,43 @@ class Event(MarmotModel):
                 if related.get(RESOURCE_ROLE) == role:
                     return related.get(label)
         return self.resource.get(name)
+
+
+_EVENT_FIELDS = frozenset(Event.model_fields)
+
+
+def trusted_event(
+    id: UUID,
+    occurred: datetime,
+    event: str,
+    resource: dict[str, str],
+    related: list[dict[str, str]],
+    payload: dict[str, Any],
+    follows: UUID | None = None,
+    received: datetime | None = None,
+) -> Event:
+    """An event from values known to be valid (made by Marmot, or validated at
+    ingest and carried between its processes), without validating again.
+
+    It fills the model's fields directly, as ``model_construct`` does but four
+    times faster. Datetimes must be aware UTC.
+    """
+    made = object.__new__(Event)
+    object.__setattr__(
+        made,
+        "__dict__",
+        {
+            "id": id,
+            "occurred": occurred,
+            "event": event,
+            "resource": resource,
+            "related": related,
+            "payload": payload,
+            "follows": follows,
+            "received": received,
+        },
+    )
+    object.__setattr__(made, "__pydantic_fields_set__", _EVENT_FIELDS)
+    object.__setattr__(made, "__pydantic_extra__", None)
+    object.__setattr__(made, "__pydantic_private__", None)
+    return made

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from uuid import UUID
+from uuid import NAMESPACE_DNS, UUID, uuid5
 
 import pytest
 
 from marmot.engine.errors import ValidationFailed
 from marmot.engine.evaluator import Evaluator
-from marmot.engine.firing import triggered_event
+from marmot.engine.firing import FIRING_NAMESPACE, name_uuid, triggered_event
+from marmot.engine.models.events import Event
 from marmot.engine.replay import Replay
 from tests.engine.factories import AUTOMATION_ID, at, automation, buckets, evaluator, event
 
@@ -42,6 +43,17 @@ def test_triggered_event_shape() -> None:
     assert emitted.payload["triggering_event"]["event"] == "x"
     assert emitted.payload["triggering_event"]["resource"] == source.resource
     assert emitted.occurred == at(4)
+    # Built without validation: it must still be exactly what validation accepts.
+    assert Event.model_validate(emitted.model_dump()) == emitted
+    assert emitted.id == uuid5(FIRING_NAMESPACE, f"event|{firing.id}")
+
+
+def test_name_uuid_is_uuid5() -> None:
+    """Firing and event ids are kept in the action log: the fast path must give
+    exactly the ids uuid5 gave."""
+    for name in ("", "event|x", "action|1|0|executed", "ü" * 300, "\x00|\U0001f600"):
+        for namespace in (FIRING_NAMESPACE, NAMESPACE_DNS, UUID(int=0), UUID(int=(1 << 128) - 1)):
+            assert name_uuid(namespace, name) == uuid5(namespace, name)
 
 
 def test_triggered_event_of_proactive_firing_names_its_posture() -> None:
