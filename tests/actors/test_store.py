@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from marmot.actors import eventlog
 from marmot.actors.store import SCHEMA_VERSION, Store
 from marmot.engine.errors import Conflict, NotFound, Unsupported, ValidationFailed
 from marmot.engine.models.automations import Automation
@@ -235,6 +236,30 @@ def test_repeats_within_one_new_batch_share_one_seq(store: Store) -> None:
     assert seqs == [1, 2, 1]
     assert [x.event for _, x in store.read_events_after(0)] == ["e", "f"]
     assert store.last_seq() == 2
+
+
+@pytest.mark.parametrize("host_parameters", [None, 999])
+def test_big_batches_go_in_whole_in_order_also_with_an_old_id_inside(
+    store: Store, host_parameters: int | None
+) -> None:
+    """Rows are inserted many per statement (512, then powers of two); an SQLite
+    allowing fewer host parameters (999 before 3.32) gets smaller statements."""
+    if host_parameters is not None:
+        store._conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, host_parameters)
+        store._chunk_rows = eventlog._chunk_rows(store._conn)
+        assert store._chunk_rows == 128  # SQLite before 3.32: 999 // 6 = 166 rows, a power of two
+    else:
+        assert store._chunk_rows == 512
+    first = [event(f"a{k}") for k in range(1500)]  # 512 + 512 + 256 + 128 + 64 + 16 + 8 + 4
+    assert store.append_events(first) == list(range(1, 1501))
+    again = [event(f"b{k}") for k in range(700)]
+    again.insert(333, first[42])  # an id already logged: the slower path, chunked too
+    seqs = store.append_events(again)
+    assert seqs[333] == 43
+    assert seqs[:333] + seqs[334:] == list(range(1501, 2201))
+    logged = [(s, e.id) for s, e in store.read_events_after(0, 5000)]
+    expected = [e.id for e in first] + [e.id for e in again[:333] + again[334:]]
+    assert logged == list(zip(range(1, 2201), expected, strict=True))
 
 
 def test_events_round_trip_unchanged(store: Store) -> None:
