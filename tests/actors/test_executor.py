@@ -6,6 +6,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -27,6 +28,7 @@ from marmot.actors.store import Store
 from marmot.actors.wire import event_to_wire, firing_to_wire, pack, unpack
 from marmot.engine.firing import Firing, firing_id, triggered_event
 from marmot.engine.models.automations import Automation
+from marmot.engine.models.events import Event
 from tests.engine.factories import event
 
 AUTOMATION_ID = UUID("8b0f9d1e-2c3a-4b5d-9e6f-7a8b9c0d1e2f")
@@ -159,9 +161,14 @@ def test_actions_run_once_and_report_triggered_then_executed(tmp_path: Path) -> 
         )
         blob = job_blob(a)
         assert await h.execute(blob) == ["prefect.automation.action.triggered"] * 2
-        done = statuses(await h.outcomes(2))
+        results = await h.outcomes(2)
+        done = statuses(results)
         assert done[0][0] == "executed" and done[0][1]["result"] == "did nothing, as asked"
         assert done[1][0] == "executed" and done[1][1]["attempts"] == 1
+        for e in (e for r in results for e in r.events):
+            # Built without validation: exactly what validation accepts.
+            assert Event.model_validate(e.model_dump()) == e
+            assert e.occurred.tzinfo is UTC
         # The same firing again (a retry of the call, a replay): nothing acts twice.
         assert await h.execute(blob) == []
         assert scripted.calls == {"call-webhook": 1}
