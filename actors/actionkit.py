@@ -52,6 +52,8 @@ class ActionSettings:
     template_max_bytes: int = 65_536
     template_timeout_s: float = 2.0
     max_concurrent_actions: int = 64
+    # The executor process's nice value (0 leaves it as it is).
+    nice: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from marmot.actors.actionkit import (
     RunnerSet,
     TransientFailure,
 )
+from marmot.actors.priority import lower_priority
 from marmot.actors.wire import event_from_wire, event_to_wire, firing_from_wire, pack, unpack
 from marmot.engine.firing import FIRING_NAMESPACE, name_uuid
 from marmot.engine.models.actions import Action
@@ -146,6 +147,7 @@ class ExecutorHost:
         self._store = log_factory()
         self._log: ActionLog = self._store
         self._settings = settings or ActionSettings()
+        lower_priority(self._settings.nice)
         self._runner_factory = runner_factory
         self._runner_set: RunnerSet | None = None
         self._building: asyncio.Lock | None = None

@@ -8,6 +8,7 @@ Calls on one lane are issued in order, so an actor sees its items in order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from collections import deque
@@ -35,9 +36,10 @@ MAX_REDOS = 12
 
 
 def first_idle(lanes: Sequence[Lane[T]]) -> Lane[T]:
-    """The first lane with nothing queued or in flight, else the one with least queued."""
+    """The first lane with no call in flight (what it has queued goes together in
+    its next call), else the one with the fewest items queued."""
     for lane in lanes:
-        if not lane.busy:
+        if not lane.sending:
             return lane
     return min(lanes, key=lambda lane: lane.queued)
 
@@ -54,6 +56,7 @@ class Lane(Generic[T]):
         *,
         batch_max: int,
         max_inflight: int,
+        linger_s: float = 0.0,
     ) -> None:
         self.handle = handle
         self._call = call
@@ -61,10 +64,14 @@ class Lane(Generic[T]):
         self._on_failure = on_failure
         self.batch_max = batch_max
         self.max_inflight = max_inflight
+        # How long a batch smaller than batch_max waits for company before it is
+        # sent (0: at once). For calls whose latency matters less than their count.
+        self.linger_s = linger_s
         self._items: deque[T] = deque()
         self._redo: deque[T] = deque()
         self._inflight: deque[asyncio.Task[None]] = deque()
         self._wake = asyncio.Event()
+        self._full = asyncio.Event()  # ends a linger early
         self._task = asyncio.get_running_loop().create_task(self._run())
         self.batches = 0
         self.sent = 0
@@ -86,6 +93,13 @@ class Lane(Generic[T]):
             or (self._backoff is not None and not self._backoff.done())
         )
 
+    @property
+    def sending(self) -> bool:
+        """Whether a call is in flight or a failed batch waits to be sent again."""
+        return any(not t.done() for t in self._inflight) or (
+            self._backoff is not None and not self._backoff.done()
+        )
+
     def waiting(self) -> Iterator[T]:
         """The items not sent yet, in the order they will be."""
         return itertools.chain(self._redo, self._items)
@@ -94,6 +108,8 @@ class Lane(Generic[T]):
         """Queue items for the actor."""
         self._items.extend(items)
         self._wake.set()
+        if len(self._items) >= self.batch_max:
+            self._full.set()
 
     def redo(self, items: Iterable[T]) -> None:
         """Send items again, before anything queued after them (batches complete in
@@ -117,6 +133,14 @@ class Lane(Generic[T]):
             if not source:
                 self._wake.clear()
                 continue
+            if self.linger_s and len(source) < self.batch_max:
+                # Wait for company, unless a full batch comes first.
+                self._full.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), self.linger_s)
+                source = self._redo or self._items
+                if not source:
+                    continue
             size = min(self.batch_max, len(source))
             batch = [source.popleft() for _ in range(size)]
             self.batches += 1

@@ -57,6 +57,12 @@ LATE_AFTER_US = 1_000_000
 OFFSET_SLACK_US = 2_000
 OFFSET_PUSH_INTERVAL_S = 0.01
 
+# Firings wait this long for company before they go to an executor (unless
+# 200 are queued): fewer, fuller calls. An action starts this much later; at
+# 2,000 events/s with 1 in 10 firing, executors used ~40% of a core without
+# it and ~25% with it, and publish-to-firing p99 went from ~50-70 to ~35-45 ms.
+EXECUTOR_LINGER_S = 0.02
+
 # (automation id, firing, automation.triggered event) in wire form.
 _Job = tuple[str, list[Any], list[Any]]
 
@@ -167,6 +173,7 @@ class Service:
                 self._executor_failed,
                 batch_max=200,
                 max_inflight=1,
+                linger_s=EXECUTOR_LINGER_S,
             )
             for handle in self._executors
         ]

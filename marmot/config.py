@@ -235,6 +235,7 @@ class ExecutorsConfig(_Section):
     backoff_base_s: float = Field(default=0.5, gt=0)
     backoff_max_s: float = Field(default=30.0, gt=0)
     max_concurrent_actions: int = Field(default=64, ge=1)
+    nice: int = Field(default=10, ge=0, le=19)
 
 
 class LimitsConfig(_Section):

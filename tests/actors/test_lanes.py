@@ -140,3 +140,40 @@ def test_first_idle_prefers_the_first_lane_with_nothing_in_flight() -> None:
         return chosen
 
     assert asyncio.run(main()) == [0, 1, 1, 0]
+
+
+def test_a_lingering_lane_sends_what_came_meanwhile_in_one_call_and_counts_as_idle() -> None:
+    async def main() -> tuple[list[list[int]], list[int]]:
+        actor = Actor()
+        applied: list[int] = []
+
+        async def on_result(lane: Lane[Any], batch: list[int], result: Any) -> None:
+            applied.extend(result)
+
+        lane: Lane[int] = Lane(
+            None,
+            actor.call,
+            on_result,
+            lambda *_: False,
+            batch_max=4,
+            max_inflight=1,
+            linger_s=0.05,
+        )
+        other: Lane[int] = Lane(
+            None, actor.call, on_result, lambda *_: False, batch_max=4, max_inflight=1
+        )
+        lane.put([1])
+        await asyncio.sleep(0)  # the lane wakes and lingers
+        lane.put([2])
+        lane.put([3])
+        # Items queued, no call in flight: it is still the one to give more to.
+        assert lanes.first_idle([lane, other]) is lane
+        lane.put([4, 5, 6, 7, 8])  # full batches go without waiting out the linger
+        await asyncio.wait_for(lane.settled(), 10)
+        await lane.close()
+        await other.close()
+        return actor.calls, applied
+
+    calls, applied = asyncio.run(main())
+    assert calls == [[1, 2, 3, 4], [5, 6, 7, 8]]
+    assert applied == [1, 2, 3, 4, 5, 6, 7, 8]

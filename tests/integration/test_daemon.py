@@ -207,3 +207,21 @@ def test_sdk_automation_lifecycle(daemon: DaemonThread, monkeypatch: pytest.Monk
     asyncio.run(async_side())
     with pytest.raises(NotFound):
         Automation.read(id=created.id)
+
+
+def _thread_niceness(host: Any) -> list[int]:
+    """The nice value of every thread of the actor's process."""
+    import os
+
+    return [os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir("/proc/self/task")]
+
+
+def test_executors_run_at_the_configured_lower_priority(daemon: DaemonThread) -> None:
+    import ray
+
+    service = daemon.daemon.service
+    assert service is not None and service._executors
+    for executor in service._executors:
+        niceness = ray.get(executor.__ray_call__.remote(_thread_niceness), timeout=30)
+        # executors.nice (10 by default) on every thread; one Ray starts nicer stays so
+        assert niceness and min(niceness) == 10

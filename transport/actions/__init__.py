@@ -30,6 +30,7 @@ def action_settings(config: MarmotConfig) -> ActionSettings:
         template_max_bytes=limits.template_max_bytes,
         template_timeout_s=limits.template_timeout_s,
         max_concurrent_actions=executors.max_concurrent_actions,
+        nice=executors.nice,
     )
 
 
