@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +44,13 @@ class AutomationHost:
 
     def __init__(self, store_factory: Callable[[], Store] | None = None) -> None:
         tune_gc()  # this actor's process evaluates events in bulk
+        nice = os.getpriority(os.PRIO_PROCESS, 0)  # this thread runs the actor's calls
+        if nice > 0:
+            log.warning(
+                "automation actor runs at nice %d: on a busy node its calls wait for the "
+                "CPU (start the node's Ray with RAY_worker_niceness=0)",
+                nice,
+            )
         self._store_factory = store_factory
         self._store: Store | None = None
         self._evaluators: dict[str, Evaluator] = {}

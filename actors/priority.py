@@ -2,8 +2,9 @@
 
 Executors run it: on a small machine, evaluation (the daemon, automation
 actors, the timer) keeps the CPU when actions compete for it. Measured on
-this 2-core machine at 2,000 events/s with 1 in 10 firing: publish-to-firing
-p99 ~35-45 ms with executors at nice 0, ~28-30 ms at nice 10.
+this 2-core machine, publish-to-firing p99 with executors at nice 0 -> 10:
+~30-41 -> ~28-34 ms at 2,000 events/s with 1 in 10 firing, ~83 -> ~63 ms at
+1,000 events/s with every event firing.
 
 On Linux a nice value belongs to each thread, and Ray has started threads
 before an actor's constructor runs: every thread of the process is set, and

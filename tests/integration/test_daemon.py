@@ -216,12 +216,20 @@ def _thread_niceness(host: Any) -> list[int]:
     return [os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir("/proc/self/task")]
 
 
-def test_executors_run_at_the_configured_lower_priority(daemon: DaemonThread) -> None:
+def test_evaluation_runs_at_the_daemons_priority_and_executors_below_it(
+    daemon: DaemonThread, client: Client
+) -> None:
+    """Ray would run its workers' task threads at nice 15; the embedded Ray runs
+    automation actors and the timer at 0, and executors at executors.nice."""
     import ray
 
+    client.create_automation(_reactive("niceness probe", "test.niceness"))
     service = daemon.daemon.service
-    assert service is not None and service._executors
+    assert service is not None and service._executors and service._actors
     for executor in service._executors:
         niceness = ray.get(executor.__ray_call__.remote(_thread_niceness), timeout=30)
-        # executors.nice (10 by default) on every thread; one Ray starts nicer stays so
-        assert niceness and min(niceness) == 10
+        assert niceness and set(niceness) == {10}  # executors.nice, by default
+    evaluators = [p.handle for p in service._actors.values()] + [service._timer]
+    for actor in evaluators:
+        niceness = ray.get(actor.__ray_call__.remote(_thread_niceness), timeout=30)
+        assert niceness and set(niceness) == {0}
