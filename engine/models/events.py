@@ -243,7 +243,8 @@ def trusted_event(
             "received": received,
         },
     )
-    object.__setattr__(made, "__pydantic_fields_set__", _EVENT_FIELDS)
+    # A set of its own: pydantic updates it in place (``model_copy(update=...)``).
+    object.__setattr__(made, "__pydantic_fields_set__", set(_EVENT_FIELDS))
     object.__setattr__(made, "__pydantic_extra__", None)
     object.__setattr__(made, "__pydantic_private__", None)
     return made

@@ -43,8 +43,11 @@ def test_triggered_event_shape() -> None:
     assert emitted.payload["triggering_event"]["event"] == "x"
     assert emitted.payload["triggering_event"]["resource"] == source.resource
     assert emitted.occurred == at(4)
-    # Built without validation: it must still be exactly what validation accepts.
+    # Built without validation: it must still be exactly what validation accepts,
+    # and behave as a model (a late firing's event is a copy with a new payload).
     assert Event.model_validate(emitted.model_dump()) == emitted
+    late = emitted.model_copy(update={"payload": {**emitted.payload, "late_by_seconds": 2.0}})
+    assert late.payload["late_by_seconds"] == 2.0 and "late_by_seconds" not in emitted.payload
     assert emitted.id == uuid5(FIRING_NAMESPACE, f"event|{firing.id}")
 
 
