@@ -43,9 +43,10 @@ SCHEMA = (
     "CREATE INDEX events_occurred ON events (occurred)",
 )
 
+# One row's placeholders; a statement carries one or many rows.
+_ROW_MARKS = "(?, ?, ?, ?, ?, ?)"
 _INSERT = (
-    "INSERT INTO events (id, event, occurred, received, resource_id, body)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO events (id, event, occurred, received, resource_id, body) VALUES {_ROW_MARKS}"
 )
 # (id, event, occurred, received, resource_id, body) as the events table stores them.
 _Row = tuple[bytes, str, int, int | None, str, bytes]
@@ -275,19 +276,19 @@ def decode_body(body: bytes | str) -> Event:
 # statements of 512 rows. Statement sizes are 512 and powers of two below it,
 # so a handful of statements are prepared and cached, never one per size.
 _CHUNK_ROWS = 512
-_COLUMNS = 6
 
 
 def _chunk_rows(conn: sqlite3.Connection) -> int:
     """The most rows one statement may carry here: 512, or fewer where SQLite
     allows fewer host parameters (a power of two)."""
-    most = min(_CHUNK_ROWS, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _COLUMNS)
+    columns = _ROW_MARKS.count("?")
+    most = min(_CHUNK_ROWS, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // columns)
     return 1 << (most.bit_length() - 1)
 
 
 @functools.lru_cache(maxsize=16)
 def _insert_sql(rows: int) -> str:
-    return _INSERT + ", (?, ?, ?, ?, ?, ?)" * (rows - 1)
+    return _INSERT + f", {_ROW_MARKS}" * (rows - 1)
 
 
 def _insert(conn: sqlite3.Connection, rows: Sequence[_Row], chunk_rows: int) -> None:

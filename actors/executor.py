@@ -14,13 +14,12 @@ and feeds back into the event stream.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import random
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, Protocol, TypeVar
 from uuid import UUID, uuid4
 
@@ -327,7 +326,7 @@ class ExecutorHost:
             attempt += 1
 
 
-@functools.lru_cache(maxsize=1024)
+@lru_cache(maxsize=1024)
 def _automation(document: str) -> Automation:
     """An automation from its JSON, parsed once per version: every batch of
     firings carries its automations' documents, and validating one costs

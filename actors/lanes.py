@@ -87,11 +87,7 @@ class Lane(Generic[T]):
     @property
     def busy(self) -> bool:
         """Whether items are queued or calls are in flight."""
-        return (
-            bool(self._items or self._redo)
-            or any(not t.done() for t in self._inflight)
-            or (self._backoff is not None and not self._backoff.done())
-        )
+        return bool(self._items or self._redo) or self.sending
 
     @property
     def sending(self) -> bool:

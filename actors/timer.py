@@ -43,7 +43,7 @@ class TimerHost:
         events clock's offset, if given (it comes with every schedule, so a
         deadline never meets a stale offset)."""
         self._ensure_running()
-        if offset_us is not None and offset_us != self._offset_us:
+        if offset_us is not None:
             self._offset_us = offset_us
         for key, deadline in deadlines.items():
             if deadline is None:

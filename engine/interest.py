@@ -40,13 +40,10 @@ class InterestIndex(Generic[K]):
         if self._matchers.pop(key, None) is not None:
             self._by_name.clear()
 
-    def by_name(self, name: str) -> tuple[K, ...]:
-        """Keys with a trigger whose name test (a, b) accepts ``name``."""
-        return tuple(key for key, _ in self._entries(name))
-
     def _entries(self, name: str) -> tuple[tuple[K, tuple[TriggerMatcher, ...] | None], ...]:
-        # Per name: each interested key with the matchers whose resource test
-        # is still to run, or None when one of them takes every resource.
+        # Per name: each key with a trigger whose name test (a, b) accepts it,
+        # with the triggers whose resource test (c) is still to run, or None
+        # when one of them takes every resource.
         found = self._by_name.get(name)
         if found is None:
             entries = []
