@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import statistics
 import tempfile
 import time
@@ -131,7 +132,37 @@ def evaluated(daemon: DaemonThread) -> int:
     return int(daemon.daemon.service.metrics.evaluations._value.get())
 
 
-def throughput(automations: int, per_actor: int, events: int) -> tuple[float, int, int]:
+class CpuMeter:
+    """CPU time spent between ``start`` and ``stop``: by this process (the daemon)
+    and by the whole machine. Per event, these vary less from one machine to
+    another than rates do, so runs on different hosts can be compared."""
+
+    def __init__(self) -> None:
+        self.daemon_s = 0.0
+        self.machine_s = 0.0
+        self._start: tuple[float, float] = (0.0, 0.0)
+
+    @staticmethod
+    def _read() -> tuple[float, float]:
+        own = os.times()
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        # user nice system idle iowait irq softirq steal ...: busy = all but idle, iowait
+        ticks = [int(f) for f in fields]
+        busy = sum(ticks) - ticks[3] - (ticks[4] if len(ticks) > 4 else 0)
+        return own.user + own.system, busy / os.sysconf("SC_CLK_TCK")
+
+    def start(self) -> None:
+        self._start = self._read()
+
+    def stop(self) -> None:
+        own, machine = self._read()
+        self.daemon_s = own - self._start[0]
+        self.machine_s = machine - self._start[1]
+
+
+def throughput(
+    automations: int, per_actor: int, events: int, cpu: CpuMeter | None = None
+) -> tuple[float, int, int]:
     """Events/s from PUSH until every event was evaluated; plus logged and evaluated counts."""
     with tempfile.TemporaryDirectory() as folder:
         daemon = start_daemon(Path(folder), automations_per_actor=per_actor)
@@ -147,8 +178,12 @@ def throughput(automations: int, per_actor: int, events: int) -> tuple[float, in
             # publisher process's start-up does not count.
             wait_until(lambda: service.router.stats.received > 0, timeout_s=120)
             began = time.perf_counter()
+            if cpu is not None:
+                cpu.start()
             wait_until(lambda: evaluated(daemon) >= events, timeout_s=600)
             elapsed = time.perf_counter() - began
+            if cpu is not None:
+                cpu.stop()
             process.join(30)
             assert daemon.daemon.store is not None
             logged = daemon.daemon.store.count_events()
@@ -287,40 +322,87 @@ def memory(automations: int, per_actor: int) -> tuple[float, float, int]:
             daemon.stop()
 
 
+def _cases(spec: list[str] | None, quick: bool) -> list[tuple[str, tuple[float, ...]]]:
+    """The steps to run: ``--case`` values, or all of them (fewer with --quick)."""
+    if spec:
+        steps = []
+        for item in spec:
+            kind, *numbers = item.split(":")
+            if kind not in {"throughput", "latency", "lateness", "memory"}:
+                raise SystemExit(
+                    f"unknown case {item!r}: throughput:A:P, latency:RATE:SHARE, "
+                    "lateness, memory:A:P"
+                )
+            steps.append((kind, tuple(float(n) for n in numbers)))
+        return steps
+    if quick:
+        return [
+            ("throughput", (10, 1)),
+            ("latency", (2000, 10)),
+            ("latency", (1000, 1)),
+            ("latency", (2000, 1)),
+            ("lateness", ()),
+            ("memory", (10, 1)),
+        ]
+    return [
+        *(("throughput", (a, p)) for a, p in ((1, 1), (10, 1), (100, 1), (100, 50))),
+        *(("latency", (r, s)) for r, s in ((2000, 10), (1000, 1), (2000, 1))),
+        ("lateness", ()),
+        ("memory", (100, 1)),
+        ("memory", (100, 50)),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--quick", action="store_true", help="fewer cases, for a smoke run")
+    parser.add_argument(
+        "--case",
+        action="append",
+        help="run only this step (repeatable): throughput:AUTOMATIONS:PER_ACTOR, "
+        "latency:RATE:ONE_IN, lateness, memory:AUTOMATIONS:PER_ACTOR",
+    )
     args = parser.parse_args()
+    seconds = 10 if not args.quick else 3
     runtime = RayRuntime(RaySettings())
     runtime.start()
     try:
-        cases = [(1, 1), (10, 1), (100, 1), (100, 50)] if not args.quick else [(10, 1)]
-        rates = {}
-        for automations, per_actor in cases:
-            rate, logged, done = throughput(automations, per_actor, args.events)
-            rates[(automations, per_actor)] = rate
-            print(
-                f"throughput {automations:>3} automations, {per_actor:>2}/actor: "
-                f"{rate:>9,.0f} events/s  (logged {logged:,}, evaluated {done:,} of "
-                f"{args.events:,})",
-                flush=True,
-            )
-        for rate, share in ((2000.0, 10), (1000.0, 1), (2000.0, 1)):
-            p50, p99, n = latency(rate, seconds=10 if not args.quick else 3, firing_share=share)
-            print(
-                f"publish-to-firing at {rate:,.0f} events/s, 1 in {share} firing: "
-                f"p50 {p50:.1f} ms, p99 {p99:.1f} ms ({n} firings)",
-                flush=True,
-            )
-        p50, p99, n = lateness(200 if not args.quick else 20)
-        print(f"proactive lateness: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({n} deadlines)")
-        for automations, per_actor in [(100, 1), (100, 50)] if not args.quick else [(10, 1)]:
-            rss, unique, actors = memory(automations, per_actor)
-            print(
-                f"memory {automations} automations, {per_actor}/actor: daemon RSS {rss:.0f} MB, "
-                f"{actors} actors, {unique:.0f} MB unique each"
-            )
+        for kind, numbers in _cases(args.case, args.quick):
+            if kind == "throughput":
+                automations, per_actor = int(numbers[0]), int(numbers[1])
+                cpu = CpuMeter()
+                rate, logged, done = throughput(automations, per_actor, args.events, cpu)
+                print(
+                    f"throughput {automations:>3} automations, {per_actor:>2}/actor: "
+                    f"{rate:>9,.0f} events/s  (logged {logged:,}, evaluated {done:,} of "
+                    f"{args.events:,}; CPU per event: daemon "
+                    f"{cpu.daemon_s / args.events * 1e6:.0f} us, machine "
+                    f"{cpu.machine_s / args.events * 1e6:.0f} us)",
+                    flush=True,
+                )
+            elif kind == "latency":
+                rate, share = numbers[0], int(numbers[1])
+                p50, p99, n = latency(rate, seconds=seconds, firing_share=share)
+                print(
+                    f"publish-to-firing at {rate:,.0f} events/s, 1 in {share} firing: "
+                    f"p50 {p50:.1f} ms, p99 {p99:.1f} ms ({n} firings)",
+                    flush=True,
+                )
+            elif kind == "lateness":
+                p50, p99, n = lateness(200 if not args.quick else 20)
+                print(
+                    f"proactive lateness: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({n} deadlines)",
+                    flush=True,
+                )
+            else:
+                automations, per_actor = int(numbers[0]), int(numbers[1])
+                rss, unique, actors = memory(automations, per_actor)
+                print(
+                    f"memory {automations} automations, {per_actor}/actor: daemon RSS "
+                    f"{rss:.0f} MB, {actors} actors, {unique:.0f} MB unique each",
+                    flush=True,
+                )
     finally:
         runtime.shutdown()
 
