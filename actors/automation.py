@@ -42,7 +42,9 @@ def fingerprint(document: str) -> str:
 class AutomationHost:
     """Evaluates the automations placed in this actor."""
 
-    def __init__(self, store_factory: Callable[[], Store] | None = None) -> None:
+    def __init__(
+        self, store_factory: Callable[[], Store] | None = None, resolved_states: bool = False
+    ) -> None:
         tune_gc()  # this actor's process evaluates events in bulk
         nice = os.getpriority(os.PRIO_PROCESS, 0)  # this thread runs the actor's calls
         if nice > 0:
@@ -52,6 +54,7 @@ class AutomationHost:
                 nice,
             )
         self._store_factory = store_factory
+        self._resolve = resolved_states  # SEMANTICS §5, Marmot's opt-in extension
         self._store: Store | None = None
         self._evaluators: dict[str, Evaluator] = {}
         self._fingerprints: dict[str, str] = {}
@@ -80,7 +83,7 @@ class AutomationHost:
         only what came after.
         """
         automation = Automation.model_validate_json(document)
-        evaluator = Evaluator(automation)
+        evaluator = Evaluator(automation, resolve=self._resolve)
         if state is not None:
             evaluator.restore(state)
         automation_id = str(automation.id)
@@ -109,7 +112,7 @@ class AutomationHost:
         if store is None or saved is None or state.get("fingerprint") != fingerprint(document):
             deadline = self.load(document)
             return Outcome([], {automation_id: deadline}, self._applied_seq, 0).pack()
-        evaluator = Evaluator(automation)
+        evaluator = Evaluator(automation, resolve=self._resolve)
         evaluator.restore(state["state"])
         seq, replayed = saved[0], 0
         firings: list[Firing] = []

@@ -36,7 +36,7 @@ from marmot.actors.actionkit import (
 )
 from marmot.actors.priority import lower_priority
 from marmot.actors.wire import event_from_wire, event_to_wire, firing_from_wire, pack, unpack
-from marmot.engine.firing import FIRING_NAMESPACE, name_uuid
+from marmot.engine.firing import FIRING_NAMESPACE, TriggerState, name_uuid
 from marmot.engine.models.actions import Action
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import (
@@ -356,11 +356,14 @@ def _plan_firing(
 ) -> list[_Planned]:
     firing = firing_from_wire(firing_row)
     triggered = event_from_wire(triggered_row)
-    plan: list[tuple[Action, Event | None]] = [
-        (action, firing.triggering_event) for action in automation.actions
-    ]
-    # SEMANTICS §5: actions_on_trigger see the automation.triggered event.
-    plan += [(action, triggered) for action in automation.actions_on_trigger]
+    plan: list[tuple[Action, Event | None]]
+    if firing.state is TriggerState.Resolved:
+        # Marmot's extension: actions_on_resolve see the automation.resolved event.
+        plan = [(action, triggered) for action in automation.actions_on_resolve]
+    else:
+        plan = [(action, firing.triggering_event) for action in automation.actions]
+        # SEMANTICS §5: actions_on_trigger see the automation.triggered event.
+        plan += [(action, triggered) for action in automation.actions_on_trigger]
     return [
         _Planned(
             ActionRun(action, automation, firing, source, index, firing_key(firing.id, index)),

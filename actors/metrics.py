@@ -28,6 +28,12 @@ class Metrics:
             "marmot_evaluations", "Event evaluations by automation actors", registry=r
         )
         self.firings = Counter("marmot_firings", "Automation firings", ["automation"], registry=r)
+        self.resolutions = Counter(
+            "marmot_resolutions",
+            "Automations resolved (resolved_states on)",
+            ["automation"],
+            registry=r,
+        )
         self.actions = Counter(
             "marmot_actions", "Actions run, by type and status", ["type", "status"], registry=r
         )

@@ -41,7 +41,7 @@ from marmot.actors.timer import wall_us
 from marmot.actors.wire import Outcome, event_to_wire, firing_to_wire, pack
 from marmot.engine.errors import LimitExceeded, NotFound
 from marmot.engine.evaluator import Evaluator
-from marmot.engine.firing import Firing, triggered_event
+from marmot.engine.firing import Firing, TriggerState, triggered_event
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event
 from marmot.engine.timestamps import from_us
@@ -73,6 +73,8 @@ class ServiceSettings:
 
     data_dir: Path
     automations_per_actor: int = 1
+    # Resolved states (SEMANTICS §5, Marmot's opt-in extension).
+    resolved_states: bool = False
     executor_pool_size: int = 2
     max_automations: int = 1000
     checkpoint_interval_s: float = 5.0
@@ -292,11 +294,20 @@ class Service:
     async def _place(self, automation: Automation, *, recover: bool = False) -> None:
         """Host an automation in an actor: fresh, or (``recover``) from its checkpoint."""
         automation_id = str(automation.id)
+        if automation.actions_on_resolve and not self.settings.resolved_states:
+            log.warning(
+                "automation %r has actions_on_resolve, which run only with resolved_states "
+                "on (as in Prefect's server, it never resolves)",
+                automation.name,
+                extra={"automation": automation_id},
+            )
         key = self._actor_of.get(automation_id) or self._actor_key_for(automation_id)
         placement = self._actors.get(key)
         if placement is None:
             placement = self._actors[key] = _Placement(
-                self.runtime.automation_actor(key, self._store_factory)
+                self.runtime.automation_actor(
+                    key, self._store_factory, self.settings.resolved_states
+                )
             )
             self.router.add_actor(key, placement.handle)
         placement.automations.add(automation_id)
@@ -338,7 +349,7 @@ class Service:
             logged = [
                 firing
                 for firing, event_id in pairs
-                if event_id in known and self._has_actions(str(firing.automation_id))
+                if event_id in known and self._has_actions(firing)
             ]
             claimed = self.store.claimed_keys([firing_key(f.id, 0) for f in logged])
             unclaimed = [f for f in logged if firing_key(f.id, 0) not in claimed]
@@ -347,8 +358,10 @@ class Service:
         if unclaimed:
             await self._dispatch(unclaimed, announce=False)
 
-    def _has_actions(self, automation_id: str) -> bool:
-        automation = self._automations[automation_id]
+    def _has_actions(self, firing: Firing) -> bool:
+        automation = self._automations[str(firing.automation_id)]
+        if firing.state is TriggerState.Resolved:
+            return bool(automation.actions_on_resolve)
         return bool(automation.actions or automation.actions_on_trigger)
 
     async def _unplace(self, automation_id: str) -> None:
@@ -541,8 +554,11 @@ class Service:
             automation = self._automations.get(automation_id)
             if automation is None:
                 continue  # deleted or paused while the firing was in flight
-            self.firings_total += 1
-            self.metrics.firings.labels(automation.name).inc()
+            if firing.state is TriggerState.Triggered:
+                self.firings_total += 1
+                self.metrics.firings.labels(automation.name).inc()
+            else:
+                self.metrics.resolutions.labels(automation.name).inc()
             event = triggered_event(automation, firing)
             late = 0 if firing.deadline_us is None else events_now - firing.deadline_us
             if late > LATE_AFTER_US:

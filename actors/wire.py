@@ -16,7 +16,7 @@ from uuid import UUID, SafeUUID
 
 import msgpack
 
-from marmot.engine.firing import Firing
+from marmot.engine.firing import Firing, TriggerState
 from marmot.engine.models.events import Event, trusted_event
 from marmot.engine.models.triggers import Posture
 
@@ -147,7 +147,7 @@ def firing_to_wire(firing: Firing) -> list[Any]:
 
 def firing_from_wire(row: Sequence[Any]) -> Firing:
     """Rebuild a firing from ``firing_to_wire`` output."""
-    fid, aid, path, labels, event, fired_us, posture, _state, children = row[:9]
+    fid, aid, path, labels, event, fired_us, posture, state, children = row[:9]
     return Firing(
         id=UUID(fid),
         automation_id=UUID(aid),
@@ -156,6 +156,7 @@ def firing_from_wire(row: Sequence[Any]) -> Firing:
         triggering_event=event_from_wire(event) if event is not None else None,
         fired_us=fired_us,
         posture=Posture(posture) if posture else None,
+        state=TriggerState(state),
         child_ids=tuple(UUID(c) for c in children),
         deadline_us=row[9] if len(row) > 9 else None,
     )

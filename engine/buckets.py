@@ -16,6 +16,7 @@ from uuid import UUID
 from marmot.engine.matching import TriggerMatcher
 from marmot.engine.models.events import Event
 from marmot.engine.models.triggers import EventTrigger, Posture
+from marmot.engine.resolution import Resolutions
 from marmot.engine.timestamps import US_PER_S, span_us
 
 Key = tuple[str, ...]
@@ -88,6 +89,8 @@ class BucketTrigger:
         # Proactive buckets at or over threshold, deleted at the next advance.
         self._full: set[Key] = set()
         self._sink = sink
+        # The states it fired into, until they resolve (opt-in, SEMANTICS §5).
+        self.resolutions: Resolutions | None = None
 
     # -- bucket bookkeeping -------------------------------------------------
 
@@ -143,9 +146,10 @@ class BucketTrigger:
             return
         if bucket is None:
             bucket = self.buckets.get(key)
-            if bucket is None:
-                return
-        self._evaluate(key, bucket, occurred, event, fired_us)
+        if bucket is not None:
+            self._evaluate(key, bucket, occurred, event, fired_us)
+        if self.resolutions is not None:
+            self.resolutions.expected(key, event, occurred, fired_us)
 
     # -- SEMANTICS §3.2 ---------------------------------------------------------
 
@@ -165,7 +169,12 @@ class BucketTrigger:
         if ready and self._meets_threshold(bucket.count):
             fired_on = event if event is not None else bucket.last_event
             self._drop(key)
+            resolutions = self.resolutions
+            if resolutions is not None:
+                resolutions.supersede(key, fired_us)
             self._sink(LeafFiring(key, bucket.start, bucket.end, fired_on, fired_us))
+            if resolutions is not None:
+                resolutions.fired(key, bucket.start, bucket.end, bucket.count, fired_on, fired_us)
         elif now < bucket.end:
             if (
                 event is not None
@@ -211,6 +220,8 @@ class BucketTrigger:
                 if self.buckets.get(key) is bucket:
                     self._evaluate(key, bucket, as_of, None, fired_us)
         self._sweep(as_of - SWEEP_AFTER_US)
+        if self.resolutions is not None:
+            self.resolutions.advance(as_of, fired_us)
 
     def _pop_due(self, as_of: int) -> list[tuple[int, int, Key, Bucket]]:
         # Only buckets whose window has ended can change on a proactive pass;
@@ -244,10 +255,15 @@ class BucketTrigger:
         if self.is_proactive and (self._full or (not self.has_for_each and () not in self.buckets)):
             return -1
         self._clean_top()
-        if not self._heap:
-            return None
-        end = self._heap[0][0]
-        return end if self.is_proactive else end + SWEEP_AFTER_US + 1
+        deadline: int | None = None
+        if self._heap:
+            end = self._heap[0][0]
+            deadline = end if self.is_proactive else end + SWEEP_AFTER_US + 1
+        if self.resolutions is not None:
+            resolves = self.resolutions.next_deadline()
+            if resolves is not None and (deadline is None or resolves < deadline):
+                deadline = resolves
+        return deadline
 
     # -- state ------------------------------------------------------------------
 
@@ -264,3 +280,5 @@ class BucketTrigger:
         self.buckets.clear()
         self._heap.clear()
         self._full.clear()
+        if self.resolutions is not None:
+            self.resolutions.clear()

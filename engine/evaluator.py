@@ -22,6 +22,7 @@ from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event
 from marmot.engine.models.explain import BucketView, Explanation, TriggerView
 from marmot.engine.models.triggers import EventTrigger, Posture, Trigger
+from marmot.engine.resolution import Key, OpenState, Resolutions
 from marmot.engine.timestamps import EPOCH, from_us, to_us
 
 SNAPSHOT_VERSION = 1
@@ -34,8 +35,12 @@ _Parent = tuple[int, int] | None  # (composite index, child position) or top lev
 class Evaluator:
     """Evaluates one automation's trigger tree over events and time."""
 
-    def __init__(self, automation: Automation) -> None:
+    def __init__(self, automation: Automation, *, resolve: bool = False) -> None:
+        """``resolve`` turns on Resolved states (SEMANTICS §5, Marmot's opt-in
+        extension; see ``resolution``): an automation whose trigger is an event
+        trigger then also reports Resolved firings."""
         self.automation = automation
+        self.resolve = resolve
         self.leaves: list[BucketTrigger] = []
         self._leaf_paths: list[str] = []
         self._leaf_parents: list[_Parent] = []
@@ -48,7 +53,15 @@ class Evaluator:
     def _build(self, trigger: Trigger, path: str, parent: _Parent) -> None:
         if isinstance(trigger, EventTrigger):
             index = len(self.leaves)
-            self.leaves.append(BucketTrigger(trigger, functools.partial(self._leaf_fired, index)))
+            leaf = BucketTrigger(trigger, functools.partial(self._leaf_fired, index))
+            if self.resolve and parent is None:
+                leaf.resolutions = Resolutions(
+                    proactive=leaf.is_proactive,
+                    threshold=leaf.threshold,
+                    immediate=leaf.is_immediate,
+                    sink=functools.partial(self._leaf_resolved, index),
+                )
+            self.leaves.append(leaf)
             self._leaf_paths.append(path)
             self._leaf_parents.append(parent)
             return
@@ -82,6 +95,24 @@ class Evaluator:
             else None,
         )
         self._propagate(firing, self._leaf_parents[index])
+
+    def _leaf_resolved(
+        self, index: int, key: Key, state: OpenState, event: Event | None, now: int
+    ) -> None:
+        leaf = self.leaves[index]
+        path = self._leaf_paths[index]
+        self._out.append(
+            Firing(
+                id=firing_id(self.automation.id, path, "resolved", key, state.start, state.end),
+                automation_id=self.automation.id,
+                trigger_path=path,
+                labels=leaf.matcher.labels(key),
+                triggering_event=event,
+                fired_us=now,
+                posture=leaf.trigger.posture,
+                state=TriggerState.Resolved,
+            )
+        )
 
     def _propagate(self, firing: Firing, parent: _Parent) -> None:
         while parent is not None:
@@ -205,6 +236,15 @@ class Evaluator:
                 [[child, _dump_firing(f)] for child, f in sorted(c.recorded.items())]
                 for c in self.composites
             ],
+            "unresolved": [
+                [
+                    [list(key), o.start, o.end, o.count, _dump_last(o.event), o.due]
+                    for key, o in leaf.resolutions.items()
+                ]
+                if leaf.resolutions is not None
+                else []
+                for leaf in self.leaves
+            ],
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -224,6 +264,20 @@ class Evaluator:
             composite.recorded = {
                 child: _load_firing(data, self.automation.id) for child, data in rows
             }
+        # Snapshots from before Resolved states have none; with resolution off
+        # (it was turned off since), open states are not kept.
+        unresolved = state.get("unresolved") or [[] for _ in self.leaves]
+        if len(unresolved) != len(self.leaves):
+            raise ValidationFailed("snapshot does not fit this automation's triggers")
+        for leaf, rows in zip(self.leaves, unresolved, strict=True):
+            if leaf.resolutions is None:
+                continue
+            for key, start, end, count, event, due in rows:
+                last = _load_last(event)
+                leaf.resolutions.load(
+                    tuple(key),
+                    OpenState(start, end, count, last if isinstance(last, Event) else None, due),
+                )
 
     # -- explain -------------------------------------------------------------------
 
@@ -247,6 +301,16 @@ class Evaluator:
                             last_event_id=b.last_event_id,
                         )
                         for key, b in leaf.items()
+                    ],
+                    unresolved=[
+                        BucketView(
+                            labels=leaf.matcher.labels(key),
+                            start=from_us(o.start),
+                            end=from_us(o.end),
+                            count=o.count,
+                            last_event_id=o.event.id if o.event else None,
+                        )
+                        for key, o in (leaf.resolutions.items() if leaf.resolutions else ())
                     ],
                 )
             )

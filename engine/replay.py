@@ -75,11 +75,18 @@ class ReplayFiring:
 class Replay:
     """Drives evaluators over events on a simulated wall clock."""
 
-    def __init__(self, automations: Sequence[Automation], *, start: datetime, tick: float) -> None:
+    def __init__(
+        self,
+        automations: Sequence[Automation],
+        *,
+        start: datetime,
+        tick: float,
+        resolve: bool = False,
+    ) -> None:
         if tick < 0:
             raise ValueError("tick must be >= 0 seconds")
         self.automations = list(automations)
-        self.evaluators = [Evaluator(a) for a in self.automations]
+        self.evaluators = [Evaluator(a, resolve=resolve) for a in self.automations]
         self.index: InterestIndex[int] = InterestIndex()
         for i, automation in enumerate(self.automations):
             if automation.enabled:

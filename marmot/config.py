@@ -272,6 +272,7 @@ class MarmotConfig(BaseModel):
     orchestrator: OrchestratorConfig = Field(default_factory=OrchestratorConfig)
     automations_per_actor: int = Field(default=1, ge=1)
     max_automations: int = Field(default=1000, ge=1)
+    resolved_states: bool = False
     log_level: LogLevel = "INFO"
 
     @model_validator(mode="after")

@@ -123,6 +123,7 @@ class Daemon:
             ServiceSettings(
                 data_dir=c.data.dir,
                 automations_per_actor=c.automations_per_actor,
+                resolved_states=c.resolved_states,
                 executor_pool_size=c.executors.pool_size,
                 max_automations=c.max_automations,
                 checkpoint_interval_s=c.data.checkpoint_interval_s,

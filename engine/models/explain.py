@@ -27,6 +27,8 @@ class TriggerView(BaseModel):
     threshold: int | None = None
     within_s: float | None = None
     buckets: list[BucketView] = []
+    # With Resolved states on: the windows that fired and have not resolved yet.
+    unresolved: list[BucketView] = []
     recorded_children: dict[str, datetime] = {}
 
 

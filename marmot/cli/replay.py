@@ -43,6 +43,12 @@ def register(commands: Any) -> None:
     parser.add_argument("--start", metavar="TIME", help="backtest clock start (RFC 3339)")
     parser.add_argument("--until", metavar="TIME", help="run the clock up to TIME (RFC 3339)")
     parser.add_argument("--json", action="store_true", help="print JSON lines (backtests)")
+    parser.add_argument(
+        "--resolved",
+        action="store_true",
+        help="backtests: also report Resolved states, as the daemon does with "
+        "resolved_states on (Marmot's extension)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -58,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     if args.tick is not None and args.tick < 0:
         raise DocumentError("--tick", None, "must be 0 or more seconds")
     if args.scenario:
+        if args.resolved:
+            raise DocumentError("--resolved", None, "is for backtests: scenarios are Prefect's")
         if args.automations or args.events:
             raise DocumentError("replay", None, "give a scenario or --automations/--events")
         scenario = _load_scenario(Path(args.scenario))
@@ -76,16 +84,24 @@ def run(args: argparse.Namespace) -> int:
     )
     until = _time(args.until, "--until") if args.until else default_until(automations, events)
     tick = 0.0 if args.tick is None else args.tick
-    firings = Replay(automations, start=start, tick=tick).run(events, until)
+    firings = Replay(automations, start=start, tick=tick, resolve=args.resolved).run(events, until)
     lines = [f.line() for f in firings]
     if args.json:
         json_lines(lines)
     else:
+        resolved = sum(1 for row in lines if row["state"] == "Resolved")
+        more = f", {resolved} resolved" if args.resolved else ""
         table(
-            f"{len(lines)} firing(s) from {len(events)} event(s)",
-            ["fired_at", "automation", "labels", "event_id"],
+            f"{len(lines) - resolved} firing(s){more} from {len(events)} event(s)",
+            ["fired_at", "automation", "state", "labels", "event_id"],
             (
-                [row["fired_at"], row["automation"], _labels(row["labels"]), row["event_id"]]
+                [
+                    row["fired_at"],
+                    row["automation"],
+                    row["state"],
+                    _labels(row["labels"]),
+                    row["event_id"],
+                ]
                 for row in lines
             ),
         )

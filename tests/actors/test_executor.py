@@ -26,7 +26,7 @@ from marmot.actors.actionkit import (
 from marmot.actors.executor import ExecutorHost, ExecutorResults, backoff_delay
 from marmot.actors.store import Store
 from marmot.actors.wire import event_to_wire, firing_to_wire, pack, unpack
-from marmot.engine.firing import Firing, firing_id, triggered_event
+from marmot.engine.firing import Firing, TriggerState, firing_id, triggered_event
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event
 from tests.engine.factories import event
@@ -345,6 +345,48 @@ def test_actions_on_trigger_see_the_triggered_event_and_registry_requests_come_o
         assert [r for chunk in results for r in chunk.registry] == [
             RegistryRequest("pause", str(AUTOMATION_ID))
         ]
+
+    asyncio.run(main())
+
+
+def test_a_resolved_firing_runs_actions_on_resolve_with_the_resolved_event(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        scripted = Scripted()
+        scripted.behaviour["do-nothing"] = succeed
+        scripted.behaviour["resume-automation"] = succeed
+        h = Harness(tmp_path, scripted)
+        a = Automation.model_validate(
+            {
+                **automation("do-nothing").model_dump(mode="json"),
+                "actions_on_resolve": [{"type": "resume-automation", "source": "inferred"}],
+            }
+        )
+        source = event("x.happened", 5, resource_id="prefect.flow-run.1")
+        resolved = Firing(
+            id=firing_id(a.id, "resolved"),
+            automation_id=a.id,
+            trigger_path="trigger",
+            labels={},
+            triggering_event=source,
+            fired_us=2_000_000,
+            state=TriggerState.Resolved,
+        )
+        announced = triggered_event(a, resolved)
+        blob = pack(
+            [
+                {str(a.id): a.model_dump_json()},
+                [[str(a.id), firing_to_wire(resolved), event_to_wire(announced)]],
+            ]
+        )
+        assert await h.execute(blob) == ["prefect.automation.action.triggered"]
+        results = await h.outcomes(1)
+        # Only actions_on_resolve ran (not `actions`), templated with the
+        # automation.resolved event.
+        assert scripted.calls == {"resume-automation": 1}
+        assert scripted.events_seen == ["prefect.automation.resolved"]
+        assert statuses(results)[0][0] == "executed"
 
     asyncio.run(main())
 

@@ -99,3 +99,29 @@ def test_missing_arguments_is_a_usage_error(capsys: pytest.CaptureFixture[str]) 
 
 def test_negative_tick_is_rejected(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["replay", "--tick", "-1", str(EXAMPLES / "scenario-failing-runs.json")]) == 2
+
+
+def test_backtest_with_resolved_states(capsys: pytest.CaptureFixture[str]) -> None:
+    files = ["--automations", str(EXAMPLES / "automations.yaml")]
+    files += ["--events", str(EXAMPLES / "events.jsonl")]
+    assert main(["replay", *files, "--json"]) == 0
+    plain = _lines(capsys.readouterr().out)
+    assert {r["state"] for r in plain} == {"Triggered"}
+
+    assert main(["replay", *files, "--json", "--resolved"]) == 0
+    rows = _lines(capsys.readouterr().out)
+    # The same firings, plus the reactive one resolving as its 60 s window
+    # closes; the stuck run never finished, so it stays open.
+    assert [r for r in rows if r["state"] == "Triggered"] == plain
+    [resolved] = [r for r in rows if r["state"] == "Resolved"]
+    assert resolved["automation"] == "deployment keeps failing"
+    assert resolved["labels"] == plain[0]["labels"]
+    assert resolved["fired_at"] == "2026-05-04T08:01:09Z"
+
+    assert main(["replay", *files, "--resolved"]) == 0
+    assert "2 firing(s), 1 resolved from 8 event(s)" in capsys.readouterr().out
+
+
+def test_scenarios_refuse_resolved(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["replay", str(EXAMPLES / "scenario-failing-runs.json"), "--resolved"]) == 2
+    assert "--resolved" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -11,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from marmot.engine.evaluator import Evaluator
-from marmot.engine.firing import Firing
+from marmot.engine.firing import Firing, TriggerState
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event
 
@@ -88,6 +89,10 @@ def _signature(firings: list[Firing]) -> list[tuple[Any, ...]]:
     return [(f.id, dict(f.labels), f.event_id, f.fired_us) for f in firings]
 
 
+def _stated(firings: list[Firing]) -> list[tuple[Any, ...]]:
+    return [(f.state, *row) for f, row in zip(firings, _signature(firings), strict=True)]
+
+
 def _run(evaluator: Evaluator, ops: list[Op], batches: list[int] | None = None) -> list[Firing]:
     """Apply ``ops``; consecutive events go in batches of the given sizes (cycled)."""
     out: list[Firing] = []
@@ -139,6 +144,33 @@ def test_snapshot_and_restore_at_any_point_gives_the_same_firings(
     second.restore(msgpack.unpackb(packed))
     after = _run(second, ops[cut:])
     assert _signature(before + after) == _signature(uninterrupted)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(trigger=triggers(), ops=streams(), cut=st.integers(min_value=0, max_value=40))
+def test_resolved_states_change_no_firing_and_survive_restore(
+    trigger: dict[str, Any], ops: list[Op], cut: int
+) -> None:
+    plain = _run(Evaluator(_automation(trigger)), ops)
+    resolving = _run(Evaluator(_automation(trigger), resolve=True), ops)
+    triggered = [f for f in resolving if f.state is TriggerState.Triggered]
+    assert _signature(triggered) == _signature(plain)
+    # Each key resolves at most once per firing, never before its first one.
+    fired: Counter[tuple[Any, ...]] = Counter()
+    for firing in resolving:
+        key = tuple(sorted(firing.labels.items()))
+        if firing.state is TriggerState.Triggered:
+            fired[key] += 1
+        else:
+            assert fired[key] > 0, "resolved before it fired"
+            fired[key] -= 1
+    cut = min(cut, len(ops))
+    first = Evaluator(_automation(trigger), resolve=True)
+    before = _run(first, ops[:cut])
+    second = Evaluator(_automation(trigger), resolve=True)
+    second.restore(msgpack.unpackb(msgpack.packb(first.snapshot())))
+    after = _run(second, ops[cut:])
+    assert _stated(before + after) == _stated(resolving)
 
 
 @settings(max_examples=200, deadline=None)
