@@ -85,6 +85,18 @@ class Metrics:
             registry=r,
         )
         self.automations = Gauge("marmot_automations", "Automations loaded in actors", registry=r)
+        self.serving = Gauge(
+            "marmot_serving",
+            "1 once the daemon serves every RPC method, 0 while it starts (opening the store, "
+            "starting Ray, recovering automations, starting ingest)",
+            registry=r,
+        )
+        self.startup_automations_remaining = Gauge(
+            "marmot_startup_automations_remaining",
+            "Automations still to be recovered from their checkpoint and the event log while "
+            "the daemon starts",
+            registry=r,
+        )
         self.timer_lateness = Histogram(
             "marmot_timer_lateness_seconds",
             "How late proactive deadlines fired",

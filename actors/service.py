@@ -36,6 +36,7 @@ from marmot.actors.lanes import Lane, first_idle
 from marmot.actors.metrics import Metrics
 from marmot.actors.router import Router, RouterSettings
 from marmot.actors.runtime import RayRuntime
+from marmot.actors.startup import StartupProgress
 from marmot.actors.store import Store, StoredAutomation
 from marmot.actors.timer import wall_us
 from marmot.actors.wire import Outcome, event_to_wire, firing_to_wire, pack
@@ -103,12 +104,21 @@ class Service:
         settings: ServiceSettings,
         metrics: Metrics | None = None,
         clock_us: Callable[[], int] = wall_us,
+        *,
+        progress: StartupProgress | None = None,
+        recovery_gate: asyncio.Event | None = None,
     ) -> None:
+        """``progress`` is told how recovery goes (for status while starting);
+        ``recovery_gate``, when given, holds ``start()`` before recovering any
+        automation until it is set (for embedders and tests that act on a
+        daemon while it starts)."""
         self.runtime = runtime
         self.store = store
         self.settings = settings
         self.metrics = metrics or Metrics()
         self._clock_us = clock_us
+        self.progress = progress if progress is not None else StartupProgress()
+        self._recovery_gate = recovery_gate
         self.router = Router(
             store, settings.router, self._on_outcome, clock_us, on_missing=self._reload
         )
@@ -185,10 +195,17 @@ class Service:
         self._spawn(self._checkpoint_loop())
         self._spawn(self._retention_loop())
         enabled = [s.automation for s in self.store.list_automations(enabled=True)]
-        await asyncio.gather(*(self._place(a, recover=True) for a in enabled))
+        self.progress.begin_recovery(len(enabled))
+        if self._recovery_gate is not None:
+            await self._recovery_gate.wait()
+        await asyncio.gather(*(self._recover(a) for a in enabled))
         await asyncio.gather(*(e.ping.remote() for e in self._executors))
         self.metrics.automations.set(len(self._automations))
         log.info("service started", extra={"automations": len(enabled)})
+
+    async def _recover(self, automation: Automation) -> None:
+        await self._place(automation, recover=True)
+        self.progress.recovered_one()
 
     async def checkpoint(self, timeout_s: float = 30.0) -> int:
         """Checkpoint every automation actor now; returns how many automations were saved."""

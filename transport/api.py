@@ -8,6 +8,7 @@ paths, and the service never sees unvalidated data.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from marmot.engine.models.events import Event, EventLimits
 VERSION = version("marmot")
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+_Method = Callable[["Api", dict[str, Any]], Awaitable[Any]]
 
 # SQLite integers are 64-bit signed; larger numbers cannot be bound.
 _SQL_INT_MAX = 2**63 - 1
@@ -124,41 +126,46 @@ class Api:
         self._now = clock
         self._events = TypeAdapter(list[Event])
 
+    @classmethod
+    def methods(cls) -> dict[str, _Method]:
+        """Method name -> unbound handler: the API's method names without a service."""
+        return {
+            "health": cls.health,
+            "status": cls.status,
+            "automations.create": cls.create,
+            "automations.read": cls.read,
+            "automations.read_by_name": cls.read_by_name,
+            "automations.filter": cls.filter,
+            "automations.update": cls.update,
+            "automations.delete": cls.delete,
+            "automations.pause": cls.pause,
+            "automations.resume": cls.resume,
+            "automations.explain": cls.explain,
+            "events.emit": cls.emit,
+            "events.filter": cls.filter_events,
+            "blocks.create": cls.create_block,
+            "blocks.read": cls.read_block,
+            "blocks.read_by_name": cls.read_block_by_name,
+            "blocks.filter": cls.filter_blocks,
+            "blocks.delete": cls.delete_block,
+            "incidents.read": cls.read_incident,
+            "incidents.filter": cls.filter_incidents,
+            "incidents.resolve": cls.resolve_incident,
+            "admin.checkpoint": cls.admin_checkpoint,
+            "admin.backup": cls.admin_backup,
+        }
+
     def handlers(self) -> dict[str, Handler]:
         """Method name -> handler, for the RPC server."""
-        return {
-            "health": self.health,
-            "status": self.status,
-            "automations.create": self.create,
-            "automations.read": self.read,
-            "automations.read_by_name": self.read_by_name,
-            "automations.filter": self.filter,
-            "automations.update": self.update,
-            "automations.delete": self.delete,
-            "automations.pause": self.pause,
-            "automations.resume": self.resume,
-            "automations.explain": self.explain,
-            "events.emit": self.emit,
-            "events.filter": self.filter_events,
-            "blocks.create": self.create_block,
-            "blocks.read": self.read_block,
-            "blocks.read_by_name": self.read_block_by_name,
-            "blocks.filter": self.filter_blocks,
-            "blocks.delete": self.delete_block,
-            "incidents.read": self.read_incident,
-            "incidents.filter": self.filter_incidents,
-            "incidents.resolve": self.resolve_incident,
-            "admin.checkpoint": self.admin_checkpoint,
-            "admin.backup": self.admin_backup,
-        }
+        return {name: functools.partial(method, self) for name, method in self.methods().items()}
 
     async def health(self, params: dict[str, Any]) -> dict[str, Any]:
         _Params.model_validate(params)
-        return {"ok": True, "version": VERSION}
+        return {"ok": True, "state": "serving", "version": VERSION}
 
     async def status(self, params: dict[str, Any]) -> dict[str, Any]:
         _Params.model_validate(params)
-        return {"version": VERSION, **self.service.status()}
+        return {"version": VERSION, "state": "serving", **self.service.status()}
 
     async def create(self, params: dict[str, Any]) -> dict[str, Any]:
         p = _Create.model_validate(params)

@@ -4,13 +4,17 @@ They find the daemon through ``MARMOT_RPC_URL`` (default
 ``tcp://127.0.0.1:7601``), ``MARMOT_INGEST_URL`` (``tcp://127.0.0.1:7600``)
 and ``MARMOT_TOKEN``, read when a client is created. Server errors arrive as
 the typed ``MarmotError`` subclasses, with the server's code, message and
-field paths; an unreachable daemon raises ``DaemonUnavailable``.
+field paths; an unreachable daemon raises ``DaemonUnavailable``, and so does
+a daemon that is still starting for every method but ``health`` and
+``status`` (``wait_ready`` waits until it serves).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -18,6 +22,7 @@ from uuid import UUID
 
 import zmq
 
+from marmot.engine.errors import DaemonUnavailable
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.blocks import BlockDocument
 from marmot.engine.models.events import Event
@@ -26,6 +31,10 @@ from marmot.transport.rpc import AsyncRpcClient, RpcClient
 
 DEFAULT_RPC_URL = "tcp://127.0.0.1:7601"
 DEFAULT_INGEST_URL = "tcp://127.0.0.1:7600"
+# How often wait_ready asks a daemon that is not serving yet.
+READY_POLL_S = 0.2
+
+ProgressCallback = Callable[[dict[str, Any]], None]
 
 
 def _rpc_url(url: str | None) -> str:
@@ -50,6 +59,44 @@ def _event_doc(event: Event | Mapping[str, Any]) -> dict[str, Any]:
 
 def _filter_params(**params: Any) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v is not None and v != []}
+
+
+def is_serving(health: Mapping[str, Any]) -> bool:
+    """Whether a ``health`` reply says the daemon serves every method."""
+    # Daemons from before start-up states reply without "state" once serving.
+    return health.get("ok") is True and health.get("state", "serving") == "serving"
+
+
+class _ReadyWait:
+    """The deadline and last answer of a ``wait_ready``, shared by both clients."""
+
+    def __init__(self, url: str, timeout_s: float, call_timeout_s: float) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self.call_timeout_s = call_timeout_s
+        self.deadline = time.monotonic() + timeout_s
+        self.last: dict[str, Any] | None = None
+
+    def next_call_timeout_s(self) -> float:
+        """How long the next ``health`` call may wait: never past the deadline."""
+        return max(min(self.call_timeout_s, self.deadline - time.monotonic()), 0.001)
+
+    def pause_s(self) -> float | None:
+        """Seconds to wait before asking again, or None when the deadline has passed."""
+        remaining = self.deadline - time.monotonic()
+        return None if remaining <= 0 else min(READY_POLL_S, remaining)
+
+    def timed_out(self) -> DaemonUnavailable:
+        """The error at the deadline; its ``details`` are the last reply (None: no reply)."""
+        last = self.last
+        if last is None:
+            return DaemonUnavailable(f"no reply from {self.url} within {self.timeout_s:g} s")
+        recovered = f"{last.get('automations_recovered')} of {last.get('automations_total')}"
+        return DaemonUnavailable(
+            f"the daemon at {self.url} is still starting after {self.timeout_s:g} s "
+            f"(phase {last.get('phase')}, automations recovered: {recovered})",
+            details=last,
+        )
 
 
 class _Calls:
@@ -114,11 +161,41 @@ class Client:
         return self._rpc.call(method, dict(params or {}))
 
     def health(self) -> dict[str, Any]:
-        """``{"ok": true, "version": ...}`` when the daemon answers."""
+        """The daemon's state: ``{"ok": true, "state": "serving", "version"}`` once it
+        serves; while it starts ``"ok": false, "state": "starting"`` with ``phase``,
+        ``automations_recovered``, ``automations_total`` and ``elapsed_s``."""
         return dict(self.call("health"))
 
+    def wait_ready(
+        self, timeout_s: float = 300.0, *, on_progress: ProgressCallback | None = None
+    ) -> dict[str, Any]:
+        """Wait until the daemon serves (e.g. after ``marmot serve &``); returns its health.
+
+        Asks ``health`` every ``READY_POLL_S`` while the daemon does not answer
+        yet or is starting; ``on_progress`` gets each reply of a starting
+        daemon. Raises ``DaemonUnavailable`` if it does not serve within
+        ``timeout_s``, with the last reply as ``details`` (None if none came).
+        """
+        wait = _ReadyWait(self.url, timeout_s, self._rpc.timeout_s)
+        while True:
+            try:
+                health = dict(self._rpc.call("health", timeout_s=wait.next_call_timeout_s()))
+            except DaemonUnavailable:
+                wait.last = None  # no reply (yet, or any more)
+            else:
+                if is_serving(health):
+                    return health
+                wait.last = health
+                if on_progress is not None:
+                    on_progress(health)
+            pause = wait.pause_s()
+            if pause is None:
+                raise wait.timed_out()
+            time.sleep(pause)
+
     def status(self) -> dict[str, Any]:
-        """Counts, queue depths and remaining capacity."""
+        """Counts, queue depths and remaining capacity, with ``state: serving``; while
+        the daemon starts, its ``state`` (``starting``) and progress (see ``health``)."""
         return dict(self.call("status"))
 
     def create_automation(self, automation: Automation | Mapping[str, Any]) -> Automation:
@@ -277,11 +354,33 @@ class AsyncClient:
         return await self._rpc.call(method, dict(params or {}))
 
     async def health(self) -> dict[str, Any]:
-        """``{"ok": true, "version": ...}`` when the daemon answers."""
+        """The daemon's state (see ``Client.health``)."""
         return dict(await self.call("health"))
 
+    async def wait_ready(
+        self, timeout_s: float = 300.0, *, on_progress: ProgressCallback | None = None
+    ) -> dict[str, Any]:
+        """Wait until the daemon serves; returns its health (see ``Client.wait_ready``)."""
+        wait = _ReadyWait(self.url, timeout_s, self._rpc.timeout_s)
+        while True:
+            try:
+                reply = await self._rpc.call("health", timeout_s=wait.next_call_timeout_s())
+            except DaemonUnavailable:
+                wait.last = None
+            else:
+                health = dict(reply)
+                if is_serving(health):
+                    return health
+                wait.last = health
+                if on_progress is not None:
+                    on_progress(health)
+            pause = wait.pause_s()
+            if pause is None:
+                raise wait.timed_out()
+            await asyncio.sleep(pause)
+
     async def status(self) -> dict[str, Any]:
-        """Counts, queue depths and remaining capacity."""
+        """Counts, queue depths and remaining capacity, or the start-up progress."""
         return dict(await self.call("status"))
 
     async def create_automation(self, automation: Automation | Mapping[str, Any]) -> Automation:

@@ -2,7 +2,9 @@
 
 ``Daemon`` is what ``marmot serve`` runs. Embed it with ``async with
 Daemon(config) as daemon: ...``, or from synchronous code (tests, benchmarks,
-notebooks) with ``DaemonThread(config).start()``.
+notebooks) with ``DaemonThread(config).start()``. RPC and HTTP are bound
+before Ray starts and automations recover, so a starting daemon answers
+``health``, ``status`` and ``/healthz`` with its progress.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime
 from types import TracebackType
@@ -26,14 +29,16 @@ from marmot.actors.metrics import Metrics
 from marmot.actors.router import RouterSettings
 from marmot.actors.runtime import RayRuntime, RaySettings
 from marmot.actors.service import Service, ServiceSettings
+from marmot.actors.startup import StartupPhase, StartupProgress
 from marmot.actors.store import Store
 from marmot.config import MarmotConfig
 from marmot.engine.models.events import EventLimits
 from marmot.transport.actions import action_settings, build_runners
-from marmot.transport.api import Api
+from marmot.transport.api import VERSION, Api
 from marmot.transport.http import build_app
 from marmot.transport.ingest import Ingest, IngestSettings
 from marmot.transport.rpc import RpcServer
+from marmot.transport.starting import StartingApi, progress_view
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +69,26 @@ def _bind_tcp(host: str, port: int) -> socket.socket:
 
 
 class Daemon:
-    """Wires config, store, Ray service, ingest, RPC and HTTP together."""
+    """Wires config, store, Ray service, ingest, RPC and HTTP together.
 
-    def __init__(self, config: MarmotConfig) -> None:
+    ``recovery_gate``, when given, holds start-up before any automation is
+    recovered until it is set, while RPC and HTTP already answer: for
+    embedders and tests that act on a daemon while it starts. ``clock`` gives
+    monotonic seconds (start-up timing).
+    """
+
+    def __init__(
+        self,
+        config: MarmotConfig,
+        *,
+        recovery_gate: asyncio.Event | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
         self.metrics = Metrics()
+        self.progress = StartupProgress(started_at=clock())
+        self._clock = clock
+        self._recovery_gate = recovery_gate
         self.limits = EventLimits(
             max_labels=config.limits.max_labels,
             max_related=config.limits.max_related,
@@ -79,7 +99,15 @@ class Daemon:
         self.ingest: Ingest | None = None
         self.rpc: RpcServer | None = None
         self._http: uvicorn.Server | None = None
-        self._tasks: list[asyncio.Task[Any]] = []
+        self._http_socket: socket.socket | None = None
+        self._http_task: asyncio.Task[None] | None = None
+        self._loops: list[asyncio.Task[Any]] = []  # the RPC and ingest loops
+        self._is_listening = False
+        progress = self.progress
+        self.metrics.serving.set_function(lambda: float(progress.is_serving))
+        self.metrics.startup_automations_remaining.set_function(
+            lambda: progress.automations_remaining
+        )
 
     @property
     def rpc_endpoint(self) -> str:
@@ -91,23 +119,64 @@ class Daemon:
         """The PULL socket's actual endpoint."""
         return self.ingest.bound_endpoint if self.ingest else self.config.ingest.pull_url
 
-    async def start(self) -> None:
-        """Open the store, start Ray and the service, then bind the sockets.
+    async def listen(self) -> None:
+        """Open the store and bind RPC and HTTP, so the daemon answers while it starts.
 
-        If any step fails, what was started is stopped again before the error
-        propagates (no actors are left behind in Ray).
+        Until ``start()`` is done, ``health`` and ``status`` reply with the
+        start-up progress, ``/healthz`` with 503 and every other method with
+        ``DaemonUnavailable``; ``/metrics`` works. ``start()`` calls this if it
+        was not called. If a step fails, what was opened is closed again.
+        """
+        if self._is_listening:
+            return
+        try:
+            await self._listen()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def start(self) -> None:
+        """Listen (see ``listen()``), start Ray and the service, bind ingest, then serve.
+
+        If any step fails, what was started is stopped and the sockets are
+        closed again before the error propagates (no actors are left behind
+        in Ray).
         """
         try:
+            if not self._is_listening:
+                await self._listen()
             await self._start()
         except BaseException:
             await self.stop()
             raise
 
-    async def _start(self) -> None:
+    async def _listen(self) -> None:
         c = self.config
+        self.progress.started_at = self._clock()
+        self.progress.enter(StartupPhase.OPENING_STORE)
         c.data.dir.mkdir(parents=True, exist_ok=True)
         self.store = Store.open(c.data.dir / "marmot.db")
         self.store.start_checkpointer()
+        token = c.rpc.token.get_secret_value() if c.rpc.token else None
+        starting = StartingApi(self.progress, Api.methods(), self._clock)
+        self.rpc = RpcServer(c.rpc.url, starting.handlers(), token=token)
+        await self.rpc.start()
+        loop = asyncio.get_running_loop()
+        self._loops.append(loop.create_task(self.rpc.serve()))
+        if c.http.enabled:
+            # Bound here, not by uvicorn: on a busy port uvicorn calls sys.exit,
+            # which would end the event loop instead of failing the start.
+            self._http_socket = _bind_tcp(c.http.host, c.http.port)
+            app = build_app(self.metrics.registry, self._health)
+            self._http = _QuietServer(uvicorn.Config(app, log_level="warning", lifespan="off"))
+            self._http_task = loop.create_task(self._http.serve(sockets=[self._http_socket]))
+        self._is_listening = True
+        log.info("marmot is starting", extra={"rpc": self.rpc_endpoint})
+
+    async def _start(self) -> None:
+        c = self.config
+        assert self.store is not None and self.rpc is not None
+        self.progress.enter(StartupPhase.STARTING_RAY)
         runtime = RayRuntime(
             RaySettings(
                 address=c.ray.address,
@@ -136,13 +205,13 @@ class Daemon:
                 runner_factory=build_runners,
             ),
             metrics=self.metrics,
+            progress=self.progress,
+            recovery_gate=self._recovery_gate,
         )
         await self.service.start()
-        token = c.rpc.token.get_secret_value() if c.rpc.token else None
-        self.rpc = RpcServer(
-            c.rpc.url, Api(self.service, self.limits, _now).handlers(), token=token
-        )
-        await self.rpc.start()
+        self.progress.enter(StartupPhase.STARTING_INGEST)
+        # Bound only now: until the automations are recovered, publishers'
+        # PUSH sockets hold their events on their side.
         self.ingest = Ingest(
             IngestSettings(
                 pull_url=c.ingest.pull_url,
@@ -156,15 +225,11 @@ class Daemon:
             self.metrics,
         )
         self.ingest.start()
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self.rpc.serve()), loop.create_task(self.ingest.run())]
-        if c.http.enabled:
-            # Bound here, not by uvicorn: on a busy port uvicorn calls sys.exit,
-            # which would end the event loop instead of failing the start.
-            http_socket = _bind_tcp(c.http.host, c.http.port)
-            app = build_app(self.metrics.registry, self._health)
-            self._http = _QuietServer(uvicorn.Config(app, log_level="warning", lifespan="off"))
-            self._tasks.append(loop.create_task(self._http.serve(sockets=[http_socket])))
+        self._loops.append(asyncio.get_running_loop().create_task(self.ingest.run()))
+        # One step of the loop: no request sees the full API before the state
+        # says serving, nor the other way round.
+        self.rpc.swap_handlers(Api(self.service, self.limits, _now).handlers())
+        self.progress.enter(StartupPhase.SERVING)
         # Everything built so far (Ray, pydantic schemas, automations) lives as
         # long as the daemon: keep it out of the cyclic collector's full passes,
         # which otherwise stall the event loop for tens of milliseconds.
@@ -172,7 +237,11 @@ class Daemon:
         tune_gc()
         log.info(
             "marmot is serving",
-            extra={"rpc": self.rpc_endpoint, "ingest": self.ingest_endpoint},
+            extra={
+                "rpc": self.rpc_endpoint,
+                "ingest": self.ingest_endpoint,
+                "startup_s": round(self.progress.elapsed_s(self._clock()), 3),
+            },
         )
 
     async def _emit(self, events: Any) -> None:
@@ -180,19 +249,27 @@ class Daemon:
         await self.service.emit(events, source="ingest")
 
     def _health(self) -> dict[str, Any]:
+        """``/healthz``: ok (200) once serving; while starting, not ok (503) with the progress."""
         service = self.service
+        if not self.progress.is_serving or service is None:
+            return {"ok": False, "version": VERSION, **progress_view(self.progress, self._clock())}
         return {
-            "ok": service is not None,
-            "automations": service.status()["automations_loaded"] if service else 0,
+            "ok": True,
+            "state": StartupPhase.SERVING.value,
+            "version": VERSION,
+            "automations": service.status()["automations_loaded"],
         }
 
     async def stop(self) -> None:
-        """Close the sockets, stop the actors, close the store."""
+        """Close the sockets, stop the actors, close the store (whatever was started)."""
         if self._http is not None:
             self._http.should_exit = True  # uvicorn finishes its own task
-        for task in self._tasks[:2]:  # the RPC and ingest loops
+        for task in self._loops:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        http = [self._http_task] if self._http_task is not None else []
+        await asyncio.gather(*self._loops, *http, return_exceptions=True)
+        if self._http_socket is not None:
+            self._http_socket.close()  # uvicorn closes it too, unless it never started
         if self.ingest is not None:
             await self.ingest.flush()
             self.ingest.close()
@@ -231,35 +308,50 @@ class Daemon:
 
 
 class DaemonThread:
-    """A ``Daemon`` serving on its own event loop in a background thread."""
+    """A ``Daemon`` serving on its own event loop in a background thread.
 
-    def __init__(self, config: MarmotConfig) -> None:
+    ``recovery_gate`` is passed to the ``Daemon``; set it with
+    ``loop.call_soon_threadsafe(gate.set)``.
+    """
+
+    def __init__(self, config: MarmotConfig, *, recovery_gate: asyncio.Event | None = None) -> None:
         self.config = config
-        self.daemon = Daemon(config)
+        self.daemon = Daemon(config, recovery_gate=recovery_gate)
         self.loop = asyncio.new_event_loop()
+        self._listening = threading.Event()
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._main, name="marmot-daemon", daemon=True)
 
     def _main(self) -> None:
         asyncio.set_event_loop(self.loop)
         try:
-            self.loop.run_until_complete(self._serve())
+            self._task = self.loop.create_task(self._serve())
+            self.loop.run_until_complete(self._task)
         except BaseException as exc:  # handed to the caller of start()
             self._error = exc
+            self._listening.set()
             self._ready.set()
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
+        await self.daemon.listen()
+        self._listening.set()
         async with self.daemon:
             self._ready.set()
             await self._stop.wait()
 
-    def start(self, timeout_s: float = 300.0) -> DaemonThread:
-        """Start serving; returns once the sockets are bound (raises if start failed)."""
+    def start(self, timeout_s: float = 300.0, *, wait_serving: bool = True) -> DaemonThread:
+        """Start the daemon; returns once it serves (raises if start-up failed).
+
+        With ``wait_serving=False`` it returns as soon as RPC and HTTP answer,
+        while the daemon may still be starting.
+        """
         self._thread.start()
-        if not self._ready.wait(timeout_s):
+        started = self._ready if wait_serving else self._listening
+        if not started.wait(timeout_s):
             raise TimeoutError(f"the daemon did not start within {timeout_s} s")
         if self._error is not None:
             raise self._error
@@ -270,9 +362,14 @@ class DaemonThread:
         return asyncio.run_coroutine_threadsafe(fn(), self.loop).result(timeout_s)
 
     def stop(self, timeout_s: float = 120.0) -> None:
-        """Stop the daemon and wait for its thread."""
-        if self._stop is not None:
-            self.loop.call_soon_threadsafe(self._stop.set)
+        """Stop the daemon (cancelling its start-up if it is still starting) and wait
+        for its thread."""
+        if self._ready.is_set():
+            if self._stop is not None:
+                self.loop.call_soon_threadsafe(self._stop.set)
+        elif self._task is not None:
+            # Start-up cleans up after itself when cancelled (Daemon.start).
+            self.loop.call_soon_threadsafe(self._task.cancel)
         self._thread.join(timeout_s)
 
     @property

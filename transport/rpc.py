@@ -200,6 +200,15 @@ class RpcServer:
             raise RuntimeError("the RPC server is not started")
         return self._bound
 
+    def swap_handlers(self, handlers: Mapping[str, Handler]) -> None:
+        """Answer with ``handlers`` from now on, in one step.
+
+        A request whose handler has not been looked up yet gets the new table;
+        handlers already running finish. A starting daemon serves a small table
+        and swaps in its full API once it is ready.
+        """
+        self._handlers = dict(handlers)
+
     async def start(self) -> None:
         """Bind the socket; raises ``zmq.ZMQError`` when the endpoint cannot be bound."""
         if self._socket is not None:

@@ -1,7 +1,8 @@
 """The ``marmot`` command line.
 
 Exit codes (DESIGN.md): 0 success, 1 the operation failed, 2 bad usage or a
-bad input file, 3 the daemon could not be reached.
+bad input file, 3 the daemon could not be reached; ``marmot status`` exits 4
+while the daemon is still starting.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from marmot.cli import admin, automation, block, events, incident, serve
+from marmot.cli import admin, automation, block, events, incident, serve, status
 from marmot.cli import replay as replay_command
 from marmot.cli.output import fail
 from marmot.engine.errors import DaemonUnavailable, MarmotError, ValidationFailed
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+EXIT_STARTING = status.EXIT_STARTING
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     serve.register(commands)
+    status.register(commands)
     automation.register(commands)
     block.register(commands)
     events.register(commands)

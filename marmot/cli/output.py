@@ -19,6 +19,11 @@ def fail(message: str) -> None:
     _err.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
 
 
+def line(markup: str) -> None:
+    """One line of rich markup on stdout (escape any value in it that is not markup)."""
+    Console(highlight=False).print(markup, soft_wrap=True)
+
+
 def json_lines(rows: Iterable[dict[str, Any]]) -> None:
     """One compact JSON object per line on stdout."""
     out = sys.stdout

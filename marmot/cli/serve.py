@@ -1,20 +1,17 @@
-"""``marmot serve`` and ``marmot status``."""
+"""``marmot serve``: run the daemon until interrupted."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 from typing import Any
 
-from marmot.cli.connect import client_options, connect
-from marmot.cli.output import json_lines, table
 from marmot.config import load_config
 
 
 def register(commands: Any) -> None:
-    """Add ``serve`` and ``status``."""
+    """Add ``serve``."""
     serve = commands.add_parser(
         "serve",
         help="run the daemon",
@@ -27,12 +24,6 @@ def register(commands: Any) -> None:
     serve.add_argument("--http-port", type=int, help="HTTP port (config http.port)")
     serve.add_argument("--ray-address", help="join this Ray cluster (config ray.address)")
     serve.set_defaults(handler=run_serve)
-
-    status = commands.add_parser(
-        "status", parents=[client_options()], help="show the daemon's state and capacity"
-    )
-    status.add_argument("--json", action="store_true", help="print JSON")
-    status.set_defaults(handler=run_status)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -55,18 +46,4 @@ def run_serve(args: argparse.Namespace) -> int:
     from marmot.transport.daemon import Daemon
 
     asyncio.run(Daemon(config).run_until_signalled())
-    return 0
-
-
-def run_status(args: argparse.Namespace) -> int:
-    """Print the daemon's status."""
-    with connect(args) as client:
-        status = client.status()
-    if args.json:
-        json_lines([status])
-        return 0
-    capacity = status.pop("capacity", {})
-    rows = [[k, json.dumps(v) if isinstance(v, dict | list) else v] for k, v in status.items()]
-    rows += [[f"capacity.{k}", v] for k, v in capacity.items()]
-    table("marmot status", ["key", "value"], rows)
     return 0

@@ -236,16 +236,16 @@ class DaemonProcess:
         return took
 
     def wait_ready(self, timeout_s: float, began: float | None = None) -> None:
-        """Wait until the running life answers ``health`` (it binds RPC only
-        after every automation has recovered)."""
+        """Wait until the running life serves: ``health`` says ``ok`` (while it
+        starts, it answers ``ok: false`` until every automation has recovered)."""
         deadline = (began or time.monotonic()) + timeout_s
         with Client(self.rpc_url, timeout_s=1.0) as client:
             while True:
                 if not self.is_running:
                     raise AssertionError(f"the daemon exited; see {self.log_path}")
                 try:
-                    client.health()
-                    return
+                    if client.health().get("ok"):
+                        return
                 except MarmotError:
                     pass
                 if time.monotonic() > deadline:
