@@ -6,6 +6,12 @@ the clients, events, the replay engine, and the error hierarchy.
 
 __version__ = "0.1.0"
 
+from marmot.deployment_ids import PrefectDeploymentResolver
+from marmot.deployments import (
+    DeploymentTriggers,
+    apply_deployment_triggers,
+    load_deployment_triggers,
+)
 from marmot.engine.errors import (
     Conflict,
     DaemonUnavailable,
@@ -80,6 +86,11 @@ __all__ = [
     "AsyncClient",
     "Client",
     "Publisher",
+    # prefect.yaml deployment triggers
+    "DeploymentTriggers",
+    "PrefectDeploymentResolver",
+    "apply_deployment_triggers",
+    "load_deployment_triggers",
     # events and evaluation
     "Evaluator",
     "Event",

@@ -32,14 +32,14 @@ class DocumentError(ValidationFailed):
         self.path, self.line, self.field = path, line, field
 
 
-def _loc(loc: Sequence[int | str]) -> str:
+def field_path(loc: Sequence[int | str]) -> str:
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
 
-def _node_line(node: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
+def node_line(node: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
     """The 1-based line of the YAML node at ``loc`` (or of its nearest parent)."""
     if node is None:
         return None
@@ -72,7 +72,7 @@ def _read_text(path: Path) -> str:
         raise DocumentError(str(path), None, f"not UTF-8 text ({exc.reason})") from exc
 
 
-def _documents(path: Path) -> Iterator[tuple[Any, yaml.Node | None]]:
+def read_documents(path: Path) -> Iterator[tuple[Any, yaml.Node | None]]:
     text = _read_text(path)
     # A JSON file is read as JSON (PyYAML would split an escaped surrogate pair,
     # the way json.dumps writes an emoji, into two lone surrogates); the YAML
@@ -144,12 +144,12 @@ def load_automations(path: str | Path) -> list[Automation]:
     """Every automation in a YAML or JSON file; raises ``DocumentError``."""
     file = Path(path)
     found: list[Automation] = []
-    for data, node in _documents(file):
+    for data, node in read_documents(file):
         if data is None:
             continue
         for document, root, prefix in _automation_entries(data, node):
             if not isinstance(document, dict):
-                line = _node_line(root, prefix)
+                line = node_line(root, prefix)
                 raise DocumentError(str(file), line, "expected an automation (a mapping)")
             try:
                 found.append(Automation.model_validate(document))
@@ -165,9 +165,9 @@ def _from_validation(
 ) -> DocumentError:
     first = exc.errors(include_url=False)[0]
     loc = [*prefix, *first["loc"]]
-    field = _loc([p for p in first["loc"] if not _is_union_tag(p)])
+    field = field_path([p for p in first["loc"] if not is_union_tag(p)])
     more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
-    error = DocumentError(path, _node_line(root, loc), f"{first['msg']}{more}", field)
+    error = DocumentError(path, node_line(root, loc), f"{first['msg']}{more}", field)
     error.details["errors"] = [
         {"loc": [str(p) for p in e["loc"]], "msg": e["msg"]} for e in exc.errors(include_url=False)
     ]
@@ -177,7 +177,7 @@ def _from_validation(
 _UNION_TAGS = frozenset({"event", "compound", "sequence", *ACTION_TYPES})
 
 
-def _is_union_tag(part: int | str) -> bool:
+def is_union_tag(part: int | str) -> bool:
     # pydantic names the chosen union member in the location (e.g. "event",
     # "call-webhook"); a user thinks in field names, so drop those parts.
     return isinstance(part, str) and part in _UNION_TAGS
@@ -210,7 +210,7 @@ def _line_error(path: str, number: int, exc: ValidationError) -> DocumentError:
     first = exc.errors(include_url=False)[0]
     if first["type"] == "json_invalid":
         return DocumentError(path, number, f"not valid JSON: {first['msg']}")
-    return DocumentError(path, number, first["msg"], _loc(first["loc"]))
+    return DocumentError(path, number, first["msg"], field_path(first["loc"]))
 
 
 def parse_event_line(line: str) -> dict[str, Any]:

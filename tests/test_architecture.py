@@ -20,7 +20,8 @@ PUBLIC = {
     "ResumeWorkQueue", "RunDeployment", "SendNotification", "SuspendFlowRun", "Client",
     "AsyncClient", "Publisher", "Evaluator", "Event", "Firing", "Replay", "Scenario",
     "TriggerState", "replay_scenario", "Conflict", "DaemonUnavailable", "LimitExceeded",
-    "MarmotError", "NotFound", "Unauthorized", "ValidationFailed",
+    "MarmotError", "NotFound", "Unauthorized", "ValidationFailed", "DeploymentTriggers",
+    "PrefectDeploymentResolver", "apply_deployment_triggers", "load_deployment_triggers",
 }  # fmt: skip
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 from uuid import UUID
@@ -118,6 +118,20 @@ class OrchestratorClient:
     async def read_deployment(self, id: UUID) -> dict[str, Any]:
         """The deployment's JSON."""
         return await self._request("GET", f"deployments/{id}", what=f"deployment {id}")
+
+    async def filter_deployments(
+        self, names: Sequence[str], *, limit: int = 200, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """One page of the deployments whose name is one of ``names``
+        (``POST /deployments/filter``; Prefect allows at most 200 a page)."""
+        body = {"deployments": {"name": {"any_": list(names)}}, "limit": limit, "offset": offset}
+        found = await self._request_any("POST", "deployments/filter", what="deployments", json=body)
+        if not isinstance(found, list):
+            raise ActionFailed(
+                f"orchestrator answered POST {self.api_url}/deployments/filter with "
+                f"{type(found).__name__} JSON, not a list"
+            )
+        return [d for d in found if isinstance(d, dict)]
 
     async def create_flow_run_from_deployment(
         self, id: UUID, body: Mapping[str, Any]

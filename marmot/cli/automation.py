@@ -1,4 +1,4 @@
-"""``marmot automation ls|inspect|create|update|pause|resume|delete|explain``."""
+"""``marmot automation ls|inspect|create|update|pause|resume|delete|explain|deploy-triggers``."""
 
 from __future__ import annotations
 
@@ -7,8 +7,15 @@ import json
 from typing import Any
 from uuid import UUID
 
+from marmot.cli import deploy_triggers
 from marmot.cli.connect import client_options, connect
 from marmot.cli.output import json_lines, table
+from marmot.deployments import (
+    DeploymentTriggers,
+    apply_deployment_triggers,
+    is_prefect_yaml,
+    load_deployment_triggers,
+)
 from marmot.documents import load_automations
 from marmot.engine.errors import ValidationFailed
 from marmot.engine.models.automations import Automation
@@ -37,14 +44,23 @@ def register(commands: Any) -> None:
         p.add_argument("--json", action="store_true")
         p.set_defaults(handler=handler)
 
-    for verb, text, handler in [
-        ("create", "create automations from Prefect YAML/JSON files", run_create),
-        ("update", "update automations (matched by id, else by name) from files", run_update),
-    ]:
-        p = sub.add_parser(verb, parents=[common], help=text)
+    create = sub.add_parser(
+        "create",
+        parents=[common, deploy_triggers.prefect_options()],
+        help="create automations from Prefect YAML/JSON files (a prefect.yaml's deployment "
+        "triggers replace the automations their deployments owned)",
+    )
+    update = sub.add_parser(
+        "update",
+        parents=[common],
+        help="update automations (matched by id, else by name) from files",
+    )
+    for p, handler in [(create, run_create), (update, run_update)]:
         p.add_argument("-f", "--file", dest="files", action="append", required=True)
         p.add_argument("--json", action="store_true")
         p.set_defaults(handler=handler)
+
+    deploy_triggers.register(sub, common)
 
 
 def _resolve(client: Client, ref: str) -> Automation:
@@ -91,16 +107,35 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 
 def run_create(args: argparse.Namespace) -> int:
-    automations = [a for path in args.files for a in load_automations(path)]
+    automations: list[Automation] = []
+    deployments: list[DeploymentTriggers] = []
+    for path in args.files:
+        if is_prefect_yaml(path):
+            resolver = deploy_triggers.resolver(args)
+            deployments.extend(load_deployment_triggers(path, resolver))
+        else:
+            automations.extend(load_automations(path))
     created = []
     with connect(args) as client:
         for automation in automations:
             created.append(client.create_automation(automation))
-    _print(created, args.json, f"created {len(created)} automation(s)")
+        applied = apply_deployment_triggers(client, deployments) if deployments else []
+    created.extend(a for item in applied for a in item.created)
+    replaced = sum(len(item.deleted) for item in applied)
+    title = f"created {len(created)} automation(s)"
+    if replaced:
+        title += f" (replacing {replaced} owned by their deployments)"
+    _print(created, args.json, title)
     return 0
 
 
 def run_update(args: argparse.Namespace) -> int:
+    for path in args.files:
+        if is_prefect_yaml(path):
+            raise ValidationFailed(
+                f"{path} is a prefect.yaml: apply its deployment triggers with "
+                "`marmot automation create -f` or `marmot automation deploy-triggers`"
+            )
     documents = [a for path in args.files for a in load_automations(path)]
     updated = []
     with connect(args) as client:
