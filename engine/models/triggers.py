@@ -151,9 +151,15 @@ def trigger_depth(trigger: _Trigger) -> int:
 
 
 def _trigger_tag(value: Any) -> str:
-    # Prefect's SDK lets an event trigger omit `type`.
+    # Prefect's SDK lets a trigger omit `type` and tells it by its fields:
+    # child `triggers` with `require` make a compound trigger, child
+    # `triggers` alone a sequence, anything else an event trigger.
     if isinstance(value, dict):
-        return str(value.get("type", "event"))
+        if "type" in value:
+            return str(value["type"])
+        if "triggers" in value:
+            return "compound" if "require" in value else "sequence"
+        return "event"
     return str(getattr(value, "type", "event"))
 
 

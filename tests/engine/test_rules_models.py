@@ -131,6 +131,19 @@ def test_missing_trigger_type_means_event() -> None:
     assert auto.trigger.threshold == 2
 
 
+def test_missing_trigger_type_is_told_by_the_fields_as_prefect_does() -> None:
+    leaf = {"expect": ["x"]}
+    auto = automation(
+        {"require": "all", "triggers": [leaf, {"triggers": [leaf, {"expect": ["y"]}]}]}
+    )
+
+    assert isinstance(auto.trigger, CompoundTrigger)
+    first, second = auto.trigger.triggers
+    assert isinstance(first, EventTrigger)
+    assert isinstance(second, SequenceTrigger)
+    assert [type(t) for t in second.triggers] == [EventTrigger, EventTrigger]
+
+
 def test_unknown_trigger_field_is_rejected() -> None:
     with pytest.raises(ValidationError, match=r"expected\n.*Extra inputs are not permitted"):
         automation({"type": "event", "expected": ["x"]})
