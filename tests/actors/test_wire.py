@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from uuid import uuid4
 
+import pytest
+
 from marmot.actors.wire import (
     Batch,
     Outcome,
@@ -16,7 +18,7 @@ from marmot.actors.wire import (
     pack_batch,
     unpack,
 )
-from marmot.engine.firing import Firing
+from marmot.engine.firing import Firing, TriggerState
 from marmot.engine.models.events import Event
 from marmot.engine.models.triggers import Posture
 
@@ -93,3 +95,30 @@ def test_outcome_round_trips_firings_and_deadlines() -> None:
     assert outcome.deadlines == {"a1": 5, "a2": None}
     assert (outcome.applied_seq, outcome.evaluated) == (9, 3)
     assert outcome.firings[0].fired_at == datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+
+def test_a_resolved_firing_keeps_its_state_on_the_wire() -> None:
+    firing = Firing(
+        id=uuid4(),
+        automation_id=uuid4(),
+        trigger_path="trigger",
+        labels={},
+        triggering_event=_event(),
+        fired_us=1_772_355_600_000_000,
+        posture=Posture.Reactive,
+        state=TriggerState.Resolved,
+    )
+    [back] = Outcome.unpack(Outcome([firing], {}, 1, 1).pack()).firings
+    assert back.state is TriggerState.Resolved
+    assert back == firing
+
+
+def test_a_pack_that_fails_leaves_the_thread_packer_clean() -> None:
+    # The packer is kept per thread: a value it cannot pack must not leave
+    # half a message in its buffer for the next pack.
+    good = [1, "two", {"three": 3.0}]
+    expected = pack(good)
+    with pytest.raises(TypeError):
+        pack(["partly packed", object()])
+    assert pack(good) == expected
+    assert unpack(pack(good)) == good
