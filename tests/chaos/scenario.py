@@ -34,15 +34,6 @@ class Outcome:
             f"torn_requests={self.torn_requests} settle_s={self.settle_s:.1f}"
         )
 
-    def explained_losses_only(self) -> bool:
-        """Whether every lost delivery is of a kind whose recovery the process and
-        restart fault tests check: its action was "claimed" by an executor that
-        then died (its successor adopts it), or its firing was logged but never
-        claimed ("unclaimed": recovery acts on it). A loss of any other kind (a
-        firing that never happened, an action recorded as executed that the
-        receiver never got) is not."""
-        return set(self.verdict.lost_by_status) <= {"claimed", "unclaimed"}
-
 
 def run(
     daemon: DaemonProcess,
