@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -19,27 +18,10 @@ import marmot
 from marmot.cli import EXIT_FAILED, main
 from marmot.engine.errors import NotFound
 from marmot.transport.client import Client
-from tests.integration.harness import DaemonThread, event_doc, make_config, wait_for
+from tests.integration.harness import DaemonThread, event_doc, wait_for
 from tests.integration.prefect_server import api_call, create_deployment
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def orchestrated(
-    ray_session: None, prefect_api: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[DaemonThread]:
-    """A daemon whose run-deployment actions go to the session's Prefect server."""
-    config = make_config(
-        tmp_path_factory.mktemp("deploy-triggers"),
-        **{
-            "ray.namespace": f"marmot-test-{uuid4().hex[:8]}",
-            "orchestrator.api_url": prefect_api,
-        },
-    )
-    running = DaemonThread(config).start()
-    yield running
-    running.stop()
 
 
 def prefect_yaml(tmp_path: Path, name: str, tag: str, triggers: str | None = None) -> Path:

@@ -5,14 +5,13 @@ start a deployment, with parameters rendered from the event.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 from uuid import uuid4
 
 import pytest
 
 from marmot.transport.client import Client
-from tests.integration.harness import DaemonThread, event_doc, make_config, wait_for
+from tests.integration.harness import DaemonThread, event_doc, wait_for
 from tests.integration.prefect_server import (
     api_call,
     create_deployment,
@@ -21,22 +20,6 @@ from tests.integration.prefect_server import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def orchestrated(
-    ray_session: None, prefect_api: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[DaemonThread]:
-    config = make_config(
-        tmp_path_factory.mktemp("orchestrated"),
-        **{
-            "ray.namespace": f"marmot-test-{uuid4().hex[:8]}",
-            "orchestrator.api_url": prefect_api,
-        },
-    )
-    running = DaemonThread(config).start()
-    yield running
-    running.stop()
 
 
 def _on(expect: str, actions: list[dict[str, Any]]) -> dict[str, Any]:
