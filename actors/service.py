@@ -339,7 +339,7 @@ class Service:
             if recover
             else placement.handle.load.remote(document)
         )
-        matchers = [leaf.matcher for leaf in Evaluator(automation).leaves]
+        matchers = Evaluator(automation).matchers
         self.router.route(automation_id, key, matchers)
         if recover:
             await self._recovered(Outcome.unpack(await ref))
@@ -558,7 +558,7 @@ class Service:
         """Emit each firing's automation.triggered event (unless ``announce`` is off:
         it is logged already), then queue its actions.
 
-        A Proactive firing evaluated over ``LATE_AFTER_US`` after its deadline
+        A Proactive or metric firing evaluated over ``LATE_AFTER_US`` after its deadline
         (it passed while the daemon or its timer was down) says so in its
         triggered event's payload (``late_by_seconds``), for the actions and
         their templates.

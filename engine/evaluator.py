@@ -18,10 +18,12 @@ from marmot.engine.buckets import Bucket, BucketTrigger, LeafFiring
 from marmot.engine.composite import CompositeState
 from marmot.engine.errors import ValidationFailed
 from marmot.engine.firing import Firing, TriggerState, firing_id
+from marmot.engine.matching import TriggerMatcher
+from marmot.engine.metric import MetricFiring, MetricMonitor
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event
 from marmot.engine.models.explain import BucketView, Explanation, TriggerView
-from marmot.engine.models.triggers import EventTrigger, Posture, Trigger
+from marmot.engine.models.triggers import EventTrigger, MetricTrigger, Posture, Trigger
 from marmot.engine.resolution import Key, OpenState, Resolutions
 from marmot.engine.timestamps import EPOCH, from_us, to_us
 
@@ -37,13 +39,20 @@ class Evaluator:
 
     def __init__(self, automation: Automation, *, resolve: bool = False) -> None:
         """``resolve`` turns on Resolved states (SEMANTICS §5, Marmot's opt-in
-        extension; see ``resolution``): an automation whose trigger is an event
-        trigger then also reports Resolved firings."""
+        extension; see ``resolution`` and ``metric``): an automation whose
+        trigger is an event or metric trigger then also reports Resolved
+        firings."""
         self.automation = automation
         self.resolve = resolve
         self.leaves: list[BucketTrigger] = []
         self._leaf_paths: list[str] = []
         self._leaf_parents: list[_Parent] = []
+        self.metrics: list[MetricMonitor] = []
+        self._metric_paths: list[str] = []
+        self._metric_parents: list[_Parent] = []
+        # Event and metric triggers in declared order: events and time reach
+        # them in this order, so simultaneous child firings do too.
+        self._evaluated: list[BucketTrigger | MetricMonitor] = []
         self.composites: list[CompositeState] = []
         self._composite_paths: list[str] = []
         self._composite_parents: list[_Parent] = []
@@ -64,6 +73,20 @@ class Evaluator:
             self.leaves.append(leaf)
             self._leaf_paths.append(path)
             self._leaf_parents.append(parent)
+            self._evaluated.append(leaf)
+            return
+        if isinstance(trigger, MetricTrigger):
+            index = len(self.metrics)
+            monitor = MetricMonitor(
+                trigger,
+                functools.partial(self._metric_fired, index),
+                # Resolved states, like event triggers', only at the top level.
+                resolve=self.resolve and parent is None,
+            )
+            self.metrics.append(monitor)
+            self._metric_paths.append(path)
+            self._metric_parents.append(parent)
+            self._evaluated.append(monitor)
             return
         index = len(self.composites)
         self.composites.append(CompositeState(trigger))
@@ -114,6 +137,38 @@ class Evaluator:
             )
         )
 
+    def _metric_fired(self, index: int, fired: MetricFiring) -> None:
+        path = self._metric_paths[index]
+        # The breach and the moment it fired (or resolved) name the firing.
+        moments = (fired.breach_start, fired.at)
+        if fired.state is TriggerState.Resolved:
+            self._out.append(
+                Firing(
+                    id=firing_id(self.automation.id, path, "resolved", *moments),
+                    automation_id=self.automation.id,
+                    trigger_path=path,
+                    labels={},
+                    triggering_event=fired.event,
+                    fired_us=fired.fired_us,
+                    posture=Posture.Metric,
+                    state=TriggerState.Resolved,
+                    deadline_us=fired.at,
+                )
+            )
+            return
+        firing = Firing(
+            id=firing_id(self.automation.id, path, "metric", *moments),
+            automation_id=self.automation.id,
+            trigger_path=path,
+            labels={},
+            triggering_event=fired.event,
+            fired_us=fired.fired_us,
+            posture=Posture.Metric,
+            # It fires at the end of its firing_for, a deadline on the events clock.
+            deadline_us=fired.at,
+        )
+        self._propagate(firing, self._metric_parents[index])
+
     def _propagate(self, firing: Firing, parent: _Parent) -> None:
         while parent is not None:
             index, position = parent
@@ -142,9 +197,15 @@ class Evaluator:
 
     # -- evaluation ----------------------------------------------------------------
 
+    @property
+    def matchers(self) -> list[TriggerMatcher]:
+        """The matchers of the tree's event and metric triggers: what the
+        interest index needs to route exactly the events they look at."""
+        return [leaf.matcher for leaf in self._evaluated]
+
     def is_interested(self, event: Event) -> bool:
-        """Whether any event trigger of the tree is interested in ``event``."""
-        return any(leaf.matcher.is_interested(event) for leaf in self.leaves)
+        """Whether any event or metric trigger of the tree is interested in ``event``."""
+        return any(leaf.matcher.is_interested(event) for leaf in self._evaluated)
 
     def apply(self, events: Iterable[Event]) -> list[Firing]:
         """Evaluate events reactively, in order; return the automation's firings.
@@ -167,7 +228,7 @@ class Evaluator:
         return self._drain()
 
     def _apply_one(self, event: Event, occurred: int | None, now: int | None) -> None:
-        for leaf in self.leaves:
+        for leaf in self._evaluated:
             if leaf.matcher.is_interested(event):
                 if occurred is None:
                     occurred = to_us(event.occurred)
@@ -180,7 +241,7 @@ class Evaluator:
         if not self.automation.enabled:
             return []
         as_of_us, now_us = to_us(as_of), to_us(now)
-        for leaf in self.leaves:
+        for leaf in self._evaluated:
             leaf.advance(as_of_us, now_us)
         return self._drain()
 
@@ -200,7 +261,7 @@ class Evaluator:
     def next_deadline_us(self) -> int | None:
         """``next_deadline`` in microseconds; ``-1`` for due now."""
         best: int | None = None
-        for leaf in self.leaves:
+        for leaf in self._evaluated:
             deadline = leaf.next_deadline()
             if deadline is not None and (best is None or deadline < best):
                 best = deadline
@@ -208,7 +269,7 @@ class Evaluator:
 
     def reset(self) -> None:
         """Forget all state, as when the automation changes (SEMANTICS §5)."""
-        for leaf in self.leaves:
+        for leaf in self._evaluated:
             leaf.clear()
         for composite in self.composites:
             composite.clear()
@@ -245,6 +306,7 @@ class Evaluator:
                 else []
                 for leaf in self.leaves
             ],
+            "metrics": [monitor.dump() for monitor in self.metrics],
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -278,6 +340,13 @@ class Evaluator:
                     tuple(key),
                     OpenState(start, end, count, last if isinstance(last, Event) else None, due),
                 )
+        # Snapshots from before metric triggers have no "metrics": empty state.
+        metrics = state.get("metrics")
+        if metrics is not None:
+            if len(metrics) != len(self.metrics):
+                raise ValidationFailed("snapshot does not fit this automation's triggers")
+            for monitor, data in zip(self.metrics, metrics, strict=True):
+                monitor.load(data)
 
     # -- explain -------------------------------------------------------------------
 
@@ -312,6 +381,12 @@ class Evaluator:
                         )
                         for key, o in (leaf.resolutions.items() if leaf.resolutions else ())
                     ],
+                )
+            )
+        for path, monitor in zip(self._metric_paths, self.metrics, strict=True):
+            views.append(
+                TriggerView(
+                    path=path, type="metric", posture=Posture.Metric.value, metric=monitor.view()
                 )
             )
         for path, composite in zip(self._composite_paths, self.composites, strict=True):

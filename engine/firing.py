@@ -46,8 +46,9 @@ class Firing:
     posture: Posture | None = None
     state: TriggerState = TriggerState.Triggered
     child_ids: tuple[UUID, ...] = field(default=())
-    # A Proactive firing's deadline (its window's end, on the events clock):
-    # how late it was evaluated is the events clock's time then minus this.
+    # A Proactive firing's deadline (its window's end, on the events clock),
+    # or a metric firing's (the end of its firing_for): how late it was
+    # evaluated is the events clock's time then minus this.
     deadline_us: int | None = None
 
     @property

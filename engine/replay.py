@@ -28,7 +28,7 @@ from marmot.engine.interest import InterestIndex
 from marmot.engine.models._base import MarmotModel
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event, UtcDatetime
-from marmot.engine.models.triggers import iter_event_triggers
+from marmot.engine.models.triggers import iter_event_triggers, iter_metric_triggers
 from marmot.engine.timestamps import US_PER_S, from_us, to_us
 
 # Automations without an id get one derived from their name and position,
@@ -90,7 +90,7 @@ class Replay:
         self.index: InterestIndex[int] = InterestIndex()
         for i, automation in enumerate(self.automations):
             if automation.enabled:
-                self.index.set(i, [leaf.matcher for leaf in self.evaluators[i].leaves])
+                self.index.set(i, self.evaluators[i].matchers)
         self.events_clock = EventsClock()
         self.causal = CausalOrdering()
         self.start = to_us(start)
@@ -226,10 +226,16 @@ def replay_scenario(scenario: Scenario, *, tick: float | None = None) -> list[Re
 
 
 def default_until(automations: Sequence[Automation], events: Sequence[Event]) -> datetime:
-    """For a backtest without ``--until``: the last arrival plus the longest window."""
+    """For a backtest without ``--until``: the last arrival plus the longest window.
+
+    A metric trigger's window is its ``range`` plus its ``firing_for``: by then
+    the last run has left the lookback and a recovery that began then is over.
+    """
     last = max(e.received or e.occurred for e in events)
-    longest = max(
-        (t.within for a in automations for t in iter_event_triggers(a.trigger)),
-        default=timedelta(0),
-    )
-    return last + longest
+    windows = [t.within for a in automations for t in iter_event_triggers(a.trigger)]
+    windows += [
+        t.metric.range + t.metric.firing_for
+        for a in automations
+        for t in iter_metric_triggers(a.trigger)
+    ]
+    return last + max(windows, default=timedelta(0))

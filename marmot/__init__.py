@@ -48,7 +48,11 @@ from marmot.engine.models.resources import ResourceSpecification
 from marmot.engine.models.triggers import (
     CompoundTrigger,
     EventTrigger,
+    MetricTrigger,
+    MetricTriggerOperator,
+    MetricTriggerQuery,
     Posture,
+    PrefectMetric,
     SequenceTrigger,
 )
 from marmot.engine.replay import Replay, Scenario, replay_scenario
@@ -60,7 +64,11 @@ __all__ = [
     "Automation",
     "CompoundTrigger",
     "EventTrigger",
+    "MetricTrigger",
+    "MetricTriggerOperator",
+    "MetricTriggerQuery",
     "Posture",
+    "PrefectMetric",
     "ResourceSpecification",
     "SequenceTrigger",
     # actions

@@ -22,7 +22,13 @@ import yaml
 from pydantic import ValidationError
 
 from marmot.deployment_ids import DeploymentRef, DeploymentResolver
-from marmot.documents import DocumentError, field_path, is_union_tag, node_line, read_documents
+from marmot.documents import (
+    DocumentError,
+    drop_union_tags,
+    field_path,
+    node_line,
+    read_documents,
+)
 from marmot.engine.errors import Conflict, NotFound, ValidationFailed
 from marmot.engine.models.automations import Automation
 from marmot.transport.client import Client
@@ -224,14 +230,6 @@ def _document(
 ) -> dict[str, Any]:
     """The automation document ``prefect deploy`` makes of one trigger spec."""
     kind = _trigger_type(spec)
-    if kind == "metric":
-        key = "type" if "type" in spec else "posture"
-        raise _error(
-            where,
-            root,
-            [*loc, key],
-            "Marmot does not support metric triggers; use an event, compound or sequence trigger",
-        )
     trigger = {k: v for k, v in spec.items() if k not in (*_AUTOMATION_FIELDS, *_ACTION_FIELDS)}
     trigger["type"] = kind
     action: dict[str, Any] = {
@@ -285,7 +283,7 @@ def _from_validation(
 
 def _spec_loc(loc: Sequence[int | str], kind: str) -> list[int | str]:
     """Where in the trigger spec an error of the automation built from it lies."""
-    parts = [p for p in loc if not is_union_tag(p)]
+    parts = drop_union_tags(loc)
     if not parts:
         return []
     head, *rest = parts

@@ -164,10 +164,10 @@ def _from_validation(
     path: str, exc: ValidationError, root: yaml.Node | None, prefix: list[Any]
 ) -> DocumentError:
     first = exc.errors(include_url=False)[0]
-    loc = [*prefix, *first["loc"]]
-    field = field_path([p for p in first["loc"] if not is_union_tag(p)])
+    fields = drop_union_tags(first["loc"])
     more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
-    error = DocumentError(path, node_line(root, loc), f"{first['msg']}{more}", field)
+    line = node_line(root, [*prefix, *fields])
+    error = DocumentError(path, line, f"{first['msg']}{more}", field_path(fields))
     error.details["errors"] = [
         {"loc": [str(p) for p in e["loc"]], "msg": e["msg"]} for e in exc.errors(include_url=False)
     ]
@@ -175,12 +175,29 @@ def _from_validation(
 
 
 _UNION_TAGS = frozenset({"event", "compound", "sequence", *ACTION_TYPES})
+# Tags that are also field names (a metric trigger's `metric`): a tag only
+# where a union member starts, right after `trigger` or a list index.
+_FIELD_LIKE_TAGS = frozenset({"metric"})
 
 
 def is_union_tag(part: int | str) -> bool:
     # pydantic names the chosen union member in the location (e.g. "event",
     # "call-webhook"); a user thinks in field names, so drop those parts.
     return isinstance(part, str) and part in _UNION_TAGS
+
+
+def drop_union_tags(loc: Sequence[int | str]) -> list[int | str]:
+    """A pydantic error location without the union members' tags: field names only."""
+    kept: list[int | str] = []
+    for index, part in enumerate(loc):
+        if is_union_tag(part):
+            continue
+        if part in _FIELD_LIKE_TAGS and (
+            index == 0 or loc[index - 1] == "trigger" or isinstance(loc[index - 1], int)
+        ):
+            continue
+        kept.append(part)
+    return kept
 
 
 def read_events(path: str | Path, *, limits: EventLimits | None = None) -> list[Event]:

@@ -22,6 +22,7 @@ PUBLIC = {
     "TriggerState", "replay_scenario", "Conflict", "DaemonUnavailable", "LimitExceeded",
     "MarmotError", "NotFound", "Unauthorized", "ValidationFailed", "DeploymentTriggers",
     "PrefectDeploymentResolver", "apply_deployment_triggers", "load_deployment_triggers",
+    "MetricTrigger", "MetricTriggerOperator", "MetricTriggerQuery", "PrefectMetric",
 }  # fmt: skip
 
 

@@ -26,7 +26,15 @@ from marmot.documents import DocumentError
 from marmot.engine.errors import ValidationFailed
 from marmot.engine.models.actions import RunDeployment
 from marmot.engine.models.automations import Automation
-from marmot.engine.models.triggers import CompoundTrigger, EventTrigger, SequenceTrigger
+from marmot.engine.models.triggers import (
+    CompoundTrigger,
+    EventTrigger,
+    MetricTrigger,
+    MetricTriggerOperator,
+    Posture,
+    PrefectMetric,
+    SequenceTrigger,
+)
 from marmot.transport.client import Client
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "configs" / "examples" / "prefect.yaml"
@@ -364,7 +372,38 @@ def test_a_bad_trigger_field_is_located(
     assert message in str(caught.value)
 
 
-def test_a_metric_trigger_is_refused_where_it_is_written(tmp_path: Path) -> None:
+def test_a_metric_trigger_loads_with_or_without_type(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        deployments:
+          - name: ingest
+            triggers:
+              - posture: Metric
+                match_related: {prefect.resource.id: prefect.deployment.*}
+                metric: {name: lateness, threshold: 60, operator: ">", range: PT10M}
+                parameters: {why: late}
+              - type: metric
+                metric: {name: successes, threshold: 90, operator: "<", firing_for: 600}
+        """,
+    )
+    (ingest,) = load(path)
+    late, failing = ingest.automations
+
+    assert isinstance(late.trigger, MetricTrigger)
+    assert late.trigger.posture is Posture.Metric
+    assert late.trigger.metric.name is PrefectMetric.lateness
+    assert late.trigger.metric.operator is MetricTriggerOperator.GT
+    assert late.trigger.metric.range == timedelta(minutes=10)
+    assert late.trigger.related_specs[0].root == {"prefect.resource.id": "prefect.deployment.*"}
+    assert run_action(late).parameters == {"why": "late"}
+    assert run_action(late).deployment_id == INGEST
+    assert isinstance(failing.trigger, MetricTrigger)
+    assert failing.trigger.metric.firing_for == timedelta(seconds=600)
+    assert failing.trigger.metric.range == timedelta(seconds=300)
+
+
+def test_a_bad_metric_field_is_located(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         """
@@ -372,13 +411,17 @@ def test_a_metric_trigger_is_refused_where_it_is_written(tmp_path: Path) -> None
           - name: etl
             triggers:
               - posture: Metric
-                metric: {name: lateness, threshold: 60, operator: ">"}
+                metric:
+                  name: throughput
+                  threshold: 60
+                  operator: ">"
         """,
     )
-    with pytest.raises(DocumentError, match="does not support metric triggers") as caught:
+    with pytest.raises(DocumentError, match="unknown metric 'throughput'") as caught:
         load_deployment_triggers(path, NeverAsked())
-    assert caught.value.line == line_of(path, "posture: Metric")
-    assert caught.value.field == "deployments[0].triggers[0].posture"
+    assert caught.value.line == line_of(path, "name: throughput")
+    assert caught.value.field == "deployments[0].triggers[0].metric.name"
+    assert "'duration', 'lateness', 'successes'" in str(caught.value)
 
 
 @pytest.mark.parametrize(

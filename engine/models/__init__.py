@@ -3,12 +3,16 @@
 from marmot.engine.models.actions import ACTION_TYPES, ActionTypes, parse_action
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event, EventLimits
-from marmot.engine.models.explain import BucketView, Explanation, TriggerView
+from marmot.engine.models.explain import BucketView, Explanation, MetricView, TriggerView
 from marmot.engine.models.resources import ResourceSpecification
 from marmot.engine.models.triggers import (
     CompoundTrigger,
     EventTrigger,
+    MetricTrigger,
+    MetricTriggerOperator,
+    MetricTriggerQuery,
     Posture,
+    PrefectMetric,
     SequenceTrigger,
     Trigger,
     TriggerTypes,
@@ -24,7 +28,12 @@ __all__ = [
     "EventLimits",
     "EventTrigger",
     "Explanation",
+    "MetricTrigger",
+    "MetricTriggerOperator",
+    "MetricTriggerQuery",
+    "MetricView",
     "Posture",
+    "PrefectMetric",
     "ResourceSpecification",
     "SequenceTrigger",
     "Trigger",

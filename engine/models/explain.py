@@ -18,6 +18,22 @@ class BucketView(BaseModel):
     last_event_id: UUID | None
 
 
+class MetricView(BaseModel):
+    """A metric trigger's query, its current value and where it stands."""
+
+    name: str
+    operator: str
+    threshold: float
+    range_s: float
+    firing_for_s: float
+    # Seconds (duration, lateness) or a percentage (successes); None: no run in the window.
+    value: float | None
+    samples: int  # runs counted in the window
+    tracked_runs: int  # runs remembered, counted or not
+    state: str  # ok, pending, fired or recovering
+    since: datetime | None  # when it entered that state (events clock)
+
+
 class TriggerView(BaseModel):
     """One trigger of the tree and what it holds."""
 
@@ -30,6 +46,7 @@ class TriggerView(BaseModel):
     # With Resolved states on: the windows that fired and have not resolved yet.
     unresolved: list[BucketView] = []
     recorded_children: dict[str, datetime] = {}
+    metric: MetricView | None = None
 
 
 class Explanation(BaseModel):

@@ -1,14 +1,16 @@
-"""Trigger schemas: ``event``, ``compound`` and ``sequence`` (SEMANTICS §3-4).
+"""Trigger schemas: ``event``, ``metric``, ``compound`` and ``sequence`` (SEMANTICS §3-4).
 
 They accept Prefect's automation JSON and YAML unchanged: sets given as
 lists, ``within`` as seconds, an ISO 8601 duration or ``HH:MM:SS``, and
-``posture`` optional (Reactive), as in Prefect's Python SDK.
+``posture`` optional (Reactive, or Metric for a metric trigger), as in
+Prefect's Python SDK. How metric triggers evaluate is in ``engine.metric``.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 from enum import StrEnum
+from math import isfinite
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -30,13 +32,17 @@ MIN_PROACTIVE_WITHIN = timedelta(seconds=10)
 # deeper trees do not read back from JSON; longer windows end past year 9999.
 MAX_TRIGGER_DEPTH = 20
 MAX_WITHIN = timedelta(days=3650)
+# Prefect's schema: a metric's lookback and breach duration are at least 5 minutes.
+MIN_METRIC_SPAN = timedelta(seconds=300)
 
 
 class Posture(StrEnum):
-    """Whether a trigger fires on events that happened, or on ones that did not."""
+    """Whether a trigger fires on events that happened, on ones that did not,
+    or on a metric of flow runs (metric triggers only)."""
 
     Reactive = "Reactive"
     Proactive = "Proactive"
+    Metric = "Metric"
 
 
 class _Trigger(MarmotModel):
@@ -71,6 +77,11 @@ class EventTrigger(_Trigger):
 
     @model_validator(mode="after")
     def _proactive_window(self) -> EventTrigger:
+        if self.posture is Posture.Metric:
+            raise ValueError(
+                "posture 'Metric' belongs to metric triggers (type: metric); "
+                "an event trigger is Reactive or Proactive"
+            )
         if self.posture is Posture.Proactive:
             if self.within == timedelta(0):
                 self.within = MIN_PROACTIVE_WITHIN
@@ -84,14 +95,97 @@ class EventTrigger(_Trigger):
     @property
     def related_specs(self) -> list[ResourceSpecification]:
         """``match_related`` as a list of specifications."""
-        if isinstance(self.match_related, ResourceSpecification):
-            return [self.match_related] if self.match_related else []
-        return list(self.match_related)
+        return _as_specs(self.match_related)
 
     @property
     def immediate(self) -> bool:
         """Reactive with no window: every matching event counts at once."""
         return self.posture is Posture.Reactive and self.within == timedelta(0)
+
+
+def _as_specs(
+    match_related: ResourceSpecification | list[ResourceSpecification],
+) -> list[ResourceSpecification]:
+    if isinstance(match_related, ResourceSpecification):
+        return [match_related] if match_related else []
+    return list(match_related)
+
+
+class PrefectMetric(StrEnum):
+    """The flow-run metrics a metric trigger can watch (Prefect's names)."""
+
+    lateness = "lateness"
+    duration = "duration"
+    successes = "successes"
+
+
+class MetricTriggerOperator(StrEnum):
+    """How a metric's value is compared with its threshold."""
+
+    LT = "<"
+    LTE = "<="
+    GT = ">"
+    GTE = ">="
+
+
+class MetricTriggerQuery(MarmotModel):
+    """Which metric to compute, over what lookback, and when it breaches."""
+
+    name: PrefectMetric
+    threshold: float
+    operator: MetricTriggerOperator
+    range: timedelta = Field(default=MIN_METRIC_SPAN, le=MAX_WITHIN)
+    firing_for: timedelta = Field(default=MIN_METRIC_SPAN, le=MAX_WITHIN)
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _known_metric(cls, value: Any) -> Any:
+        known = [m.value for m in PrefectMetric]
+        if isinstance(value, PrefectMetric) or value in known:
+            return value
+        raise ValueError(
+            f"unknown metric {value!r}: Marmot evaluates "
+            + ", ".join(repr(name) for name in sorted(known))
+        )
+
+    @field_validator("threshold")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not isfinite(value):
+            raise ValueError("the threshold must be a finite number")
+        return value
+
+    @field_validator("range", "firing_for")
+    @classmethod
+    def _at_least_five_minutes(cls, value: timedelta) -> timedelta:
+        if value < MIN_METRIC_SPAN:
+            raise ValueError(
+                f"must be at least 300 seconds (5 minutes); got {value.total_seconds():g} s"
+            )
+        return value
+
+
+class MetricTrigger(_Trigger):
+    """Fires when a flow-run metric breaches its threshold for ``firing_for``
+    (see ``engine.metric`` for how it is computed)."""
+
+    type: Literal["metric"] = "metric"
+    match: ResourceSpecification = Field(default_factory=ResourceSpecification)
+    match_related: ResourceSpecification | list[ResourceSpecification] = Field(default_factory=list)
+    posture: Posture = Posture.Metric
+    metric: MetricTriggerQuery
+
+    @field_validator("posture")
+    @classmethod
+    def _metric_posture(cls, value: Posture) -> Posture:
+        if value is not Posture.Metric:
+            raise ValueError(f"a metric trigger's posture is 'Metric', not {value.value!r}")
+        return value
+
+    @property
+    def related_specs(self) -> list[ResourceSpecification]:
+        """``match_related`` as a list of specifications."""
+        return _as_specs(self.match_related)
 
 
 class _CompositeTrigger(_Trigger):
@@ -152,11 +246,14 @@ def trigger_depth(trigger: _Trigger) -> int:
 
 def _trigger_tag(value: Any) -> str:
     # Prefect's SDK lets a trigger omit `type` and tells it by its fields:
-    # child `triggers` with `require` make a compound trigger, child
-    # `triggers` alone a sequence, anything else an event trigger.
+    # `posture: Metric` makes a metric trigger, child `triggers` with
+    # `require` a compound trigger, child `triggers` alone a sequence,
+    # anything else an event trigger.
     if isinstance(value, dict):
         if "type" in value:
             return str(value["type"])
+        if value.get("posture") == Posture.Metric.value:
+            return "metric"
         if "triggers" in value:
             return "compound" if "require" in value else "sequence"
         return "event"
@@ -165,15 +262,18 @@ def _trigger_tag(value: Any) -> str:
 
 TriggerTypes = Annotated[
     Annotated[EventTrigger, Tag("event")]
+    | Annotated[MetricTrigger, Tag("metric")]
     | Annotated[CompoundTrigger, Tag("compound")]
     | Annotated[SequenceTrigger, Tag("sequence")],
     Discriminator(
         _trigger_tag,
         custom_error_type="invalid_trigger_type",
-        custom_error_message="trigger type must be one of 'event', 'compound', 'sequence'",
+        custom_error_message=(
+            "trigger type must be one of 'event', 'metric', 'compound', 'sequence'"
+        ),
     ),
 ]
-Trigger = EventTrigger | CompoundTrigger | SequenceTrigger
+Trigger = EventTrigger | MetricTrigger | CompoundTrigger | SequenceTrigger
 CompositeTrigger = CompoundTrigger | SequenceTrigger
 
 CompoundTrigger.model_rebuild()
@@ -184,9 +284,23 @@ def iter_event_triggers(trigger: Trigger) -> list[EventTrigger]:
     """Every event trigger in the tree, depth first, in declared order."""
     if isinstance(trigger, EventTrigger):
         return [trigger]
+    if isinstance(trigger, MetricTrigger):
+        return []
     found: list[EventTrigger] = []
     for child in trigger.triggers:
         found.extend(iter_event_triggers(child))
+    return found
+
+
+def iter_metric_triggers(trigger: Trigger) -> list[MetricTrigger]:
+    """Every metric trigger in the tree, depth first, in declared order."""
+    if isinstance(trigger, MetricTrigger):
+        return [trigger]
+    if isinstance(trigger, EventTrigger):
+        return []
+    found: list[MetricTrigger] = []
+    for child in trigger.triggers:
+        found.extend(iter_metric_triggers(child))
     return found
 
 

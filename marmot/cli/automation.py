@@ -192,8 +192,42 @@ def run_explain(args: argparse.Namespace) -> int:
     if args.json:
         json_lines([explanation])
         return 0
-    rows = []
+    table(
+        f"{explanation['name']}: {explanation['open_buckets']} open bucket(s), "
+        f"next deadline {explanation['next_deadline']}",
+        ["trigger", "kind", "labels", "window", "count", "last event / children"],
+        explain_rows(explanation),
+    )
+    return 0
+
+
+def _metric_row(path: str, metric: dict[str, Any]) -> list[Any]:
+    # A metric trigger has no buckets: its state in the window column, its
+    # value in the count column, its query in the last one.
+    value = metric["value"]
+    since = f" since {metric['since']}" if metric.get("since") else ""
+    query = (
+        f"{metric['name']} {metric['operator']} {metric['threshold']:g} over "
+        f"{metric['range_s']:g} s, for {metric['firing_for_s']:g} s"
+    )
+    return [
+        path,
+        "Metric",
+        "",
+        f"{metric['state']}{since}",
+        "no value" if value is None else f"{value:g} ({metric['samples']} run(s))",
+        query,
+    ]
+
+
+def explain_rows(explanation: dict[str, Any]) -> list[list[Any]]:
+    """The rows ``marmot automation explain`` prints for an explanation (as JSON)."""
+    rows: list[list[Any]] = []
     for trigger in explanation["triggers"]:
+        metric = trigger.get("metric")
+        if metric:
+            rows.append(_metric_row(trigger["path"], metric))
+            continue
         buckets = trigger.get("buckets") or []
         if not buckets:
             children = trigger.get("recorded_children") or {}
@@ -210,10 +244,4 @@ def run_explain(args: argparse.Namespace) -> int:
                     b["last_event_id"],
                 ]
             )
-    table(
-        f"{explanation['name']}: {explanation['open_buckets']} open bucket(s), "
-        f"next deadline {explanation['next_deadline']}",
-        ["trigger", "kind", "labels", "window", "count", "last event / children"],
-        rows,
-    )
-    return 0
+    return rows

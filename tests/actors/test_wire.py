@@ -18,7 +18,9 @@ from marmot.actors.wire import (
     pack_batch,
     unpack,
 )
+from marmot.engine.evaluator import Evaluator
 from marmot.engine.firing import Firing, TriggerState
+from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event
 from marmot.engine.models.triggers import Posture
 
@@ -111,6 +113,33 @@ def test_a_resolved_firing_keeps_its_state_on_the_wire() -> None:
     [back] = Outcome.unpack(Outcome([firing], {}, 1, 1).pack()).firings
     assert back.state is TriggerState.Resolved
     assert back == firing
+
+
+def test_a_metric_firing_round_trips_with_its_posture_and_deadline() -> None:
+    automation = Automation.model_validate(
+        {
+            "name": "slow runs",
+            "trigger": {
+                "posture": "Metric",
+                "metric": {"name": "duration", "operator": ">", "threshold": 60, "range": 600},
+            },
+        }
+    )
+    engine = Evaluator(automation, resolve=True)
+    engine.apply(
+        [
+            _event(event="prefect.flow-run.Running", occurred="2026-03-01T09:00:00Z"),
+            _event(event="prefect.flow-run.Completed", occurred="2026-03-01T09:01:40Z"),
+        ]
+    )
+    [firing] = engine.advance(datetime(2026, 3, 1, 9, 6, 40, tzinfo=UTC), datetime.now(UTC))
+    [resolved] = engine.advance(datetime(2026, 3, 1, 9, 20, tzinfo=UTC), datetime.now(UTC))
+    assert (firing.state, resolved.state) == (TriggerState.Triggered, TriggerState.Resolved)
+    for original in (firing, resolved):
+        [back] = Outcome.unpack(Outcome([original], {}, 1, 1).pack()).firings
+        assert back == original
+        assert back.posture is Posture.Metric
+        assert back.deadline_us is not None
 
 
 def test_a_pack_that_fails_leaves_the_thread_packer_clean() -> None:

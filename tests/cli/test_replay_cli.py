@@ -125,3 +125,46 @@ def test_backtest_with_resolved_states(capsys: pytest.CaptureFixture[str]) -> No
 def test_scenarios_refuse_resolved(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["replay", str(EXAMPLES / "scenario-failing-runs.json"), "--resolved"]) == 2
     assert "--resolved" in capsys.readouterr().err
+
+
+def test_backtest_of_a_metric_automation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    automations = tmp_path / "slow.yaml"
+    automations.write_text(
+        "name: slow runs\n"
+        "trigger:\n"
+        "  posture: Metric\n"
+        "  match: {prefect.resource.id: prefect.flow-run.*}\n"
+        "  metric: {name: duration, operator: '>', threshold: 60, range: PT10M}\n"
+        "actions: []\n"
+    )
+    run = '"resource": {"prefect.resource.id": "prefect.flow-run.1"}'
+    events = tmp_path / "runs.jsonl"
+    events.write_text(
+        f'{{"id": "{"1" * 8}-0000-4000-8000-{"0" * 12}", "occurred": "2026-05-04T08:00:00Z",'
+        f' "event": "prefect.flow-run.Running", {run}}}\n'
+        f'{{"id": "{"2" * 8}-0000-4000-8000-{"0" * 12}", "occurred": "2026-05-04T08:01:40Z",'
+        f' "event": "prefect.flow-run.Completed", {run}}}\n'
+    )
+    files = ["--automations", str(automations), "--events", str(events), "--json"]
+    assert main(["replay", *files]) == 0
+    # 100 s is over 60 s from 08:01:40; it stays so for firing_for (5 min).
+    assert _lines(capsys.readouterr().out) == [
+        {
+            "automation": "slow runs",
+            "state": "Triggered",
+            "labels": {},
+            "event_id": "22222222-0000-4000-8000-000000000000",
+            "fired_at": "2026-05-04T08:06:40Z",
+        }
+    ]
+
+    # The run leaves the 10-minute window at 08:11:40; 5 minutes later it has
+    # recovered, within the default end (last event + range + firing_for).
+    assert main(["replay", *files, "--resolved"]) == 0
+    rows = _lines(capsys.readouterr().out)
+    assert [(r["state"], r["fired_at"]) for r in rows] == [
+        ("Triggered", "2026-05-04T08:06:40Z"),
+        ("Resolved", "2026-05-04T08:16:40Z"),
+    ]

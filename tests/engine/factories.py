@@ -38,17 +38,21 @@ def event(
     id: UUID | str | None = None,
     follows: UUID | str | None = None,
     received: float | None = None,
+    payload: Mapping[str, Any] | None = None,
 ) -> Event:
     """An event named ``name`` that occurred at ``at(t)`` on resource ``resource_id``.
 
     ``labels`` are extra labels of the primary resource, ``related`` the related
-    resources as label maps, ``received`` seconds after ``T0``. Without ``id``,
-    the id is derived from everything else, so the same call gives the same id.
+    resources as label maps, ``received`` seconds after ``T0``, ``payload`` the
+    payload (empty by default). Without ``id``, the id is derived from
+    everything else, so the same call gives the same id.
     """
     resource = {"prefect.resource.id": resource_id, **(labels or {})}
     related_list = [dict(r) for r in related or []]
     if id is None:
         seed = f"{name}|{t}|{sorted(resource.items())}|{related_list}|{follows}|{received}"
+        if payload:
+            seed += f"|{sorted(payload.items())}"
         id = uuid5(_EVENT_NAMESPACE, seed)
     return Event.model_validate(
         {
@@ -57,7 +61,7 @@ def event(
             "event": name,
             "resource": resource,
             "related": related_list,
-            "payload": {},
+            "payload": dict(payload or {}),
             "follows": str(follows) if follows is not None else None,
             "received": at(received) if received is not None else None,
         }

@@ -18,6 +18,11 @@ from marmot.engine.models.events import Event
 
 BASE = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 NAMES = ["a", "b", "c"]
+# Flow-run state events, for metric triggers (the states they read, and one they do not).
+FLOW_RUN_STATES = ["Scheduled", "Late", "Running", "Completed", "Failed", "Crashed", "Pending"]
+FLOW_RUNS = [f"prefect.flow-run.{n}" for n in range(1, 6)]
+# Metric windows are at least 5 minutes: streams for them move this much faster.
+METRIC_SCALE = 25.0
 
 Op = tuple[str, Any]
 
@@ -41,11 +46,33 @@ def event_triggers(draw: st.DrawFn, *, reactive_only: bool = False) -> dict[str,
 
 
 @st.composite
+def metric_triggers(draw: st.DrawFn) -> dict[str, Any]:
+    name = draw(st.sampled_from(["duration", "lateness", "successes"]))
+    thresholds = [0, 50, 100] if name == "successes" else [0, 30, 120]
+    trigger: dict[str, Any] = {
+        "type": "metric",
+        "metric": {
+            "name": name,
+            "operator": draw(st.sampled_from(["<", "<=", ">", ">="])),
+            "threshold": draw(st.sampled_from(thresholds)),
+            "range": draw(st.sampled_from([300, 600, 900])),
+            "firing_for": draw(st.sampled_from([300, 400])),
+        },
+    }
+    if draw(st.booleans()):
+        trigger["match"] = {"prefect.resource.id": ["prefect.flow-run.1", "prefect.flow-run.2"]}
+    return trigger
+
+
+@st.composite
 def triggers(draw: st.DrawFn) -> dict[str, Any]:
-    kind = draw(st.sampled_from(["event", "event", "compound", "sequence"]))
+    kind = draw(st.sampled_from(["event", "event", "metric", "compound", "sequence"]))
     if kind == "event":
         return draw(event_triggers())
-    children = draw(st.lists(event_triggers(), min_size=2, max_size=3))
+    if kind == "metric":
+        return draw(metric_triggers())
+    child = st.one_of(event_triggers(), event_triggers(), metric_triggers())
+    children = draw(st.lists(child, min_size=2, max_size=3))
     trigger: dict[str, Any] = {"type": kind, "triggers": children, "within": 60}
     if kind == "compound":
         trigger["require"] = draw(st.sampled_from(["any", "all", 2]))
@@ -53,16 +80,28 @@ def triggers(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @st.composite
-def streams(draw: st.DrawFn) -> list[Op]:
-    """Events in arrival order (some late or out of order) with advances between."""
+def streams(draw: st.DrawFn, scale: float = 1.0) -> list[Op]:
+    """Events in arrival order (some late or out of order) with advances between;
+    ``scale`` stretches the steps and delays (for minute-long metric windows)."""
     ops: list[Op] = []
     wall = 0.0
     for n in range(draw(st.integers(min_value=1, max_value=40))):
-        wall += draw(st.sampled_from([0.0, 1.0, 3.0, 7.0, 15.0]))
+        wall += scale * draw(st.sampled_from([0.0, 1.0, 3.0, 7.0, 15.0]))
         if draw(st.integers(min_value=0, max_value=3)) == 0:
             ops.append(("advance", wall))
             continue
-        delay = draw(st.sampled_from([0.0, 0.0, 0.0, 2.0, 12.0]))
+        delay = scale * draw(st.sampled_from([0.0, 0.0, 0.0, 2.0, 12.0]))
+        payload: dict[str, Any] = {}
+        # Mostly flow-run events on the metric scale, mostly a/b/c otherwise.
+        if draw(st.integers(min_value=0, max_value=3)) >= (3 if scale > 1 else 1):
+            name = draw(st.sampled_from(NAMES))
+            resource = draw(st.sampled_from(["r1", "r2"]))
+        else:
+            name = "prefect.flow-run." + draw(st.sampled_from(FLOW_RUN_STATES))
+            resource = draw(st.sampled_from(FLOW_RUNS))
+            if name.endswith("Scheduled") and draw(st.booleans()):
+                scheduled = BASE + timedelta(seconds=wall + scale * draw(st.sampled_from([-3, 5])))
+                payload = {"validated_state": {"state_details": {"scheduled_time": str(scheduled)}}}
         ops.append(
             (
                 "event",
@@ -70,13 +109,27 @@ def streams(draw: st.DrawFn) -> list[Op]:
                     id=UUID(int=n + 1),
                     occurred=BASE + timedelta(seconds=wall - delay),
                     received=BASE + timedelta(seconds=wall),
-                    event=draw(st.sampled_from(NAMES)),
-                    resource={"prefect.resource.id": draw(st.sampled_from(["r1", "r2"]))},
+                    event=name,
+                    resource={"prefect.resource.id": resource},
+                    payload=payload,
                 ),
             )
         )
-    ops.append(("advance", wall + 120.0))
+    ops.append(("advance", wall + 120.0 * scale))
     return ops
+
+
+def _has_metric(trigger: dict[str, Any]) -> bool:
+    if trigger["type"] == "metric":
+        return True
+    return any(_has_metric(child) for child in trigger.get("triggers", []))
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> tuple[dict[str, Any], list[Op]]:
+    """A trigger and a stream on its time scale."""
+    trigger = draw(triggers())
+    return trigger, draw(streams(METRIC_SCALE if _has_metric(trigger) else 1.0))
 
 
 def _automation(trigger: dict[str, Any]) -> Automation:
@@ -118,23 +171,24 @@ def _run(evaluator: Evaluator, ops: list[Op], batches: list[int] | None = None) 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    trigger=triggers(),
-    ops=streams(),
+    case=cases(),
     batches=st.lists(st.integers(min_value=1, max_value=5), min_size=1, max_size=4),
 )
 def test_any_batching_gives_the_same_firings(
-    trigger: dict[str, Any], ops: list[Op], batches: list[int]
+    case: tuple[dict[str, Any], list[Op]], batches: list[int]
 ) -> None:
+    trigger, ops = case
     one_by_one = _run(Evaluator(_automation(trigger)), ops, [1])
     batched = _run(Evaluator(_automation(trigger)), ops, batches)
     assert _signature(batched) == _signature(one_by_one)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(trigger=triggers(), ops=streams(), cut=st.integers(min_value=0, max_value=40))
+@given(case=cases(), cut=st.integers(min_value=0, max_value=40))
 def test_snapshot_and_restore_at_any_point_gives_the_same_firings(
-    trigger: dict[str, Any], ops: list[Op], cut: int
+    case: tuple[dict[str, Any], list[Op]], cut: int
 ) -> None:
+    trigger, ops = case
     cut = min(cut, len(ops))
     uninterrupted = _run(Evaluator(_automation(trigger)), ops)
     first = Evaluator(_automation(trigger))
@@ -147,10 +201,11 @@ def test_snapshot_and_restore_at_any_point_gives_the_same_firings(
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(trigger=triggers(), ops=streams(), cut=st.integers(min_value=0, max_value=40))
+@given(case=cases(), cut=st.integers(min_value=0, max_value=40))
 def test_resolved_states_change_no_firing_and_survive_restore(
-    trigger: dict[str, Any], ops: list[Op], cut: int
+    case: tuple[dict[str, Any], list[Op]], cut: int
 ) -> None:
+    trigger, ops = case
     plain = _run(Evaluator(_automation(trigger)), ops)
     resolving = _run(Evaluator(_automation(trigger), resolve=True), ops)
     triggered = [f for f in resolving if f.state is TriggerState.Triggered]
