@@ -12,11 +12,9 @@ import functools
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
-from uuid import UUID
 
-from marmot.engine.buckets import Bucket, BucketTrigger, LeafFiring
+from marmot.engine.buckets import BucketTrigger, LeafFiring
 from marmot.engine.composite import CompositeState
-from marmot.engine.errors import ValidationFailed
 from marmot.engine.firing import Firing, TriggerState, firing_id
 from marmot.engine.matching import TriggerMatcher
 from marmot.engine.metric import MetricFiring, MetricMonitor
@@ -25,9 +23,9 @@ from marmot.engine.models.events import Event
 from marmot.engine.models.explain import BucketView, Explanation, TriggerView
 from marmot.engine.models.triggers import EventTrigger, MetricTrigger, Posture, Trigger
 from marmot.engine.resolution import Key, OpenState, Resolutions
+from marmot.engine.snapshot import restore_snapshot, take_snapshot
 from marmot.engine.timestamps import EPOCH, from_us, to_us
 
-SNAPSHOT_VERSION = 1
 # ``next_deadline`` returns this when advance() has work to do right away.
 DUE_NOW = EPOCH
 
@@ -282,71 +280,12 @@ class Evaluator:
     # -- snapshot / restore ------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """The state as plain, msgpack-able values."""
-        return {
-            "v": SNAPSHOT_VERSION,
-            "automation": str(self.automation.id),
-            "leaves": [
-                [
-                    [list(key), b.start, b.end, b.count, _dump_last(b.last)]
-                    for key, b in leaf.items()
-                ]
-                for leaf in self.leaves
-            ],
-            "composites": [
-                [[child, _dump_firing(f)] for child, f in sorted(c.recorded.items())]
-                for c in self.composites
-            ],
-            "unresolved": [
-                [
-                    [list(key), o.start, o.end, o.count, _dump_last(o.event), o.due]
-                    for key, o in leaf.resolutions.items()
-                ]
-                if leaf.resolutions is not None
-                else []
-                for leaf in self.leaves
-            ],
-            "metrics": [monitor.dump() for monitor in self.metrics],
-        }
+        """The state as plain, msgpack-able values (see ``snapshot``)."""
+        return take_snapshot(self)
 
     def restore(self, state: dict[str, Any]) -> None:
         """Replace the state with one taken by ``snapshot`` of the same automation."""
-        if state.get("v") != SNAPSHOT_VERSION:
-            raise ValidationFailed(f"unsupported snapshot version {state.get('v')!r}")
-        if state.get("automation") != str(self.automation.id):
-            raise ValidationFailed("snapshot belongs to another automation")
-        leaves, composites = state["leaves"], state["composites"]
-        if len(leaves) != len(self.leaves) or len(composites) != len(self.composites):
-            raise ValidationFailed("snapshot does not fit this automation's triggers")
-        self.reset()
-        for leaf, rows in zip(self.leaves, leaves, strict=True):
-            for key, start, end, count, last in rows:
-                leaf.load(tuple(key), Bucket(start, end, count, _load_last(last)))
-        for composite, rows in zip(self.composites, composites, strict=True):
-            composite.recorded = {
-                child: _load_firing(data, self.automation.id) for child, data in rows
-            }
-        # Snapshots from before Resolved states have none; with resolution off
-        # (it was turned off since), open states are not kept.
-        unresolved = state.get("unresolved") or [[] for _ in self.leaves]
-        if len(unresolved) != len(self.leaves):
-            raise ValidationFailed("snapshot does not fit this automation's triggers")
-        for leaf, rows in zip(self.leaves, unresolved, strict=True):
-            if leaf.resolutions is None:
-                continue
-            for key, start, end, count, event, due in rows:
-                last = _load_last(event)
-                leaf.resolutions.load(
-                    tuple(key),
-                    OpenState(start, end, count, last if isinstance(last, Event) else None, due),
-                )
-        # Snapshots from before metric triggers have no "metrics": empty state.
-        metrics = state.get("metrics")
-        if metrics is not None:
-            if len(metrics) != len(self.metrics):
-                raise ValidationFailed("snapshot does not fit this automation's triggers")
-            for monitor, data in zip(self.metrics, metrics, strict=True):
-                monitor.load(data)
+        restore_snapshot(self, state)
 
     # -- explain -------------------------------------------------------------------
 
@@ -414,46 +353,3 @@ class Evaluator:
             next_deadline=self.next_deadline(),
             open_buckets=self.open_buckets,
         )
-
-
-def _dump_last(last: Event | UUID | None) -> Any:
-    if isinstance(last, Event):
-        return last.model_dump(mode="json")
-    return str(last) if last is not None else None
-
-
-def _load_last(data: Any) -> Event | UUID | None:
-    if data is None:
-        return None
-    if isinstance(data, dict):
-        return Event.model_validate(data)
-    return UUID(str(data))
-
-
-def _dump_firing(firing: Firing) -> dict[str, Any]:
-    event = firing.triggering_event
-    return {
-        "id": str(firing.id),
-        "path": firing.trigger_path,
-        "labels": dict(firing.labels),
-        "event": event.model_dump(mode="json") if event else None,
-        "fired_us": firing.fired_us,
-        "posture": firing.posture.value if firing.posture else None,
-        "children": [str(c) for c in firing.child_ids],
-        "deadline_us": firing.deadline_us,
-    }
-
-
-def _load_firing(data: dict[str, Any], automation_id: UUID) -> Firing:
-    return Firing(
-        id=UUID(data["id"]),
-        automation_id=automation_id,
-        trigger_path=data["path"],
-        labels=data["labels"],
-        triggering_event=Event.model_validate(data["event"]) if data["event"] else None,
-        fired_us=data["fired_us"],
-        posture=Posture(data["posture"]) if data["posture"] else None,
-        state=TriggerState.Triggered,
-        child_ids=tuple(UUID(c) for c in data["children"]),
-        deadline_us=data.get("deadline_us"),
-    )
