@@ -109,3 +109,10 @@ class Metrics:
             ["method", "outcome"],
             registry=r,
         )
+        self.webhook_requests = Counter(
+            "marmot_webhook_requests",
+            "Requests to webhook URLs, by webhook name (empty for an unknown URL) and outcome "
+            "(accepted, failed, too_large, not_found, disabled, unavailable, error)",
+            ["webhook", "outcome"],
+            registry=r,
+        )

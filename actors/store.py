@@ -1,4 +1,4 @@
-"""The daemon's SQLite store: automations, event log, checkpoints and action log.
+"""The daemon's SQLite store: automations, event log, checkpoints, action log, webhooks.
 
 One WAL-mode database file in the data dir, shared by the daemon's threads
 (one lock serialises them) and opened separately by executor processes.
@@ -24,6 +24,7 @@ from marmot.actors.actionlog import ActionJournal, add_action_owner_and_job
 from marmot.actors.eventlog import SCHEMA as EVENTLOG_SCHEMA
 from marmot.actors.eventlog import EventLog
 from marmot.actors.incidents import IncidentLog, create_incidents_table
+from marmot.actors.webhooks import WebhookRegistry, create_webhooks_table
 from marmot.engine.errors import Conflict, NotFound, Unsupported, ValidationFailed
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.blocks import BlockDocument
@@ -104,6 +105,7 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _create_v2,
     create_incidents_table,
     add_action_owner_and_job,
+    create_webhooks_table,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -125,7 +127,7 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class Store(EventLog, IncidentLog, ActionJournal):
+class Store(EventLog, IncidentLog, ActionJournal, WebhookRegistry):
     """The SQLite store; every method is thread-safe. Open with ``Store.open``."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path, clock: Clock = _utc_now) -> None:

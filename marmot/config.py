@@ -217,6 +217,10 @@ class HttpConfig(_Section):
     enabled: bool = True
     host: str = Field(default="127.0.0.1", min_length=1)
     port: int = Field(default=DEFAULT_HTTP_PORT, ge=1, le=65535)
+    # Webhooks: the largest request body read, and the URL other systems reach
+    # this server by (behind a proxy), for the webhook URLs shown to users.
+    max_body_bytes: int = Field(default=1_048_576, ge=1)
+    public_url: HttpUrl = None
 
 
 class RouterConfig(_Section):

@@ -89,6 +89,24 @@ def test_every_key_has_its_own_variable() -> None:
     assert not (set(names) & (CLIENT_ENV_NAMES - {"MARMOT_RPC_URL"}))
 
 
+def test_webhook_keys_default_to_a_mebibyte_and_the_bound_address() -> None:
+    config = load_config(env={})
+    assert config.http.max_body_bytes == 1_048_576
+    assert config.http.public_url is None
+    names = environment_names()
+    assert names["MARMOT_HTTP_MAX_BODY_BYTES"] == "http.max_body_bytes"
+    assert names["MARMOT_HTTP_PUBLIC_URL"] == "http.public_url"
+    set_by_env = load_config(
+        env={
+            "MARMOT_HTTP_MAX_BODY_BYTES": "4096",
+            "MARMOT_HTTP_PUBLIC_URL": "https://hooks.example.com",
+        }
+    )
+    assert set_by_env.http.max_body_bytes == 4096
+    assert set_by_env.http.public_url == "https://hooks.example.com"
+    assert load_config(env={"MARMOT_HTTP_PUBLIC_URL": ""}).http.public_url is None
+
+
 def test_config_is_immutable() -> None:
     config = load_config(env={})
     with pytest.raises(ValueError, match="frozen"):
@@ -317,6 +335,8 @@ def test_bad_override_names_the_override() -> None:
         ("MARMOT_INGEST_PULL_URL", "tcp://127.0.0.1:0"),
         ("MARMOT_INGEST_SUB_URLS", "tcp://a:1,udp://b:2"),
         ("MARMOT_HTTP_PORT", "0"),
+        ("MARMOT_HTTP_MAX_BODY_BYTES", "0"),
+        ("MARMOT_HTTP_PUBLIC_URL", "hooks.example.com"),
         ("MARMOT_RAY_ADDRESS", "head-node"),
         ("MARMOT_RAY_OBJECT_STORE_MEMORY_MB", "10"),
         ("MARMOT_AUTOMATIONS_PER_ACTOR", "0"),

@@ -20,9 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from marmot.actors.service import Service
 from marmot.actors.store import StoredAutomation
+from marmot.actors.webhooks import StoredWebhook
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.blocks import BlockDocument, BlockTypeSlug
 from marmot.engine.models.events import Event, EventLimits
+from marmot.engine.webhook_template import WebhookSpec
 
 VERSION = version("marmot")
 
@@ -96,6 +98,24 @@ class _IncidentFilter(_Params):
     limit: int = Field(default=100, ge=1, le=10_000)
 
 
+class _CreateWebhook(_Params):
+    webhook: dict[str, Any]
+
+
+class _UpdateWebhook(_Params):
+    # Only the fields given change; the slug is never the user's to set.
+    id: UUID
+    name: str | None = None
+    description: str | None = None
+    enabled: bool | None = None
+    template: str | dict[str, Any] | None = None
+
+
+class _WebhookFilter(_Params):
+    name_prefix: str | None = None
+    enabled: bool | None = None
+
+
 class _Backup(_Params):
     path: str = Field(min_length=1)
 
@@ -119,11 +139,18 @@ class Api:
     """Binds RPC method names to ``Service`` operations."""
 
     def __init__(
-        self, service: Service, limits: EventLimits, clock: Callable[[], datetime]
+        self,
+        service: Service,
+        limits: EventLimits,
+        clock: Callable[[], datetime],
+        *,
+        hooks_url: str | None = None,
     ) -> None:
+        """``hooks_url`` is where webhook URLs start, up to the slug (None: no HTTP server)."""
         self.service = service
         self.limits = limits
         self._now = clock
+        self.hooks_url = hooks_url
         self._events = TypeAdapter(list[Event])
 
     @classmethod
@@ -148,6 +175,13 @@ class Api:
             "blocks.read_by_name": cls.read_block_by_name,
             "blocks.filter": cls.filter_blocks,
             "blocks.delete": cls.delete_block,
+            "webhooks.create": cls.create_webhook,
+            "webhooks.read": cls.read_webhook,
+            "webhooks.read_by_name": cls.read_webhook_by_name,
+            "webhooks.filter": cls.filter_webhooks,
+            "webhooks.update": cls.update_webhook,
+            "webhooks.rotate": cls.rotate_webhook,
+            "webhooks.delete": cls.delete_webhook,
             "incidents.read": cls.read_incident,
             "incidents.filter": cls.filter_incidents,
             "incidents.resolve": cls.resolve_incident,
@@ -260,6 +294,47 @@ class Api:
     async def delete_block(self, params: dict[str, Any]) -> dict[str, Any]:
         p = _ById.model_validate(params)
         self.service.store.delete_block(p.id)
+        return {"deleted": str(p.id)}
+
+    # -- webhooks: results carry the URL (``url``), from hooks_url and the slug --------
+
+    def _webhook_view(self, webhook: StoredWebhook) -> dict[str, Any]:
+        return webhook.to_json(self.hooks_url)
+
+    async def create_webhook(self, params: dict[str, Any]) -> dict[str, Any]:
+        p = _CreateWebhook.model_validate(params)
+        spec = WebhookSpec.model_validate(p.webhook)
+        return self._webhook_view(self.service.store.create_webhook(spec))
+
+    async def read_webhook(self, params: dict[str, Any]) -> dict[str, Any]:
+        p = _ById.model_validate(params)
+        return self._webhook_view(self.service.store.read_webhook(p.id))
+
+    async def read_webhook_by_name(self, params: dict[str, Any]) -> dict[str, Any]:
+        p = _ByName.model_validate(params)
+        return self._webhook_view(self.service.store.read_webhook_by_name(p.name))
+
+    async def filter_webhooks(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        p = _WebhookFilter.model_validate(params)
+        found = self.service.store.list_webhooks(name_prefix=p.name_prefix, enabled=p.enabled)
+        return [self._webhook_view(w) for w in found]
+
+    async def update_webhook(self, params: dict[str, Any]) -> dict[str, Any]:
+        p = _UpdateWebhook.model_validate(params)
+        store = self.service.store
+        current = store.read_webhook(p.id).spec().model_dump()
+        fields = ("name", "description", "enabled", "template")
+        changes = {k: getattr(p, k) for k in fields if getattr(p, k) is not None}
+        spec = WebhookSpec.model_validate({**current, **changes})
+        return self._webhook_view(store.update_webhook(p.id, spec))
+
+    async def rotate_webhook(self, params: dict[str, Any]) -> dict[str, Any]:
+        p = _ById.model_validate(params)
+        return self._webhook_view(self.service.store.rotate_webhook(p.id))
+
+    async def delete_webhook(self, params: dict[str, Any]) -> dict[str, Any]:
+        p = _ById.model_validate(params)
+        self.service.store.delete_webhook(p.id)
         return {"deleted": str(p.id)}
 
     # -- incidents ----------------------------------------------------------------------

@@ -118,6 +118,40 @@ class _Calls:
     def emit(events: Iterable[Event | Mapping[str, Any]]) -> tuple[str, dict[str, Any]]:
         return "events.emit", {"events": [_event_doc(e) for e in events]}
 
+    @staticmethod
+    def create_webhook(
+        name: str, template: str | Mapping[str, Any], description: str, enabled: bool
+    ) -> tuple[str, dict[str, Any]]:
+        webhook = {
+            "name": name,
+            "template": _template_param(template),
+            "description": description,
+            "enabled": enabled,
+        }
+        return "webhooks.create", {"webhook": webhook}
+
+    @staticmethod
+    def update_webhook(
+        webhook_id: UUID | str,
+        name: str | None,
+        template: str | Mapping[str, Any] | None,
+        description: str | None,
+        enabled: bool | None,
+    ) -> tuple[str, dict[str, Any]]:
+        params = _filter_params(
+            id=str(webhook_id),
+            name=name,
+            template=None if template is None else _template_param(template),
+            description=description,
+            enabled=enabled,
+        )
+        return "webhooks.update", params
+
+
+def _template_param(template: str | Mapping[str, Any]) -> str | dict[str, Any]:
+    # A mapping is the event's JSON, with Jinja in its strings; the daemon writes it out.
+    return template if isinstance(template, str) else dict(template)
+
 
 def _block_doc(block: BlockDocument | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(block, BlockDocument):
@@ -296,6 +330,58 @@ class Client:
         """Delete a block."""
         self.call("blocks.delete", {"id": str(block_id)})
 
+    # -- webhooks: each is returned as a mapping with its ``url`` --------------------
+
+    def create_webhook(
+        self,
+        name: str,
+        template: str | Mapping[str, Any],
+        *,
+        description: str = "",
+        enabled: bool = True,
+    ) -> dict[str, Any]:
+        """Create a webhook; returns it with its id, slug and ``url`` (Marmot picks the
+        slug). ``template`` is a Jinja template rendering to a JSON event, or a mapping
+        (the event's JSON, with Jinja in its strings)."""
+        return dict(self.call(*_Calls.create_webhook(name, template, description, enabled)))
+
+    def read_webhook(self, webhook_id: UUID | str) -> dict[str, Any]:
+        """The webhook with this id (``NotFound`` otherwise)."""
+        return dict(self.call("webhooks.read", {"id": str(webhook_id)}))
+
+    def read_webhook_by_name(self, name: str) -> dict[str, Any]:
+        """The webhook with this name (``NotFound`` otherwise)."""
+        return dict(self.call("webhooks.read_by_name", {"name": name}))
+
+    def list_webhooks(
+        self, *, name_prefix: str | None = None, enabled: bool | None = None
+    ) -> list[dict[str, Any]]:
+        """Webhooks, sorted by name."""
+        params = _filter_params(name_prefix=name_prefix, enabled=enabled)
+        return list(self.call("webhooks.filter", params))
+
+    def update_webhook(
+        self,
+        webhook_id: UUID | str,
+        *,
+        name: str | None = None,
+        template: str | Mapping[str, Any] | None = None,
+        description: str | None = None,
+        enabled: bool | None = None,
+    ) -> dict[str, Any]:
+        """Change the given fields of a webhook (``enabled=False`` disables it: its URL
+        answers 404 until it is enabled again); its URL stays."""
+        call = _Calls.update_webhook(webhook_id, name, template, description, enabled)
+        return dict(self.call(*call))
+
+    def rotate_webhook(self, webhook_id: UUID | str) -> dict[str, Any]:
+        """Give a webhook a new URL; the old one stops working at once."""
+        return dict(self.call("webhooks.rotate", {"id": str(webhook_id)}))
+
+    def delete_webhook(self, webhook_id: UUID | str) -> None:
+        """Delete a webhook."""
+        self.call("webhooks.delete", {"id": str(webhook_id)})
+
     def list_incidents(
         self,
         *,
@@ -442,6 +528,56 @@ class AsyncClient:
     async def delete_block(self, block_id: UUID | str) -> None:
         """Delete a block."""
         await self.call("blocks.delete", {"id": str(block_id)})
+
+    # -- webhooks: each is returned as a mapping with its ``url`` --------------------
+
+    async def create_webhook(
+        self,
+        name: str,
+        template: str | Mapping[str, Any],
+        *,
+        description: str = "",
+        enabled: bool = True,
+    ) -> dict[str, Any]:
+        """Create a webhook; returns it with its id, slug and ``url``."""
+        return dict(await self.call(*_Calls.create_webhook(name, template, description, enabled)))
+
+    async def read_webhook(self, webhook_id: UUID | str) -> dict[str, Any]:
+        """The webhook with this id (``NotFound`` otherwise)."""
+        return dict(await self.call("webhooks.read", {"id": str(webhook_id)}))
+
+    async def read_webhook_by_name(self, name: str) -> dict[str, Any]:
+        """The webhook with this name (``NotFound`` otherwise)."""
+        return dict(await self.call("webhooks.read_by_name", {"name": name}))
+
+    async def list_webhooks(
+        self, *, name_prefix: str | None = None, enabled: bool | None = None
+    ) -> list[dict[str, Any]]:
+        """Webhooks, sorted by name."""
+        params = _filter_params(name_prefix=name_prefix, enabled=enabled)
+        return list(await self.call("webhooks.filter", params))
+
+    async def update_webhook(
+        self,
+        webhook_id: UUID | str,
+        *,
+        name: str | None = None,
+        template: str | Mapping[str, Any] | None = None,
+        description: str | None = None,
+        enabled: bool | None = None,
+    ) -> dict[str, Any]:
+        """Change the given fields of a webhook (``enabled=False`` disables it: its URL
+        answers 404 until it is enabled again); its URL stays."""
+        call = _Calls.update_webhook(webhook_id, name, template, description, enabled)
+        return dict(await self.call(*call))
+
+    async def rotate_webhook(self, webhook_id: UUID | str) -> dict[str, Any]:
+        """Give a webhook a new URL; the old one stops working at once."""
+        return dict(await self.call("webhooks.rotate", {"id": str(webhook_id)}))
+
+    async def delete_webhook(self, webhook_id: UUID | str) -> None:
+        """Delete a webhook."""
+        await self.call("webhooks.delete", {"id": str(webhook_id)})
 
     async def list_incidents(
         self,

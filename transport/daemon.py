@@ -17,7 +17,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -32,13 +32,15 @@ from marmot.actors.service import Service, ServiceSettings
 from marmot.actors.startup import StartupPhase, StartupProgress
 from marmot.actors.store import Store
 from marmot.config import MarmotConfig
-from marmot.engine.models.events import EventLimits
+from marmot.engine.errors import DaemonUnavailable
+from marmot.engine.models.events import Event, EventLimits
 from marmot.transport.actions import action_settings, build_runners
 from marmot.transport.api import VERSION, Api
 from marmot.transport.http import build_app
 from marmot.transport.ingest import Ingest, IngestSettings
 from marmot.transport.rpc import RpcServer
 from marmot.transport.starting import StartingApi, progress_view
+from marmot.transport.webhooks import WebhookReceiver, WebhookSettings, hooks_url
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,8 @@ class Daemon:
             max_related=config.limits.max_related,
             max_payload_bytes=config.limits.max_payload_bytes,
         )
+        # Where webhook URLs start (up to the slug); None without the HTTP server.
+        self.hooks_url = hooks_url(config.http) if config.http.enabled else None
         self.store: Store | None = None
         self.service: Service | None = None
         self.ingest: Ingest | None = None
@@ -167,7 +171,7 @@ class Daemon:
             # Bound here, not by uvicorn: on a busy port uvicorn calls sys.exit,
             # which would end the event loop instead of failing the start.
             self._http_socket = _bind_tcp(c.http.host, c.http.port)
-            app = build_app(self.metrics.registry, self._health)
+            app = build_app(self.metrics.registry, self._health, self._webhook_receiver())
             self._http = _QuietServer(uvicorn.Config(app, log_level="warning", lifespan="off"))
             self._http_task = loop.create_task(self._http.serve(sockets=[self._http_socket]))
         self._is_listening = True
@@ -228,7 +232,8 @@ class Daemon:
         self._loops.append(asyncio.get_running_loop().create_task(self.ingest.run()))
         # One step of the loop: no request sees the full API before the state
         # says serving, nor the other way round.
-        self.rpc.swap_handlers(Api(self.service, self.limits, _now).handlers())
+        api = Api(self.service, self.limits, _now, hooks_url=self.hooks_url)
+        self.rpc.swap_handlers(api.handlers())
         self.progress.enter(StartupPhase.SERVING)
         # Everything built so far (Ray, pydantic schemas, automations) lives as
         # long as the daemon: keep it out of the cyclic collector's full passes,
@@ -247,6 +252,32 @@ class Daemon:
     async def _emit(self, events: Any) -> None:
         assert self.service is not None
         await self.service.emit(events, source="ingest")
+
+    def _webhook_receiver(self) -> WebhookReceiver:
+        """``/hooks/<slug>``: events go through the service like any other (logged,
+        routed, counted) once the daemon serves."""
+        assert self.store is not None
+        c = self.config
+        settings = WebhookSettings(
+            limits=self.limits,
+            max_body_bytes=c.http.max_body_bytes,
+            template_max_bytes=c.limits.template_max_bytes,
+            template_timeout_s=c.limits.template_timeout_s,
+        )
+        progress = self.progress
+        return WebhookReceiver(
+            self.store,
+            settings,
+            self.metrics,
+            emit=self._emit_webhook_events,
+            is_ready=lambda: progress.is_serving and self.service is not None,
+        )
+
+    async def _emit_webhook_events(self, events: Sequence[Event]) -> None:
+        service = self.service
+        if service is None:
+            raise DaemonUnavailable("the daemon is not serving")
+        await service.emit(events, source="webhook")
 
     def _health(self) -> dict[str, Any]:
         """``/healthz``: ok (200) once serving; while starting, not ok (503) with the progress."""

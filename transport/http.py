@@ -1,4 +1,4 @@
-"""The daemon's HTTP face: ``/healthz`` and Prometheus ``/metrics``."""
+"""The daemon's HTTP face: incoming webhooks, ``/healthz`` and Prometheus ``/metrics``."""
 
 from __future__ import annotations
 
@@ -11,9 +11,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from marmot.transport.webhooks import HOOKS_PATH, METHODS, WebhookReceiver
 
-def build_app(registry: CollectorRegistry, health: Callable[[], dict[str, Any]]) -> Starlette:
-    """The Starlette app serving health and metrics."""
+
+def build_app(
+    registry: CollectorRegistry,
+    health: Callable[[], dict[str, Any]],
+    webhooks: WebhookReceiver | None = None,
+) -> Starlette:
+    """The Starlette app serving health and metrics, and ``/hooks/<slug>`` when given
+    a webhook receiver."""
 
     async def healthz(request: Request) -> Response:
         body = health()
@@ -22,4 +29,7 @@ def build_app(registry: CollectorRegistry, health: Callable[[], dict[str, Any]])
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    return Starlette(routes=[Route("/healthz", healthz), Route("/metrics", metrics)])
+    routes = [Route("/healthz", healthz), Route("/metrics", metrics)]
+    if webhooks is not None:
+        routes.append(Route(HOOKS_PATH, webhooks.handle, methods=list(METHODS)))
+    return Starlette(routes=routes)

@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from marmot.cli import admin, automation, block, events, incident, serve, status
+from marmot.cli import admin, automation, block, events, incident, serve, status, webhook
 from marmot.cli import replay as replay_command
 from marmot.cli.output import fail
 from marmot.engine.errors import DaemonUnavailable, MarmotError, ValidationFailed
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     block.register(commands)
     events.register(commands)
     incident.register(commands)
+    webhook.register(commands)
     admin.register(commands)
     replay_command.register(commands)
     return parser
