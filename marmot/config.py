@@ -211,6 +211,18 @@ class RpcConfig(_Section):
     token: Secret = None
 
 
+class CurveConfig(_Section):
+    """ZeroMQ CURVE for the RPC and ingest sockets: encryption and client keys."""
+
+    secret_key_file: Path | None = None
+    clients_dir: Path | None = None
+
+    @field_validator("secret_key_file", "clients_dir")
+    @classmethod
+    def _absolute(cls, path: Path | None) -> Path | None:
+        return None if path is None else Path(os.path.abspath(path.expanduser()))
+
+
 class HttpConfig(_Section):
     """The HTTP server: incoming webhooks, /healthz and /metrics."""
 
@@ -269,6 +281,7 @@ class MarmotConfig(BaseModel):
     ray: RayConfig = Field(default_factory=RayConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     rpc: RpcConfig = Field(default_factory=RpcConfig)
+    curve: CurveConfig = Field(default_factory=CurveConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
     executors: ExecutorsConfig = Field(default_factory=ExecutorsConfig)
@@ -283,6 +296,8 @@ class MarmotConfig(BaseModel):
     def _refuse_open_bind_without_token(self) -> Self:
         if self.rpc.token is not None:
             return self
+        if self.curve.secret_key_file is not None and self.curve.clients_dir is not None:
+            return self  # only clients holding listed keys get in
         for what, key, url in (
             ("RPC", "rpc.url", self.rpc.url),
             ("ingest", "ingest.pull_url", self.ingest.pull_url),
@@ -293,7 +308,8 @@ class MarmotConfig(BaseModel):
                     "insecure_bind",
                     "refusing to bind {what} to {host} without rpc.token: {key} = {url} "
                     "accepts connections from other machines; set rpc.token "
-                    "(MARMOT_RPC_TOKEN or MARMOT_TOKEN) or bind to 127.0.0.1",
+                    "(MARMOT_RPC_TOKEN or MARMOT_TOKEN), or curve.secret_key_file with "
+                    "curve.clients_dir, or bind to 127.0.0.1",
                     {"what": what, "host": host, "key": key, "url": url},
                 )
         return self

@@ -392,6 +392,20 @@ def test_open_bind_without_token_is_refused(variable: str, url: str) -> None:
     assert f"environment variable {variable}" in message
 
 
+def test_curve_with_a_clients_folder_allows_an_open_bind_without_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    env = {"MARMOT_RPC_URL": "tcp://0.0.0.0:7601", "MARMOT_CURVE_SECRET_KEY_FILE": "k/d.key_secret"}
+    # Encrypted, but anyone with the daemon's public key would get in: refused.
+    with pytest.raises(ValidationFailed, match=r"curve\.clients_dir"):
+        load_config(env=env)
+    config = load_config(env={**env, "MARMOT_CURVE_CLIENTS_DIR": "clients"})
+    # Paths are made absolute at load time, like data.dir.
+    assert config.curve.secret_key_file == tmp_path / "k" / "d.key_secret"
+    assert config.curve.clients_dir == tmp_path / "clients"
+
+
 def test_open_rpc_bind_message_says_what_it_refuses() -> None:
     with pytest.raises(ValidationFailed, match=r"refusing to bind RPC to 0\.0\.0\.0 without rpc"):
         load_config(env={"MARMOT_RPC_URL": "tcp://0.0.0.0:7601"})

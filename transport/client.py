@@ -27,6 +27,7 @@ from marmot.engine.models.automations import Automation
 from marmot.engine.models.blocks import BlockDocument
 from marmot.engine.models.events import Event
 from marmot.transport.codec import encode_events
+from marmot.transport.curve import ClientCurve
 from marmot.transport.rpc import AsyncRpcClient, RpcClient
 
 DEFAULT_RPC_URL = "tcp://127.0.0.1:7601"
@@ -43,6 +44,15 @@ def _rpc_url(url: str | None) -> str:
 
 def _token(token: str | None) -> str | None:
     return token if token is not None else os.environ.get("MARMOT_TOKEN") or None
+
+
+def _curve(server_key: str | None, client_key: str | None) -> ClientCurve | None:
+    """CURVE settings from the arguments, else ``MARMOT_SERVER_KEY`` /
+    ``MARMOT_CLIENT_KEY``; None (plain TCP) when no server key is given."""
+    return ClientCurve.from_options(
+        server_key if server_key is not None else os.environ.get("MARMOT_SERVER_KEY"),
+        client_key if client_key is not None else os.environ.get("MARMOT_CLIENT_KEY"),
+    )
 
 
 def _automation_doc(automation: Automation | Mapping[str, Any]) -> dict[str, Any]:
@@ -170,13 +180,29 @@ def _automation_of(result: Mapping[str, Any]) -> Automation:
 
 
 class Client:
-    """A synchronous client of the daemon's RPC API."""
+    """A synchronous client of the daemon's RPC API.
+
+    ``server_key`` (the daemon's public key: Z85 text or its ``.key`` file) and
+    ``client_key`` (this client's ``.key_secret`` file) talk CURVE to a daemon
+    that has ``curve.secret_key_file`` set.
+    """
 
     def __init__(
-        self, url: str | None = None, *, token: str | None = None, timeout_s: float = 10.0
+        self,
+        url: str | None = None,
+        *,
+        token: str | None = None,
+        timeout_s: float = 10.0,
+        server_key: str | None = None,
+        client_key: str | None = None,
     ) -> None:
         self.url = _rpc_url(url)
-        self._rpc = RpcClient(self.url, token=_token(token), timeout_s=timeout_s)
+        self._rpc = RpcClient(
+            self.url,
+            token=_token(token),
+            timeout_s=timeout_s,
+            curve=_curve(server_key, client_key),
+        )
 
     def __enter__(self) -> Client:
         return self
@@ -415,13 +441,24 @@ class Client:
 
 
 class AsyncClient:
-    """An asyncio client of the daemon's RPC API (same methods, awaitable)."""
+    """An asyncio client of the daemon's RPC API (same methods and options, awaitable)."""
 
     def __init__(
-        self, url: str | None = None, *, token: str | None = None, timeout_s: float = 10.0
+        self,
+        url: str | None = None,
+        *,
+        token: str | None = None,
+        timeout_s: float = 10.0,
+        server_key: str | None = None,
+        client_key: str | None = None,
     ) -> None:
         self.url = _rpc_url(url)
-        self._rpc = AsyncRpcClient(self.url, token=_token(token), timeout_s=timeout_s)
+        self._rpc = AsyncRpcClient(
+            self.url,
+            token=_token(token),
+            timeout_s=timeout_s,
+            curve=_curve(server_key, client_key),
+        )
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -619,12 +656,23 @@ class Publisher:
     ``flush()``, and on close.
     """
 
-    def __init__(self, url: str | None = None, *, batch_size: int = 100) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        batch_size: int = 100,
+        server_key: str | None = None,
+        client_key: str | None = None,
+    ) -> None:
+        """``server_key``/``client_key``: CURVE, as for ``Client``."""
         self.url = url or os.environ.get("MARMOT_INGEST_URL") or DEFAULT_INGEST_URL
         self.batch_size = batch_size
+        curve = _curve(server_key, client_key)
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self._socket = self._context.socket(zmq.PUSH)
         self._socket.setsockopt(zmq.LINGER, 5000)
+        if curve is not None:
+            curve.secure(self._socket)
         self._socket.connect(self.url)
         self._buffer: list[Event] = []
         self.sent = 0

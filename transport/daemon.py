@@ -36,6 +36,7 @@ from marmot.engine.errors import DaemonUnavailable
 from marmot.engine.models.events import Event, EventLimits
 from marmot.transport.actions import action_settings, build_runners
 from marmot.transport.api import VERSION, Api
+from marmot.transport.curve import CurveServer
 from marmot.transport.http import build_app
 from marmot.transport.ingest import Ingest, IngestSettings
 from marmot.transport.rpc import RpcServer
@@ -102,6 +103,7 @@ class Daemon:
         self.service: Service | None = None
         self.ingest: Ingest | None = None
         self.rpc: RpcServer | None = None
+        self.curve: CurveServer | None = None
         self._http: uvicorn.Server | None = None
         self._http_socket: socket.socket | None = None
         self._http_task: asyncio.Task[None] | None = None
@@ -162,8 +164,10 @@ class Daemon:
         self.store = Store.open(c.data.dir / "marmot.db")
         self.store.start_checkpointer()
         token = c.rpc.token.get_secret_value() if c.rpc.token else None
+        if c.curve.secret_key_file is not None:
+            self.curve = CurveServer(c.curve.secret_key_file, c.curve.clients_dir)
         starting = StartingApi(self.progress, Api.methods(), self._clock)
-        self.rpc = RpcServer(c.rpc.url, starting.handlers(), token=token)
+        self.rpc = RpcServer(c.rpc.url, starting.handlers(), token=token, curve=self.curve)
         await self.rpc.start()
         loop = asyncio.get_running_loop()
         self._loops.append(loop.create_task(self.rpc.serve()))
@@ -227,6 +231,7 @@ class Daemon:
             ),
             lambda events: self._emit(events),
             self.metrics,
+            curve=self.curve,
         )
         self.ingest.start()
         self._loops.append(asyncio.get_running_loop().create_task(self.ingest.run()))
@@ -306,6 +311,8 @@ class Daemon:
             self.ingest.close()
         if self.rpc is not None:
             await self.rpc.close()
+        if self.curve is not None:
+            self.curve.stop()
         if self.service is not None:
             await self.service.stop()
             self.service.runtime.shutdown()

@@ -28,6 +28,7 @@ import zmq
 from marmot.actors.metrics import Metrics
 from marmot.engine.models.events import Event, EventLimits
 from marmot.transport.codec import decode_frame
+from marmot.transport.curve import CurveServer
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +82,16 @@ class Ingest:
         metrics: Metrics,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        curve: CurveServer | None = None,
     ) -> None:
+        """``curve``: make the PULL socket a CURVE server (SUB connections, which
+        reach out to publishers, stay plain)."""
         self.settings = settings
         self._submit = submit
         self._metrics = metrics
         self._context = context or zmq.Context.instance()
         self._clock = clock
+        self._curve = curve
         self._sockets: list[zmq.Socket[bytes]] = []
         self._drops = _RateLimitedLog()
         self._submitting: deque[asyncio.Task[None]] = deque()
@@ -100,6 +105,8 @@ class Ingest:
         pull.setsockopt(zmq.RCVHWM, self.settings.high_water_mark)
         pull.setsockopt(zmq.LINGER, 0)
         pull.setsockopt(zmq.MAXMSGSIZE, self.settings.max_frame_bytes * 2)
+        if self._curve is not None:
+            self._curve.secure(pull)
         pull.bind(self.settings.pull_url)
         self.bound_endpoint = pull.getsockopt_string(zmq.LAST_ENDPOINT)
         self._sockets.append(pull)

@@ -38,6 +38,7 @@ from marmot.engine.errors import (
     from_wire,
 )
 from marmot.transport.codec import pack, unpack
+from marmot.transport.curve import ClientCurve, CurveServer
 
 __all__ = [
     "DEFAULT_MAX_REQUEST_BYTES",
@@ -180,12 +181,14 @@ class RpcServer:
         token: str | None = None,
         context: zmq.asyncio.Context | None = None,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        curve: CurveServer | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.max_request_bytes = max_request_bytes
         self.stats = RpcStats()
         self._handlers = dict(handlers)
         self._token = token
+        self._curve = curve
         self._context = context if context is not None else zmq.asyncio.Context.instance()
         self._socket: zmq.asyncio.Socket | None = None
         self._bound: str | None = None
@@ -217,6 +220,8 @@ class RpcServer:
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.MAXMSGSIZE, self.max_request_bytes)
         try:
+            if self._curve is not None:
+                self._curve.secure(socket)
             socket.bind(self.endpoint)
         except zmq.ZMQError:
             socket.close(linger=0)
@@ -352,11 +357,13 @@ class RpcClient:
         token: str | None = None,
         timeout_s: float = 10.0,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        curve: ClientCurve | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
         self.max_request_bytes = max_request_bytes
         self._token = token
+        self._curve = curve
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self._socket: zmq.Socket[bytes] | None = None
         self._lock = threading.Lock()
@@ -403,7 +410,7 @@ class RpcClient:
 
     def _connected(self) -> zmq.Socket[bytes]:
         if self._socket is None:
-            self._socket = _dealer(self._context, self.endpoint)
+            self._socket = _dealer(self._context, self.endpoint, self._curve)
         return self._socket
 
     def _discard_socket(self) -> None:
@@ -426,10 +433,13 @@ class RpcClient:
         raise _timed_out(self.endpoint, timeout)
 
 
-def _dealer(context: zmq.Context[_S], endpoint: str) -> _S:
-    """A DEALER socket connected to ``endpoint`` (the context decides sync or asyncio)."""
+def _dealer(context: zmq.Context[_S], endpoint: str, curve: ClientCurve | None = None) -> _S:
+    """A DEALER socket connected to ``endpoint`` (the context decides sync or asyncio),
+    a CURVE client when ``curve`` is given."""
     socket = context.socket(zmq.DEALER)
     socket.setsockopt(zmq.LINGER, 0)
+    if curve is not None:
+        curve.secure(socket)
     # Queue requests only on live connections: a request sent while the daemon
     # is away is not delivered late to the next daemon that comes up.
     socket.setsockopt(zmq.IMMEDIATE, 1)
@@ -463,11 +473,13 @@ class AsyncRpcClient:
         token: str | None = None,
         timeout_s: float = 10.0,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        curve: ClientCurve | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
         self.max_request_bytes = max_request_bytes
         self._token = token
+        self._curve = curve
         self._context = zmq.asyncio.Context.instance()
         self._socket: zmq.asyncio.Socket | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -525,7 +537,7 @@ class AsyncRpcClient:
             # First call, or a new event loop (asyncio.run again): sockets and
             # tasks belong to the loop they were made in.
             self._shut_down(DaemonUnavailable("the event loop changed"))
-            socket = _dealer(self._context, self.endpoint)
+            socket = _dealer(self._context, self.endpoint, self._curve)
             self._socket = socket
             self._loop = loop
             self._reader = loop.create_task(self._read(socket))
