@@ -124,10 +124,14 @@ def _yaml_documents(text: str) -> list[tuple[Any, yaml.Node | None]]:
     return found
 
 
-def _automation_entries(data: Any, node: yaml.Node | None) -> Iterator[tuple[Any, Any, list[Any]]]:
-    """Yield (document, node, loc prefix) for each automation in a parsed file."""
-    if isinstance(data, dict) and "automations" in data and "trigger" not in data:
-        items, prefix = data["automations"], ["automations"]
+def document_entries(
+    data: Any, node: yaml.Node | None, plural: str, own_field: str
+) -> Iterator[tuple[Any, Any, list[Any]]]:
+    """Yield (document, node, loc prefix) for each item of a parsed file that holds
+    one item, a list of them, or ``{plural: [...]}`` (a mapping without the item's
+    ``own_field``, e.g. ``automations`` without ``trigger``)."""
+    if isinstance(data, dict) and plural in data and own_field not in data:
+        items, prefix = data[plural], [plural]
         if not isinstance(items, list):
             yield items, node, prefix
             return
@@ -147,7 +151,7 @@ def load_automations(path: str | Path) -> list[Automation]:
     for data, node in read_documents(file):
         if data is None:
             continue
-        for document, root, prefix in _automation_entries(data, node):
+        for document, root, prefix in document_entries(data, node, "automations", "trigger"):
             if not isinstance(document, dict):
                 line = node_line(root, prefix)
                 raise DocumentError(str(file), line, "expected an automation (a mapping)")

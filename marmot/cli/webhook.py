@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import yaml
 from pydantic import ValidationError
 from rich.markup import escape
 
 from marmot.cli.connect import client_options, connect
 from marmot.cli.output import json_lines, line
-from marmot.documents import DocumentError, field_path, node_line, read_documents
+from marmot.documents import (
+    DocumentError,
+    document_entries,
+    field_path,
+    node_line,
+    read_documents,
+)
 from marmot.engine.errors import ValidationFailed
 from marmot.engine.webhook_template import WebhookSpec
 from marmot.transport.client import Client
@@ -87,25 +91,6 @@ def _field_options(parser: argparse.ArgumentParser) -> None:
 # -- reading webhooks from files and options ------------------------------------------
 
 
-_Entry = tuple[Any, yaml.Node | None, list[Any]]
-
-
-def _entries(data: Any, node: yaml.Node | None) -> Iterator[_Entry]:
-    """(webhook, YAML root, location in the file) for each webhook in a parsed document."""
-    if isinstance(data, dict) and "webhooks" in data and "template" not in data:
-        items, prefix = data["webhooks"], ["webhooks"]
-        if not isinstance(items, list):
-            yield items, node, prefix
-            return
-    elif isinstance(data, list):
-        items, prefix = data, []
-    else:
-        yield data, node, []
-        return
-    for index, item in enumerate(items):
-        yield item, node, [*prefix, index]
-
-
 def load_webhooks(path: str | Path) -> list[WebhookSpec]:
     """Every webhook in a YAML or JSON file; raises ``DocumentError`` naming the file,
     the line and the field of the first problem."""
@@ -114,7 +99,7 @@ def load_webhooks(path: str | Path) -> list[WebhookSpec]:
     for data, node in read_documents(file):
         if data is None:
             continue
-        for entry, root, prefix in _entries(data, node):
+        for entry, root, prefix in document_entries(data, node, "webhooks", "template"):
             if not isinstance(entry, dict):
                 raise DocumentError(
                     str(file), node_line(root, prefix), "expected a webhook (a mapping)"
