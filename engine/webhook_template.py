@@ -119,6 +119,22 @@ def _media_type(content_type: str | None) -> tuple[str, str]:
     return media.strip().lower(), charset
 
 
+def _clean_text(text: str) -> str:
+    """``text`` with lone surrogates (which no UTF-8 encoder takes) replaced."""
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+def _clean(value: Any) -> Any:
+    """JSON data whose strings all encode as UTF-8: JSON may spell a lone surrogate
+    (``"\\ud800"``), which could then be neither logged nor sent on."""
+    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.loads(_clean_text(text))
+    return value
+
+
 def _decode(body: bytes, charset: str) -> str:
     try:
         return body.decode(charset, errors="replace")
@@ -157,7 +173,7 @@ def parse_body(body: bytes, content_type: str | None) -> Any:
         if fields is not None:
             return fields
     try:
-        return json.loads(text)
+        return _clean(json.loads(text))
     except (ValueError, RecursionError):
         return text
 
@@ -219,7 +235,8 @@ class WebhookLimits:
 
 
 def _compact_size(value: Any) -> int:
-    return len(json.dumps(value, separators=_SEPARATORS, ensure_ascii=False).encode())
+    text = json.dumps(value, separators=_SEPARATORS, ensure_ascii=False)
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def _depth(value: Any) -> int:
@@ -273,7 +290,7 @@ def _default_payload(request: WebhookRequest, body: Any, limit: int | None) -> d
 
 def _output_document(text: str) -> dict[str, Any]:
     try:
-        document = json.loads(text)
+        document = _clean(json.loads(text))
     except (ValueError, RecursionError) as exc:
         raise WebhookFailed(f"the template's output is not JSON: {exc}", rendered=text) from None
     if not isinstance(document, dict):
@@ -362,7 +379,7 @@ def webhook_failed_event(
         "method": request.method,
         "headers": dict(request.headers),
         "body": request.body_text(),
-        "rendered": rendered,
+        "rendered": None if rendered is None else _clean_text(rendered),
     }
     if limits.max_payload_bytes is not None:
         payload = _fitted(payload, ("body", "rendered"), limits.max_payload_bytes)

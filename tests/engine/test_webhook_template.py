@@ -432,3 +432,33 @@ def test_a_spec_refuses_bad_fields_and_a_chosen_slug(fields: dict[str, Any], whe
     with pytest.raises(ValidationError) as caught:
         WebhookSpec.model_validate(fields)
     assert caught.value.errors()[0]["loc"] == (where,)
+
+
+# -- text that is not valid Unicode (found by tests/fuzz/test_webhook_fuzz.py) ----------
+
+
+def test_a_lone_surrogate_in_a_json_body_is_replaced_not_fatal() -> None:
+    # JSON may spell a lone surrogate; no UTF-8 encoder takes it, so the event
+    # (which is logged and sent on) could not be stored as it was.
+    req = request("POST", b'{"kind": "a\\ud800b"}', "application/json")
+    assert parse_body(req.body, "application/json") == {"kind": "a\ufffd\ufffd\ufffdb"}
+    event = make(STATIC, req)
+    json.dumps(event.payload, ensure_ascii=False).encode("utf-8")  # storable
+    assert event.payload["body"] == {"kind": "a\ufffd\ufffd\ufffdb"}
+    # A surrogate pair is one character, kept as it is.
+    assert parse_body(b'{"k": "\\ud83d\\ude00"}', "application/json") == {"k": "\U0001f600"}
+
+
+def test_a_failure_with_a_lone_surrogate_in_its_output_is_still_reported() -> None:
+    req = request("POST", b'{"kind": "\\ud800"}', "application/json")
+    failed = failure('{"event": 7, "resource": {"prefect.resource.id": "{{ body.kind }}"}}', req)
+    event = webhook_failed_event(
+        HOOK,
+        req,
+        failed.message,
+        rendered=failed.rendered,
+        received=RECEIVED,
+        limits=LIMITS.events,
+    )
+    json.dumps(event.payload, ensure_ascii=False).encode("utf-8")
+    assert event.event == WEBHOOK_FAILED
