@@ -137,35 +137,30 @@ class Evaluator:
 
     def _metric_fired(self, index: int, fired: MetricFiring) -> None:
         path = self._metric_paths[index]
-        # The breach and the moment it fired (or resolved) name the firing.
-        moments = (fired.breach_start, fired.at)
-        if fired.state is TriggerState.Resolved:
-            self._out.append(
-                Firing(
-                    id=firing_id(self.automation.id, path, "resolved", *moments),
-                    automation_id=self.automation.id,
-                    trigger_path=path,
-                    labels={},
-                    triggering_event=fired.event,
-                    fired_us=fired.fired_us,
-                    posture=Posture.Metric,
-                    state=TriggerState.Resolved,
-                    deadline_us=fired.at,
-                )
-            )
-            return
+        resolved = fired.state is TriggerState.Resolved
         firing = Firing(
-            id=firing_id(self.automation.id, path, "metric", *moments),
+            # The breach and the moment it fired (or resolved) name the firing.
+            id=firing_id(
+                self.automation.id,
+                path,
+                "resolved" if resolved else "metric",
+                fired.breach_start,
+                fired.at,
+            ),
             automation_id=self.automation.id,
             trigger_path=path,
             labels={},
             triggering_event=fired.event,
             fired_us=fired.fired_us,
             posture=Posture.Metric,
-            # It fires at the end of its firing_for, a deadline on the events clock.
+            state=fired.state,
+            # The end of its firing_for, a deadline on the events clock.
             deadline_us=fired.at,
         )
-        self._propagate(firing, self._metric_parents[index])
+        if resolved:
+            self._out.append(firing)  # only a top-level metric trigger resolves
+        else:
+            self._propagate(firing, self._metric_parents[index])
 
     def _propagate(self, firing: Firing, parent: _Parent) -> None:
         while parent is not None:

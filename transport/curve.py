@@ -132,10 +132,9 @@ class CurveServer:
         self._authenticators[handle] = authenticator
 
     def secure(self, socket: zmq.Socket[Any]) -> None:
-        """Make ``socket`` (not yet bound) a CURVE server with the daemon's keys;
-        its context must have been ``start``-ed."""
-        if int(socket.context.underlying) not in self._authenticators:
-            self.start(socket.context)
+        """Make ``socket`` (not yet bound) a CURVE server with the daemon's keys
+        (starting the ZAP handler of its context, if needed)."""
+        self.start(socket.context)
         socket.setsockopt(zmq.CURVE_SERVER, 1)
         socket.setsockopt(zmq.CURVE_PUBLICKEY, self.keys.public)
         assert self.keys.secret is not None

@@ -40,7 +40,7 @@ from marmot.transport.curve import CurveServer
 from marmot.transport.http import build_app
 from marmot.transport.ingest import Ingest, IngestSettings
 from marmot.transport.rpc import RpcServer
-from marmot.transport.starting import StartingApi, progress_view
+from marmot.transport.starting import StartingApi, starting_health
 from marmot.transport.webhooks import WebhookReceiver, WebhookSettings, hooks_url
 
 log = logging.getLogger(__name__)
@@ -288,7 +288,7 @@ class Daemon:
         """``/healthz``: ok (200) once serving; while starting, not ok (503) with the progress."""
         service = self.service
         if not self.progress.is_serving or service is None:
-            return {"ok": False, "version": VERSION, **progress_view(self.progress, self._clock())}
+            return starting_health(self.progress, self._clock())
         return {
             "ok": True,
             "state": StartupPhase.SERVING.value,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from marmot.actors.metrics import Metrics
 from marmot.engine.models.events import Event, EventLimits
 from marmot.transport.codec import decode_frame
 from marmot.transport.curve import CurveServer
+from marmot.transport.throttle import LogThrottle
 
 log = logging.getLogger(__name__)
 
@@ -53,25 +53,6 @@ class IngestSettings:
     limits: EventLimits = field(default_factory=EventLimits)
 
 
-class _RateLimitedLog:
-    """Logs at most one line per reason per interval, with a count of the rest."""
-
-    def __init__(self, interval_s: float = 5.0) -> None:
-        self.interval = interval_s
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def warn(self, reason: str, message: str) -> None:
-        now = time.monotonic()
-        if now - self._last.get(reason, -1e9) < self.interval:
-            self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
-            return
-        skipped = self._suppressed.pop(reason, 0)
-        self._last[reason] = now
-        more = f" ({skipped} more since last report)" if skipped else ""
-        log.warning("dropped input: %s: %s%s", reason, message, more, extra={"reason": reason})
-
-
 class Ingest:
     """Receives event frames and hands validated events to ``submit``."""
 
@@ -93,7 +74,7 @@ class Ingest:
         self._clock = clock
         self._curve = curve
         self._sockets: list[zmq.Socket[bytes]] = []
-        self._drops = _RateLimitedLog()
+        self._drops = LogThrottle()
         self._submitting: deque[asyncio.Task[None]] = deque()
         self.accepted = 0
         self.dropped = 0
@@ -150,7 +131,7 @@ class Ingest:
             for rejection in decoded.rejections:
                 self.dropped += 1
                 self._metrics.events_dropped.labels(rejection.reason).inc()
-                self._drops.warn(rejection.reason, rejection.message)
+                self._warn_dropped(rejection.reason, rejection.message)
         if events:
             self.accepted += len(events)
             # Pipeline: decode the next frames while earlier batches are being
@@ -160,6 +141,13 @@ class Ingest:
             while submitting and (len(submitting) >= _SUBMITS_IN_FLIGHT or submitting[0].done()):
                 await submitting.popleft()
             submitting.append(asyncio.get_running_loop().create_task(self._submit_safely(events)))
+
+    def _warn_dropped(self, reason: str, message: str) -> None:
+        skipped = self._drops.admit(reason)
+        if skipped is None:
+            return
+        more = f" ({skipped} more since last report)" if skipped else ""
+        log.warning("dropped input: %s: %s%s", reason, message, more, extra={"reason": reason})
 
     async def _submit_safely(self, events: list[Event]) -> None:
         try:

@@ -36,6 +36,11 @@ def progress_view(progress: StartupProgress, now: float) -> dict[str, Any]:
     }
 
 
+def starting_health(progress: StartupProgress, now: float) -> dict[str, Any]:
+    """``health`` (and ``/healthz``) of a starting daemon: not ok, with the progress."""
+    return {"ok": False, "version": VERSION, **progress_view(progress, now)}
+
+
 def starting_error(progress: StartupProgress, now: float) -> DaemonUnavailable:
     """The error every state-changing or reading method gets while the daemon starts."""
     return DaemonUnavailable(
@@ -68,7 +73,7 @@ class StartingApi:
     async def health(self, params: dict[str, Any]) -> dict[str, Any]:
         """``ok`` false, the state, the version and the progress."""
         _NoParams.model_validate(params)
-        return {"ok": False, "version": VERSION, **progress_view(self.progress, self._now())}
+        return starting_health(self.progress, self._now())
 
     async def status(self, params: dict[str, Any]) -> dict[str, Any]:
         """The version, the state and the progress."""

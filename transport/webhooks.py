@@ -33,6 +33,7 @@ from marmot.engine.webhook_template import (
     render_webhook_event,
     webhook_failed_event,
 )
+from marmot.transport.throttle import LogThrottle
 
 __all__ = ["HOOKS_PATH", "METHODS", "WebhookReceiver", "WebhookSettings", "hooks_url"]
 
@@ -79,25 +80,6 @@ class WebhookSettings:
             max_output_bytes=max(self.template_max_bytes, self.max_body_bytes),
             timeout_s=self.template_timeout_s,
         )
-
-
-class _Throttle:
-    """Whether to log a failure now: once per key per interval, counting the others."""
-
-    def __init__(self, interval_s: float, clock: Callable[[], float]) -> None:
-        self._interval_s = interval_s
-        self._clock = clock
-        self._last: dict[str, float] = {}
-        self._skipped: dict[str, int] = {}
-
-    def admit(self, key: str) -> int | None:
-        """None to stay quiet; else how many were left out since the last line."""
-        now = self._clock()
-        if now - self._last.get(key, -self._interval_s) < self._interval_s:
-            self._skipped[key] = self._skipped.get(key, 0) + 1
-            return None
-        self._last[key] = now
-        return self._skipped.pop(key, 0)
 
 
 class _TooLarge(Exception):
@@ -147,7 +129,7 @@ class WebhookReceiver:
         self._now = now
         self._clock = clock
         self._limits = settings.render_limits()
-        self._throttle = _Throttle(_LOG_INTERVAL_S, clock)
+        self._throttle = LogThrottle(_LOG_INTERVAL_S, clock)
 
     def _count(self, webhook: StoredWebhook | None, outcome: str) -> None:
         self.metrics.webhook_requests.labels("" if webhook is None else webhook.name, outcome).inc()
