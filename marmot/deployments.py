@@ -229,9 +229,8 @@ def _document(
     deployment_id: UUID,
 ) -> dict[str, Any]:
     """The automation document ``prefect deploy`` makes of one trigger spec."""
-    kind = _trigger_type(spec)
+    # A spec without `type` is told by its fields, as the trigger models do.
     trigger = {k: v for k, v in spec.items() if k not in (*_AUTOMATION_FIELDS, *_ACTION_FIELDS)}
-    trigger["type"] = kind
     action: dict[str, Any] = {
         "type": "run-deployment",
         "source": "selected",
@@ -246,17 +245,6 @@ def _document(
         "actions": [action],
         "owner_resource": owner_resource(deployment_id),
     }
-
-
-def _trigger_type(spec: dict[str, Any]) -> str:
-    # Prefect's deployment triggers infer a missing `type` from the other fields.
-    if "type" in spec:
-        return str(spec["type"])
-    if spec.get("posture") == "Metric":
-        return "metric"
-    if "triggers" in spec:
-        return "compound" if "require" in spec else "sequence"
-    return "event"
 
 
 def _from_validation(
