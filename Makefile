@@ -47,7 +47,7 @@ imports: $(STAMP)
 	cd $(TREE) && ../$(BIN)/lint-imports ../pyproject.toml
 
 conformance: $(STAMP)
-	$(BIN)/python ../shared/conformance/compare.py --ours "$(BIN)/marmot replay {scenario}" ../shared/conformance
+	$(BIN)/python ../shared/conformance/compare.py --ours "$(BIN)/marmot replay {scenario}" ../shared/conformance ../shared/conformance/added
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py

@@ -7,6 +7,8 @@ Figures printed:
     automations, 10 % of events concerning one of them;
   * events/s with for_each over 100k distinct keys (every event hits a bucket);
   * bytes per open bucket (tracemalloc, 100k open buckets);
+  * events/s and bytes per key for held expect events (SEMANTICS §3.4: a
+    Proactive trigger with `after`, 100k keys each holding one event);
   * events/s of `marmot replay` end to end (read + validate + evaluate) on a
     100k-event JSON-lines file, in process and through the CLI.
 """
@@ -142,6 +144,47 @@ def for_each_rate(keys: int) -> tuple[float, float]:
     return keys / elapsed, (after - before) / keys
 
 
+def held_rate(keys: int) -> tuple[float, float]:
+    """Events/s when every event is held (no `after` seen yet); bytes per held key."""
+    automation = Automation.model_validate(
+        {
+            "id": str(UUID(int=98)),
+            "name": "held per key",
+            "trigger": {
+                "type": "event",
+                "posture": "Proactive",
+                "after": ["app.started"],
+                "expect": ["app.finished"],
+                "for_each": ["prefect.resource.id"],
+                "within": 60,
+            },
+        }
+    )
+    events = [
+        Event(
+            id=UUID(int=k + 1),
+            occurred=START + timedelta(microseconds=k),
+            event="app.finished",
+            resource={"prefect.resource.id": f"prefect.flow-run.{k}"},
+        )
+        for k in range(keys)
+    ]
+    evaluator = Evaluator(automation)
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    began = time.perf_counter()
+    evaluator.apply(events)
+    elapsed = time.perf_counter() - began
+    del events  # the held entries keep the id; the key string is the bucketing key
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    held = evaluator.leaves[0].held
+    assert held is not None and len(held) == keys
+    return keys / elapsed, (after - before) / keys
+
+
 def replay_rate(n: int, automations: int) -> tuple[float, float]:
     """End-to-end events/s: in process, and through `marmot replay --json`."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -178,6 +221,9 @@ def main() -> None:
     rate, per_bucket = for_each_rate(100_000)
     print(f"for_each over 100k keys (all hit):   {rate:>10,.0f} events/s")
     print(f"bytes per open bucket:               {per_bucket:>10,.0f} B")
+    rate, per_key = held_rate(100_000)
+    print(f"held expect events, 100k keys:       {rate:>10,.0f} events/s")
+    print(f"bytes per key holding one event:     {per_key:>10,.0f} B")
     in_process, cli = replay_rate(n, 100)
     print(f"replay end to end (in process):      {in_process:>10,.0f} events/s")
     print(f"replay end to end (marmot CLI):      {cli:>10,.0f} events/s")

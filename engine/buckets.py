@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from uuid import UUID
 
+from marmot.engine.held import HeldEvents
 from marmot.engine.matching import TriggerMatcher
 from marmot.engine.models.events import Event
 from marmot.engine.models.triggers import EventTrigger, Posture
@@ -23,7 +24,7 @@ Key = tuple[str, ...]
 # SEMANTICS §3.1: a bucket opened by an expected event reaches 15 min back,
 # to catch events of the same moment that arrive out of order.
 LOOKBACK_US = 15 * 60 * US_PER_S
-# SEMANTICS §3.3: buckets whose end is older than as_of - 60 s are swept.
+# SEMANTICS §3.3: buckets whose end is at or before as_of - 60 s are swept.
 SWEEP_AFTER_US = 60 * US_PER_S
 
 
@@ -91,6 +92,13 @@ class BucketTrigger:
         self._sink = sink
         # The states it fired into, until they resolve (opt-in, SEMANTICS §5).
         self.resolutions: Resolutions | None = None
+        # SEMANTICS §3.4: a Proactive trigger with `after` holds its expect-only
+        # events per key, for the buckets it creates later.
+        self.held: HeldEvents | None = (
+            HeldEvents(self.threshold, self.within)
+            if self.is_proactive and self.has_after
+            else None
+        )
 
     # -- bucket bookkeeping -------------------------------------------------
 
@@ -113,12 +121,12 @@ class BucketTrigger:
 
     def _ensure(self, key: Key, start: int, end: int, count: int, event: Event | None) -> Bucket:
         # SEMANTICS §3.1: create only if missing. An existing bucket is left
-        # exactly as it is, last event included: the reference engine's output
-        # shows that (conformance random-1039: a second `after` event does not
-        # become the proactive firing's event), so we reproduce it.
+        # exactly as it is, last event included (SEMANTICS §3.4's last note).
         bucket = self.buckets.get(key)
         if bucket is not None:
             return bucket
+        if self.held is not None:
+            count += self.held.count(key, start, end)
         return self._put(key, Bucket(start, end, count, self._keep(event) if event else None))
 
     def _meets_threshold(self, count: int) -> bool:
@@ -145,6 +153,13 @@ class BucketTrigger:
         if not is_expected:
             return
         if bucket is None:
+            held = self.held
+            if held is not None:
+                # SEMANTICS §3.4: an expect-only event is held once; a second
+                # delivery of it is not evaluated again.
+                if held.is_held(key, event.id, occurred):
+                    return
+                held.hold(key, event.id, occurred, fired_us)
             bucket = self.buckets.get(key)
         if bucket is not None:
             self._evaluate(key, bucket, occurred, event, fired_us)
@@ -159,6 +174,7 @@ class BucketTrigger:
         count = 1 if event is not None else 0
         if now < bucket.start:
             return  # a late event, or one for a window that already fired
+        previous = bucket.last
         if count and (self.is_immediate or bucket.start <= now < bucket.end):
             bucket.count += count
             bucket.last = self._keep(event)  # type: ignore[arg-type]
@@ -183,7 +199,7 @@ class BucketTrigger:
                 and self.matcher.starts_after(event.event)
                 and self.matcher.expects(event.event)
             ):
-                self._put(key, Bucket(now, now + self.within, 0, event))
+                self._reset(key, now, event, previous)
             return
         # The window is over, or it just fired.
         if self.has_after:
@@ -199,6 +215,24 @@ class BucketTrigger:
             self._evaluate(key, fresh, now, event, fired_us)
             return
         self._put(key, Bucket(start, end, count, None))
+
+    def _reset(self, key: Key, now: int, event: Event, previous: Event | UUID | None) -> None:
+        # SEMANTICS §3.2/§3.4: the same event is `after` and `expect`: a fresh
+        # window from it, counting the held events inside it. Its firing
+        # context stays the replaced bucket's last event when that one is
+        # expect-only and occurred at or after this event (a terminal state
+        # racing the last heartbeat).
+        last: Event = event
+        if (
+            isinstance(previous, Event)
+            and self.matcher.expects(previous.event)
+            and not self.matcher.starts_after(previous.event)
+            and previous.occurred >= event.occurred
+        ):
+            last = previous
+        end = now + self.within
+        count = self.held.count(key, now, end) if self.held is not None else 0
+        self._put(key, Bucket(now, end, count, last))
 
     # -- SEMANTICS §3.3: proactive evaluation -------------------------------------
 
@@ -220,6 +254,8 @@ class BucketTrigger:
                 if self.buckets.get(key) is bucket:
                     self._evaluate(key, bucket, as_of, None, fired_us)
         self._sweep(as_of - SWEEP_AFTER_US)
+        if self.held is not None:
+            self.held.sweep(fired_us, self._open_until)
         if self.resolutions is not None:
             self.resolutions.advance(as_of, fired_us)
 
@@ -234,9 +270,14 @@ class BucketTrigger:
                 due.append((bucket.start, tiebreak, key, bucket))
         return due
 
+    def _open_until(self, key: Key) -> int | None:
+        bucket = self.buckets.get(key)
+        return bucket.end if bucket is not None else None
+
     def _sweep(self, cutoff: int) -> None:
+        # SEMANTICS §3.3: inclusive, `end <= as_of - 60 s`.
         heap = self._heap
-        while heap and heap[0][0] < cutoff:
+        while heap and heap[0][0] <= cutoff:
             _, _, key, bucket = heapq.heappop(heap)
             if self.buckets.get(key) is bucket:
                 self._drop(key)
@@ -258,7 +299,12 @@ class BucketTrigger:
         deadline: int | None = None
         if self._heap:
             end = self._heap[0][0]
-            deadline = end if self.is_proactive else end + SWEEP_AFTER_US + 1
+            # A Reactive bucket only changes when it is swept, exactly at the boundary.
+            deadline = end if self.is_proactive else end + SWEEP_AFTER_US
+        if self.held is not None:
+            sweep = self.held.next_deadline()
+            if sweep is not None and (deadline is None or sweep < deadline):
+                deadline = sweep
         if self.resolutions is not None:
             resolves = self.resolutions.next_deadline()
             if resolves is not None and (deadline is None or resolves < deadline):
@@ -280,5 +326,7 @@ class BucketTrigger:
         self.buckets.clear()
         self._heap.clear()
         self._full.clear()
+        if self.held is not None:
+            self.held.clear()
         if self.resolutions is not None:
             self.resolutions.clear()

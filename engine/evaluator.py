@@ -20,7 +20,7 @@ from marmot.engine.matching import TriggerMatcher
 from marmot.engine.metric import MetricFiring, MetricMonitor
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event
-from marmot.engine.models.explain import BucketView, Explanation, TriggerView
+from marmot.engine.models.explain import BucketView, Explanation, HeldView, TriggerView
 from marmot.engine.models.triggers import EventTrigger, MetricTrigger, Posture, Trigger
 from marmot.engine.resolution import Key, OpenState, Resolutions
 from marmot.engine.snapshot import restore_snapshot, take_snapshot
@@ -314,6 +314,15 @@ class Evaluator:
                             last_event_id=o.event.id if o.event else None,
                         )
                         for key, o in (leaf.resolutions.items() if leaf.resolutions else ())
+                    ],
+                    held=[
+                        HeldView(
+                            labels=leaf.matcher.labels(h.key),
+                            count=h.count,
+                            oldest=from_us(h.oldest),
+                            newest=from_us(h.newest),
+                        )
+                        for h in (leaf.held.summaries() if leaf.held is not None else ())
                     ],
                 )
             )

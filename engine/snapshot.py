@@ -13,6 +13,7 @@ from uuid import UUID
 from marmot.engine.buckets import Bucket
 from marmot.engine.errors import ValidationFailed
 from marmot.engine.firing import Firing, TriggerState
+from marmot.engine.held import HeldEvent
 from marmot.engine.models.events import Event
 from marmot.engine.models.triggers import Posture
 from marmot.engine.resolution import OpenState
@@ -46,6 +47,16 @@ def take_snapshot(evaluator: Evaluator) -> dict[str, Any]:
             for leaf in evaluator.leaves
         ],
         "metrics": [monitor.dump() for monitor in evaluator.metrics],
+        # SEMANTICS §3.4: per leaf, [key, [[occurred, id, held_at], ...]] per key.
+        "held": [
+            [
+                [list(key), [[h.occurred, str(h.id), h.held_at] for h in events]]
+                for key, events in leaf.held.items()
+            ]
+            if leaf.held is not None
+            else []
+            for leaf in evaluator.leaves
+        ],
     }
 
 
@@ -88,6 +99,18 @@ def restore_snapshot(evaluator: Evaluator, state: dict[str, Any]) -> None:
             raise ValidationFailed("snapshot does not fit this automation's triggers")
         for monitor, data in zip(evaluator.metrics, metrics, strict=True):
             monitor.load(data)
+    # Snapshots from before held events have none.
+    held = state.get("held") or [[] for _ in evaluator.leaves]
+    if len(held) != len(evaluator.leaves):
+        raise ValidationFailed("snapshot does not fit this automation's triggers")
+    for leaf, rows in zip(evaluator.leaves, held, strict=True):
+        if leaf.held is None:
+            continue
+        for key, events in rows:
+            leaf.held.load(
+                tuple(key),
+                [HeldEvent(occurred, UUID(event_id), at) for occurred, event_id, at in events],
+            )
 
 
 def _dump_last(last: Event | UUID | None) -> Any:

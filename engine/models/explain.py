@@ -18,6 +18,15 @@ class BucketView(BaseModel):
     last_event_id: UUID | None
 
 
+class HeldView(BaseModel):
+    """The expect events one key holds (SEMANTICS §3.4) and when they occurred."""
+
+    labels: dict[str, str]
+    count: int
+    oldest: datetime
+    newest: datetime
+
+
 class MetricView(BaseModel):
     """A metric trigger's query, its current value and where it stands."""
 
@@ -45,6 +54,8 @@ class TriggerView(BaseModel):
     buckets: list[BucketView] = []
     # With Resolved states on: the windows that fired and have not resolved yet.
     unresolved: list[BucketView] = []
+    # Proactive triggers with `after`: the expect-only events held per key.
+    held: list[HeldView] = []
     recorded_children: dict[str, datetime] = {}
     metric: MetricView | None = None
 

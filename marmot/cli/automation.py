@@ -229,9 +229,17 @@ def explain_rows(explanation: dict[str, Any]) -> list[list[Any]]:
             rows.append(_metric_row(trigger["path"], metric))
             continue
         buckets = trigger.get("buckets") or []
-        if not buckets:
+        held = trigger.get("held") or []
+        if trigger["type"] in ("compound", "sequence"):
             children = trigger.get("recorded_children") or {}
-            rows.append([trigger["path"], trigger["type"], "", "", "", json.dumps(children)])
+            recorded = ", ".join(f"{path} at {at}" for path, at in children.items())
+            rows.append(
+                [trigger["path"], trigger["type"], "", "", "", recorded or "no child fired yet"]
+            )
+            continue
+        if not buckets and not held:
+            kind = trigger.get("posture") or trigger["type"]
+            rows.append([trigger["path"], kind, "", "no open bucket", "", ""])
         for b in buckets:
             labels = ", ".join(f"{k}={v}" for k, v in b["labels"].items())
             rows.append(
@@ -242,6 +250,19 @@ def explain_rows(explanation: dict[str, Any]) -> list[list[Any]]:
                     f"{b['start']} .. {b['end']}",
                     b["count"],
                     b["last_event_id"],
+                ]
+            )
+        # SEMANTICS §3.4: expect events held per key for windows that open later.
+        for h in held:
+            labels = ", ".join(f"{k}={v}" for k, v in h["labels"].items())
+            rows.append(
+                [
+                    trigger["path"],
+                    "held",
+                    labels,
+                    f"{h['oldest']} .. {h['newest']}",
+                    h["count"],
+                    "",
                 ]
             )
     return rows

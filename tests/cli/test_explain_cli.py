@@ -62,3 +62,29 @@ def test_a_metric_trigger_without_runs_has_no_value() -> None:
     metric = {"name": "successes", "operator": "<", "threshold": 90}
     [row] = explain_rows(_explanation({"type": "metric", "metric": metric}, []))
     assert row[1:] == ["Metric", "", "ok", "no value", "successes < 90 over 300 s, for 300 s"]
+
+
+def test_held_expect_events_show_per_key() -> None:
+    trigger = {
+        "posture": "Proactive",
+        "after": ["job.started"],
+        "expect": ["job.finished"],
+        "for_each": ["prefect.resource.id"],
+        "within": 30,
+    }
+    rows = explain_rows(
+        _explanation(
+            trigger,
+            [_event("job.finished", 5, "job.a"), _event("job.finished", 9, "job.a")],
+        )
+    )
+    assert rows == [
+        [
+            "trigger",
+            "held",
+            "prefect.resource.id=job.a",
+            "2026-05-04T08:00:05Z .. 2026-05-04T08:00:09Z",
+            2,
+            "",
+        ]
+    ]

@@ -13,9 +13,11 @@ from marmot.engine.models.triggers import has_proactive
 from marmot.engine.replay import Scenario, load_automations, replay_scenario
 from tests.conftest import conformance_dir
 
+# The first set, and `added/` (scenarios added later, with their own expected/).
 SCENARIOS = sorted(
     p
-    for p in conformance_dir().glob("*.json")
+    for folder in (conformance_dir(), conformance_dir() / "added")
+    for p in folder.glob("*.json")
     if (p.parent / "expected" / f"{p.stem}.jsonl").exists()
 )
 
@@ -34,7 +36,8 @@ def _triggered(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def test_the_shared_scenarios_are_present() -> None:
-    assert len(SCENARIOS) >= 90, f"expected the shared scenarios in {conformance_dir()}"
+    assert len(SCENARIOS) >= 100, f"expected the shared scenarios in {conformance_dir()}"
+    assert any(p.parent.name == "added" for p in SCENARIOS), "added/ is not covered"
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
@@ -64,3 +67,22 @@ def test_replay_reproduces_reference_firings(path: Path) -> None:
         else:
             missing.append(row)
     assert not missing and not unmatched, f"missing {missing}\nextra {unmatched}"
+
+
+# The rule scenarios of `added/` have whole-second deadlines, so the daemon's
+# deadline schedule (tick 0: advance exactly at each deadline) gives Prefect's
+# output too; a sweep scheduled even a microsecond late would not.
+RULES = [p for p in SCENARIOS if p.parent.name == "added" and p.stem.startswith("rule-")]
+
+
+def _timed(row: dict[str, Any]) -> tuple[Any, ...]:
+    return (*_key(row), row["fired_at"])
+
+
+@pytest.mark.parametrize("path", RULES, ids=[p.stem for p in RULES])
+def test_deadline_schedule_reproduces_rule_scenarios(path: Path) -> None:
+    scenario = Scenario.model_validate(json.loads(path.read_text()))
+    lines = (path.parent / "expected" / f"{path.stem}.jsonl").read_text().splitlines()
+    expected = sorted(_timed(json.loads(line)) for line in lines if line.strip())
+    ours = sorted(_timed(r.line()) for r in replay_scenario(scenario, tick=0))
+    assert ours == expected

@@ -237,3 +237,67 @@ def test_reactive_trigger_never_fires_more_than_matching_events_over_threshold(
     firings = _run(Evaluator(automation), ops)
     matching = sum(1 for kind, e in ops if kind == "event" and e.event in trigger["expect"])
     assert len(firings) <= matching // trigger["threshold"]
+
+
+@st.composite
+def held_triggers(draw: st.DrawFn) -> dict[str, Any]:
+    """Proactive triggers with `after`: the ones that hold expect events (SEMANTICS §3.4)."""
+    after = draw(st.lists(st.sampled_from(NAMES), min_size=1, max_size=2, unique=True))
+    trigger: dict[str, Any] = {
+        "type": "event",
+        "posture": "Proactive",
+        "after": after,
+        "expect": draw(st.lists(st.sampled_from(NAMES), min_size=1, max_size=3, unique=True)),
+        "threshold": draw(st.integers(min_value=1, max_value=3)),
+        "within": draw(st.sampled_from([10, 20, 45])),
+    }
+    if draw(st.booleans()):
+        trigger["for_each"] = ["prefect.resource.id"]
+    return trigger
+
+
+@st.composite
+def held_streams(draw: st.DrawFn) -> list[Op]:
+    """Streams where expect events often arrive before the `after` event of their
+    window, and some are delivered twice."""
+    ops = draw(streams())
+    events = [op for op in ops if op[0] == "event"]
+    for _ in range(draw(st.integers(min_value=0, max_value=3))):
+        if events:
+            again = draw(st.sampled_from(events))
+            ops.insert(draw(st.integers(min_value=0, max_value=len(ops) - 1)), again)
+    return ops
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    trigger=held_triggers(),
+    ops=held_streams(),
+    cut=st.integers(min_value=0, max_value=45),
+    batches=st.lists(st.integers(min_value=1, max_value=5), min_size=1, max_size=4),
+)
+def test_held_events_survive_snapshot_at_any_point_and_any_batching(
+    trigger: dict[str, Any], ops: list[Op], cut: int, batches: list[int]
+) -> None:
+    uninterrupted = _run(Evaluator(_automation(trigger)), ops, [1])
+    assert _signature(_run(Evaluator(_automation(trigger)), ops, batches)) == _signature(
+        uninterrupted
+    )
+    cut = min(cut, len(ops))
+    first = Evaluator(_automation(trigger))
+    before = _run(first, ops[:cut])
+    second = Evaluator(_automation(trigger))
+    second.restore(msgpack.unpackb(msgpack.packb(first.snapshot())))
+    after = _run(second, ops[cut:])
+    assert _signature(before + after) == _signature(uninterrupted)
+    assert second.explain().model_dump() == _explained(uninterrupted_state(trigger, ops))
+
+
+def uninterrupted_state(trigger: dict[str, Any], ops: list[Op]) -> Evaluator:
+    evaluator = Evaluator(_automation(trigger))
+    _run(evaluator, ops)
+    return evaluator
+
+
+def _explained(evaluator: Evaluator) -> dict[str, Any]:
+    return evaluator.explain().model_dump()
