@@ -17,10 +17,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from marmot.engine.firing import Firing
 from marmot.engine.models.actions import Action
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event
+from marmot.engine.triggers.firing import Firing
 
 if TYPE_CHECKING:
     from marmot.actors.store import Store

@@ -24,10 +24,10 @@ from typing import Any
 from marmot.actors.gctune import tune_gc
 from marmot.actors.store import Store
 from marmot.actors.wire import Batch, Outcome, pack, unpack
-from marmot.engine.evaluator import Evaluator
-from marmot.engine.firing import Firing
 from marmot.engine.models.automations import Automation
 from marmot.engine.timestamps import from_us, to_us
+from marmot.engine.triggers.evaluator import Evaluator
+from marmot.engine.triggers.firing import Firing
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,6 @@ from marmot.actors.actionkit import (
 )
 from marmot.actors.priority import lower_priority
 from marmot.actors.wire import event_from_wire, event_to_wire, firing_from_wire, pack, unpack
-from marmot.engine.firing import FIRING_NAMESPACE, TriggerState, name_uuid
 from marmot.engine.models.actions import Action
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import (
@@ -46,6 +45,7 @@ from marmot.engine.models.events import (
     Event,
     trusted_event,
 )
+from marmot.engine.triggers.firing import FIRING_NAMESPACE, TriggerState, name_uuid
 
 log = logging.getLogger(__name__)
 

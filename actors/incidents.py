@@ -15,8 +15,8 @@ from uuid import UUID, uuid5
 
 from marmot.actors.storepart import StorePart
 from marmot.engine.errors import NotFound
-from marmot.engine.firing import FIRING_NAMESPACE
 from marmot.engine.timestamps import from_us
+from marmot.engine.triggers.firing import FIRING_NAMESPACE
 
 __all__ = ["INCIDENT_STATUSES", "Incident", "IncidentLog", "create_incidents_table"]
 

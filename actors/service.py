@@ -41,11 +41,11 @@ from marmot.actors.store import Store, StoredAutomation
 from marmot.actors.timer import wall_us
 from marmot.actors.wire import Outcome, event_to_wire, firing_to_wire, pack
 from marmot.engine.errors import LimitExceeded, NotFound
-from marmot.engine.evaluator import Evaluator
-from marmot.engine.firing import Firing, TriggerState, triggered_event
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event
 from marmot.engine.timestamps import from_us
+from marmot.engine.triggers.evaluator import Evaluator
+from marmot.engine.triggers.firing import Firing, TriggerState, triggered_event
 
 log = logging.getLogger(__name__)
 

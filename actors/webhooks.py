@@ -18,8 +18,8 @@ from uuid import UUID, uuid4
 
 from marmot.actors.storepart import StorePart
 from marmot.engine.errors import Conflict, NotFound
+from marmot.engine.models.webhooks import WebhookIdentity, WebhookSpec
 from marmot.engine.timestamps import from_us
-from marmot.engine.webhook_template import WebhookIdentity, WebhookSpec
 
 __all__ = ["SLUG_BYTES", "StoredWebhook", "WebhookRegistry", "create_webhooks_table", "new_slug"]
 

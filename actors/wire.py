@@ -16,9 +16,9 @@ from uuid import UUID, SafeUUID
 
 import msgpack
 
-from marmot.engine.firing import Firing, TriggerState
 from marmot.engine.models.events import Event, trusted_event
 from marmot.engine.models.triggers import Posture
+from marmot.engine.triggers.firing import Firing, TriggerState
 
 _local = threading.local()
 

@@ -27,8 +27,8 @@ from uuid import uuid4
 
 from marmot.actors.runtime import RayRuntime, RaySettings
 from marmot.config import load_config
-from marmot.engine.firing import Firing
 from marmot.engine.models.events import Event
+from marmot.engine.triggers.firing import Firing
 from marmot.transport.client import Client
 from marmot.transport.daemon import DaemonThread
 

@@ -30,11 +30,11 @@ from typing import Any
 from uuid import UUID
 
 from marmot.documents import load_automations, read_events
-from marmot.engine.evaluator import Evaluator
 from marmot.engine.interest import InterestIndex
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event
 from marmot.engine.replay import Replay
+from marmot.engine.triggers.evaluator import Evaluator
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 RESOURCES = 1000

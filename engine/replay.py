@@ -22,14 +22,15 @@ from pydantic import Field
 
 from marmot.engine.causal import CausalOrdering
 from marmot.engine.clock import EventsClock
-from marmot.engine.evaluator import Evaluator
-from marmot.engine.firing import Firing, conformance_line
 from marmot.engine.interest import InterestIndex
 from marmot.engine.models._base import MarmotModel
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event, UtcDatetime
 from marmot.engine.models.triggers import iter_event_triggers, iter_metric_triggers
+from marmot.engine.templates.checks import validated_automation
 from marmot.engine.timestamps import US_PER_S, from_us, to_us
+from marmot.engine.triggers.evaluator import Evaluator
+from marmot.engine.triggers.firing import Firing, conformance_line
 
 # Automations without an id get one derived from their name and position,
 # so replays of the same files give the same firing ids.
@@ -56,7 +57,7 @@ def load_automations(documents: Sequence[dict[str, Any]], *, scope: str = "") ->
             name = document.get("name", "")
             derived = uuid5(_REPLAY_NAMESPACE, f"{scope}/{index}/{name}")
             document = {**document, "id": str(derived)}
-        automations.append(Automation.model_validate(document))
+        automations.append(validated_automation(document))
     return automations
 
 

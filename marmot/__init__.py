@@ -28,10 +28,10 @@ _HOMES: dict[str, str] = {
     "DeleteFlowRun": "marmot.engine.models.actions",
     "DeploymentTriggers": "marmot.deployments",
     "DoNothing": "marmot.engine.models.actions",
-    "Evaluator": "marmot.engine.evaluator",
+    "Evaluator": "marmot.engine.triggers.evaluator",
     "Event": "marmot.engine.models.events",
     "EventTrigger": "marmot.engine.models.triggers",
-    "Firing": "marmot.engine.firing",
+    "Firing": "marmot.engine.triggers.firing",
     "LimitExceeded": "marmot.engine.errors",
     "MarmotError": "marmot.engine.errors",
     "MetricTrigger": "marmot.engine.models.triggers",
@@ -58,7 +58,7 @@ _HOMES: dict[str, str] = {
     "SendNotification": "marmot.engine.models.actions",
     "SequenceTrigger": "marmot.engine.models.triggers",
     "SuspendFlowRun": "marmot.engine.models.actions",
-    "TriggerState": "marmot.engine.firing",
+    "TriggerState": "marmot.engine.triggers.firing",
     "Unauthorized": "marmot.engine.errors",
     "ValidationFailed": "marmot.engine.errors",
     "apply_deployment_triggers": "marmot.deployments",
@@ -82,8 +82,6 @@ if TYPE_CHECKING:
         Unauthorized,
         ValidationFailed,
     )
-    from marmot.engine.evaluator import Evaluator
-    from marmot.engine.firing import Firing, TriggerState
     from marmot.engine.models.actions import (
         CallWebhook,
         CancelFlowRun,
@@ -117,6 +115,8 @@ if TYPE_CHECKING:
         SequenceTrigger,
     )
     from marmot.engine.replay import Replay, Scenario, replay_scenario
+    from marmot.engine.triggers.evaluator import Evaluator
+    from marmot.engine.triggers.firing import Firing, TriggerState
     from marmot.sdk import Automation
     from marmot.transport.client import AsyncClient, Client, Publisher
 

@@ -31,6 +31,7 @@ from marmot.documents import (
 )
 from marmot.engine.errors import Conflict, NotFound, ValidationFailed
 from marmot.engine.models.automations import Automation
+from marmot.engine.templates.checks import validated_automation
 from marmot.transport.client import Client
 
 __all__ = [
@@ -214,7 +215,7 @@ def _automations(
         default_name = f"{item.ref.name}__automation_{position + 1}"
         document = _document(where, root, loc, spec, default_name, deployment_id)
         try:
-            found.append(Automation.model_validate(document))
+            found.append(validated_automation(document))
         except ValidationError as exc:
             raise _from_validation(where, root, loc, exc) from exc
     return found

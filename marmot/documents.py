@@ -20,6 +20,7 @@ from marmot.engine.errors import ValidationFailed
 from marmot.engine.models.actions import ACTION_TYPES
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event, EventLimits
+from marmot.engine.templates.checks import validated_automation
 
 
 class DocumentError(ValidationFailed):
@@ -156,7 +157,7 @@ def load_automations(path: str | Path) -> list[Automation]:
                 line = node_line(root, prefix)
                 raise DocumentError(str(file), line, "expected an automation (a mapping)")
             try:
-                found.append(Automation.model_validate(document))
+                found.append(validated_automation(document))
             except ValidationError as exc:
                 raise _from_validation(str(file), exc, root, prefix) from exc
     if not found:

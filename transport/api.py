@@ -21,10 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from marmot.actors.service import Service
 from marmot.actors.store import StoredAutomation
 from marmot.actors.webhooks import StoredWebhook
-from marmot.engine.models.automations import Automation
 from marmot.engine.models.blocks import BlockDocument, BlockTypeSlug
 from marmot.engine.models.events import Event, EventLimits
-from marmot.engine.webhook_template import WebhookSpec
+from marmot.engine.templates.checks import validated_automation, validated_webhook
 
 VERSION = version("marmot")
 
@@ -203,7 +202,7 @@ class Api:
 
     async def create(self, params: dict[str, Any]) -> dict[str, Any]:
         p = _Create.model_validate(params)
-        automation = Automation.model_validate(p.automation)
+        automation = validated_automation(p.automation)
         return stored_view(await self.service.create(automation))
 
     async def read(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -228,7 +227,7 @@ class Api:
     async def update(self, params: dict[str, Any]) -> dict[str, Any]:
         p = _Update.model_validate(params)
         document = {**p.automation, "id": str(p.id)}
-        automation = Automation.model_validate(document)
+        automation = validated_automation(document)
         return stored_view(await self.service.update(automation))
 
     async def delete(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -303,7 +302,7 @@ class Api:
 
     async def create_webhook(self, params: dict[str, Any]) -> dict[str, Any]:
         p = _CreateWebhook.model_validate(params)
-        spec = WebhookSpec.model_validate(p.webhook)
+        spec = validated_webhook(p.webhook)
         return self._webhook_view(self.service.store.create_webhook(spec))
 
     async def read_webhook(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -325,7 +324,7 @@ class Api:
         current = store.read_webhook(p.id).spec().model_dump()
         fields = ("name", "description", "enabled", "template")
         changes = {k: getattr(p, k) for k in fields if getattr(p, k) is not None}
-        spec = WebhookSpec.model_validate({**current, **changes})
+        spec = validated_webhook({**current, **changes})
         return self._webhook_view(store.update_webhook(p.id, spec))
 
     async def rotate_webhook(self, params: dict[str, Any]) -> dict[str, Any]:

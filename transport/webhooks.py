@@ -26,7 +26,7 @@ from marmot.actors.webhooks import StoredWebhook, WebhookRegistry
 from marmot.config import HttpConfig
 from marmot.engine.errors import MarmotError
 from marmot.engine.models.events import Event, EventLimits
-from marmot.engine.webhook_template import (
+from marmot.engine.templates.webhooks import (
     WebhookFailed,
     WebhookLimits,
     WebhookRequest,
@@ -34,6 +34,7 @@ from marmot.engine.webhook_template import (
     webhook_failed_event,
 )
 from marmot.transport.throttle import LogThrottle
+from marmot.transport.webhook_requests import webhook_request
 
 __all__ = ["HOOKS_PATH", "METHODS", "WebhookReceiver", "WebhookSettings", "hooks_url"]
 
@@ -149,16 +150,19 @@ class WebhookReceiver:
         try:
             body = await _read_body(request, self.settings.max_body_bytes)
         except _TooLarge:
-            view = WebhookRequest.of(request.method, request.headers.items(), b"")
+            view = webhook_request(request.method, request.headers.items(), b"")
             reason = f"the request body is larger than {self.settings.max_body_bytes} bytes"
             return await self._refuse(webhook, view, reason, None, received, 413, "too_large")
         except ClientDisconnect:
             self._count(webhook, "error")
             return Response(status_code=400)
-        view = WebhookRequest.of(request.method, request.headers.items(), body)
+        # Parsing a body (multipart, charsets) and rendering run in threads: a
+        # template may render for up to its time limit, and the event loop
+        # carries ingest and RPC meanwhile.
+        view = await asyncio.to_thread(
+            webhook_request, request.method, list(request.headers.items()), body
+        )
         try:
-            # In a thread: a template may render for up to its time limit, and the
-            # event loop carries ingest and RPC meanwhile.
             event = await asyncio.to_thread(
                 render_webhook_event,
                 webhook.template,

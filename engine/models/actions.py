@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, Self, get_args
 from uuid import UUID
 
-from pydantic import Field, TypeAdapter, ValidationInfo, field_validator, model_validator
+from pydantic import Field, TypeAdapter, field_validator, model_validator
 
 from marmot.engine.models._base import MarmotModel
 
@@ -66,31 +66,6 @@ DEFAULT_NOTIFICATION_BODY = (
 )
 
 
-def _check_template(value: str | None, info: ValidationInfo) -> None:
-    """Check a templated field as Prefect does when an automation is saved."""
-    if value is None:
-        return
-    # Imported here so Jinja loads only when a templated action is validated.
-    from marmot.engine.templating import check_template
-
-    try:
-        check_template(value)
-    except ValueError as exc:
-        raise ValueError(f"{info.field_name!r} is not a valid template: {exc}") from None
-
-
-def _check_parameters(value: dict[str, Any] | None, info: ValidationInfo) -> None:
-    """Check the templates and ``__prefect_kind`` values of run-deployment parameters."""
-    if not value:
-        return
-    from marmot.engine.templating import check_parameters
-
-    try:
-        check_parameters(value)
-    except ValueError as exc:
-        raise ValueError(f"{info.field_name!r} has invalid values: {exc}") from None
-
-
 class StateType(StrEnum):
     """The state types a flow run can be moved into."""
 
@@ -106,7 +81,16 @@ class StateType(StrEnum):
 
 
 class Action(MarmotModel):
-    """Something an automation may do when it is triggered."""
+    """Something an automation may do when it is triggered.
+
+    ``template_fields`` name the fields Prefect checks as Jinja templates when
+    an automation is saved, ``parameter_fields`` those holding run-deployment
+    parameters (templates and ``__prefect_kind`` values); the edges that accept
+    documents check them (``marmot.engine.templates.checks``).
+    """
+
+    template_fields: ClassVar[tuple[str, ...]] = ()
+    parameter_fields: ClassVar[tuple[str, ...]] = ()
 
     type: str
 
@@ -202,18 +186,11 @@ class DoNothing(Action):
 class RunDeployment(DeploymentAction):
     """Creates a flow run of a deployment, optionally with parameters and a delay."""
 
+    parameter_fields = ("parameters", "job_variables")
     type: Literal["run-deployment"] = "run-deployment"
     parameters: dict[str, Any] | None = None
     job_variables: dict[str, Any] | None = None
     schedule_after: timedelta = timedelta(0)
-
-    @field_validator("parameters", "job_variables")
-    @classmethod
-    def _check_templates(
-        cls, value: dict[str, Any] | None, info: ValidationInfo
-    ) -> dict[str, Any] | None:
-        _check_parameters(value, info)
-        return value
 
     @model_validator(mode="after")
     def _check_schedule_after(self) -> Self:
@@ -237,6 +214,7 @@ class ResumeDeployment(DeploymentAction):
 class ChangeFlowRunState(Action):
     """Moves the triggering flow run into the given state."""
 
+    template_fields = ("name", "message")
     type: Literal["change-flow-run-state"] = "change-flow-run-state"
     name: str | None = None
     state: StateType
@@ -247,12 +225,6 @@ class ChangeFlowRunState(Action):
     @classmethod
     def _upper_case_state(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
-
-    @field_validator("name", "message")
-    @classmethod
-    def _check_templates(cls, value: str | None, info: ValidationInfo) -> str | None:
-        _check_template(value, info)
-        return value
 
 
 class CancelFlowRun(FlowRunAction):
@@ -282,6 +254,7 @@ class DeleteFlowRun(FlowRunAction):
 class CallWebhook(Action):
     """Calls the webhook stored in a block, sending the rendered payload."""
 
+    template_fields = ("payload",)
     type: Literal["call-webhook"] = "call-webhook"
     block_document_id: UUID
     payload: str = ""
@@ -294,26 +267,15 @@ class CallWebhook(Action):
             return json.dumps(value, indent=2)
         return value
 
-    @field_validator("payload")
-    @classmethod
-    def _check_templates(cls, value: str, info: ValidationInfo) -> str:
-        _check_template(value, info)
-        return value
-
 
 class SendNotification(Action):
     """Sends a notification through a notification block, with templated subject and body."""
 
+    template_fields = ("subject", "body")
     type: Literal["send-notification"] = "send-notification"
     block_document_id: UUID
     subject: str = DEFAULT_NOTIFICATION_SUBJECT
     body: str = DEFAULT_NOTIFICATION_BODY
-
-    @field_validator("subject", "body")
-    @classmethod
-    def _check_templates(cls, value: str, info: ValidationInfo) -> str:
-        _check_template(value, info)
-        return value
 
 
 class PauseWorkPool(WorkPoolAction):
@@ -355,16 +317,11 @@ class ResumeAutomation(AutomationAction):
 class DeclareIncident(Action):
     """Declares an incident, with optional templated title, severity and summary."""
 
+    template_fields = ("title", "severity", "summary")
     type: Literal["declare-incident"] = "declare-incident"
     title: str | None = None
     severity: str | None = None
     summary: str | None = None
-
-    @field_validator("title", "severity", "summary")
-    @classmethod
-    def _check_templates(cls, value: str | None, info: ValidationInfo) -> str | None:
-        _check_template(value, info)
-        return value
 
 
 ActionTypes = Annotated[

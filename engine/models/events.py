@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID, uuid4
@@ -248,3 +249,13 @@ def trusted_event(
     object.__setattr__(made, "__pydantic_extra__", None)
     object.__setattr__(made, "__pydantic_private__", None)
     return made
+
+
+def dump_event(event: Event | None) -> dict[str, Any] | None:
+    """An event as JSON-safe values (for snapshots), or None."""
+    return event.model_dump(mode="json") if event is not None else None
+
+
+def load_event(data: Mapping[str, Any] | None) -> Event | None:
+    """The event ``dump_event`` wrote, or None."""
+    return Event.model_validate(data) if data is not None else None

@@ -27,7 +27,8 @@ from marmot.documents import (
     read_documents,
 )
 from marmot.engine.errors import ValidationFailed
-from marmot.engine.webhook_template import WebhookSpec
+from marmot.engine.models.webhooks import WebhookSpec
+from marmot.engine.templates.checks import validated_webhook
 from marmot.transport.client import Client
 
 
@@ -105,7 +106,7 @@ def load_webhooks(path: str | Path) -> list[WebhookSpec]:
                     str(file), node_line(root, prefix), "expected a webhook (a mapping)"
                 )
             try:
-                found.append(WebhookSpec.model_validate(entry))
+                found.append(validated_webhook(entry))
             except ValidationError as exc:
                 first = exc.errors(include_url=False)[0]
                 loc = [*prefix, *first["loc"]]
@@ -130,7 +131,7 @@ def _template(value: str | None) -> str | None:
 
 def _spec(**fields: Any) -> WebhookSpec:
     try:
-        return WebhookSpec.model_validate(fields)
+        return validated_webhook(fields)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"])

@@ -26,9 +26,9 @@ from marmot.actors.actionkit import (
 from marmot.actors.executor import ExecutorHost, ExecutorResults, backoff_delay
 from marmot.actors.store import Store
 from marmot.actors.wire import event_to_wire, firing_to_wire, pack, unpack
-from marmot.engine.firing import Firing, TriggerState, firing_id, triggered_event
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event
+from marmot.engine.triggers.firing import Firing, TriggerState, firing_id, triggered_event
 from tests.engine.factories import event
 
 AUTOMATION_ID = UUID("8b0f9d1e-2c3a-4b5d-9e6f-7a8b9c0d1e2f")

@@ -10,9 +10,9 @@ from pathlib import Path
 from marmot.actors.router import Router, RouterSettings
 from marmot.actors.store import Store
 from marmot.actors.wire import Batch, Outcome
-from marmot.engine.evaluator import Evaluator
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event
+from marmot.engine.triggers.evaluator import Evaluator
 from tests.engine.factories import event
 
 AUTOMATION = Automation.model_validate(

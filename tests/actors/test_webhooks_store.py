@@ -16,7 +16,7 @@ from marmot.actors.store import MIGRATIONS, SCHEMA_VERSION, Store
 from marmot.actors.webhooks import create_webhooks_table
 from marmot.engine.errors import Conflict, NotFound
 from marmot.engine.models.automations import Automation
-from marmot.engine.webhook_template import WebhookSpec
+from marmot.engine.models.webhooks import WebhookSpec
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 TEMPLATE = '{"event": "ping", "resource": {"prefect.resource.id": "r.{{ body.id }}"}}'

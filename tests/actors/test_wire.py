@@ -18,11 +18,11 @@ from marmot.actors.wire import (
     pack_batch,
     unpack,
 )
-from marmot.engine.evaluator import Evaluator
-from marmot.engine.firing import Firing, TriggerState
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event
 from marmot.engine.models.triggers import Posture
+from marmot.engine.triggers.evaluator import Evaluator
+from marmot.engine.triggers.firing import Firing, TriggerState
 
 
 def _event(**extra: object) -> Event:

@@ -35,9 +35,9 @@ import functools
 from marmot.actors.automation import AutomationHost, fingerprint
 from marmot.actors.store import Store
 from marmot.actors.wire import Outcome, pack
-from marmot.engine.evaluator import Evaluator
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event
+from marmot.engine.triggers.evaluator import Evaluator
 from marmot.transport.client import Client
 from tests.chaos.processes import DaemonProcess
 from tests.chaos.workload import reactive

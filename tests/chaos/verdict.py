@@ -23,7 +23,7 @@ from typing import Any
 from uuid import UUID, uuid5
 
 from marmot.actors.eventlog import decode_body
-from marmot.engine.firing import FIRING_NAMESPACE
+from marmot.engine.triggers.firing import FIRING_NAMESPACE
 from marmot.transport.client import Client
 from tests.chaos.processes import MARMOT
 from tests.chaos.workload import Delivery

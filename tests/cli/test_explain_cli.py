@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from marmot.cli.automation import explain_rows
-from marmot.engine.evaluator import Evaluator
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event
+from marmot.engine.triggers.evaluator import Evaluator
 
 T0 = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
 

@@ -11,10 +11,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid5
 
-from marmot.engine.evaluator import Evaluator
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event
 from marmot.engine.models.explain import BucketView
+from marmot.engine.triggers.evaluator import Evaluator
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 """The instant every test's times are counted from."""

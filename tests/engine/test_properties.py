@@ -11,10 +11,10 @@ import msgpack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from marmot.engine.evaluator import Evaluator
-from marmot.engine.firing import Firing, TriggerState
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event
+from marmot.engine.triggers.evaluator import Evaluator
+from marmot.engine.triggers.firing import Firing, TriggerState
 
 BASE = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 NAMES = ["a", "b", "c"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from marmot.engine.evaluator import Evaluator
+from marmot.engine.triggers.evaluator import Evaluator
 from tests.engine.factories import at, evaluator, event
 
 

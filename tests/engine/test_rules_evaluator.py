@@ -7,10 +7,10 @@ from uuid import NAMESPACE_DNS, UUID, uuid5
 import pytest
 
 from marmot.engine.errors import ValidationFailed
-from marmot.engine.evaluator import Evaluator
-from marmot.engine.firing import FIRING_NAMESPACE, name_uuid, triggered_event
 from marmot.engine.models.events import Event
 from marmot.engine.replay import Replay
+from marmot.engine.triggers.evaluator import Evaluator
+from marmot.engine.triggers.firing import FIRING_NAMESPACE, name_uuid, triggered_event
 from tests.engine.factories import AUTOMATION_ID, at, automation, buckets, evaluator, event
 
 OTHER_ID = UUID("9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d")

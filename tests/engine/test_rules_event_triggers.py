@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from marmot.engine.evaluator import DUE_NOW
 from marmot.engine.models.triggers import Posture
+from marmot.engine.triggers.evaluator import DUE_NOW
 from tests.engine.factories import at, buckets, evaluator, event
 
 FOR_EACH_RESOURCE = ["prefect.resource.id"]

@@ -7,9 +7,9 @@ from typing import Any
 
 import msgpack
 
-from marmot.engine.evaluator import Evaluator
-from marmot.engine.held import RETENTION_US, HeldEvents
 from marmot.engine.timestamps import US_PER_S, to_us
+from marmot.engine.triggers.evaluator import Evaluator
+from marmot.engine.triggers.held import RETENTION_US, HeldEvents
 from tests.engine.factories import at, automation, buckets, evaluator, event
 
 FOR_EACH = ["prefect.resource.id"]

@@ -15,10 +15,7 @@ import msgpack
 import pytest
 from pydantic import ValidationError
 
-from marmot.engine.evaluator import Evaluator
-from marmot.engine.firing import Firing, TriggerState, firing_id, triggered_event
 from marmot.engine.interest import InterestIndex
-from marmot.engine.metric import MetricFiring, MetricMonitor, Phase
 from marmot.engine.models.events import Event
 from marmot.engine.models.explain import MetricView
 from marmot.engine.models.triggers import (
@@ -29,6 +26,9 @@ from marmot.engine.models.triggers import (
     PrefectMetric,
 )
 from marmot.engine.timestamps import from_us, to_us
+from marmot.engine.triggers.evaluator import Evaluator
+from marmot.engine.triggers.firing import Firing, TriggerState, firing_id, triggered_event
+from marmot.engine.triggers.metric import MetricFiring, MetricMonitor, Phase
 from tests.engine.factories import AUTOMATION_ID, at, automation, event
 
 
@@ -639,17 +639,6 @@ def test_the_clock_survives_a_restore() -> None:
     # Seen after the restore, a run from before 500 still counts from 500 on.
     second.apply(finished("a", 0, 450))
     assert (view(second).state, view(second).since) == ("pending", at(500))
-
-
-def test_a_snapshot_without_metric_state_restores_empty() -> None:
-    first = engine(SLOW)
-    first.apply(finished("a", 0, 100))
-    old = first.snapshot()
-    del old["metrics"]  # as snapshots taken before metric triggers existed
-    second = engine(SLOW)
-    second.restore(old)
-    assert (view(second).value, view(second).state) == (None, "ok")
-    assert second.next_deadline() is None
 
 
 def test_explain_shows_the_query_value_and_state() -> None:

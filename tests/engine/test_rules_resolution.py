@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from marmot.engine.evaluator import Evaluator
-from marmot.engine.firing import Firing, TriggerState, triggered_event
-from marmot.engine.resolution import FORGET_AFTER_US
 from marmot.engine.timestamps import to_us
+from marmot.engine.triggers.evaluator import Evaluator
+from marmot.engine.triggers.firing import Firing, TriggerState, triggered_event
+from marmot.engine.triggers.resolution import FORGET_AFTER_US
 from tests.engine.factories import at, automation, event
 
 PROACTIVE = {
@@ -164,11 +164,12 @@ def test_open_states_survive_snapshot_and_restore() -> None:
     other.restore(proactive.snapshot())
     assert states(other.apply([event("job.finished", 70, "j1")])) == [("Resolved", "j1")]
 
-    # A snapshot taken with resolution off (or before it existed) restores empty.
-    old = proactive.snapshot()
-    del old["unresolved"]
+    # A snapshot taken with resolution off restores empty.
+    plain = Evaluator(automation(PROACTIVE))
+    plain.apply([event("job.started", 0, "j1")])
+    plain.advance(at(61), at(61))
     fresh = resolving(PROACTIVE)
-    fresh.restore(old)
+    fresh.restore(plain.snapshot())
     assert fresh.apply([event("job.finished", 70, "j1")]) == []
 
 

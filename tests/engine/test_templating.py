@@ -12,7 +12,7 @@ import pytest
 
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event
-from marmot.engine.templating import (
+from marmot.engine.templates import (
     MAX_TEMPLATE_CHARS,
     TemplateContext,
     TemplateFailed,

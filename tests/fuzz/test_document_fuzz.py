@@ -27,11 +27,11 @@ from pydantic import ValidationError
 
 from marmot.documents import DocumentError, load_automations
 from marmot.engine.errors import ValidationFailed
-from marmot.engine.evaluator import Evaluator
 from marmot.engine.models.actions import ACTION_TYPES
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import MAX_EVENT_NAME, Event
 from marmot.engine.models.triggers import CompoundTrigger, SequenceTrigger, Trigger
+from marmot.engine.triggers.evaluator import Evaluator
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

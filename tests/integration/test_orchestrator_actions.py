@@ -21,11 +21,11 @@ from marmot.actors.actionkit import (
 )
 from marmot.engine.clock import ManualClock
 from marmot.engine.errors import NotFound
-from marmot.engine.firing import Firing
 from marmot.engine.models.actions import parse_action
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event
 from marmot.engine.timestamps import rfc3339
+from marmot.engine.triggers.firing import Firing
 from marmot.transport.actions.orchestration import (
     ORCHESTRATION_ACTION_TYPES,
     ParameterRenderer,

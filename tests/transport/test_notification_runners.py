@@ -22,11 +22,11 @@ from marmot.actors.actionkit import (
 )
 from marmot.actors.store import Store
 from marmot.engine.errors import NotFound
-from marmot.engine.firing import Firing
 from marmot.engine.models.actions import Action, parse_action
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.blocks import BlockDocument
 from marmot.engine.models.events import Event
+from marmot.engine.triggers.firing import Firing
 from marmot.transport.actions.notifications import BlockResolver, notification_runners
 from marmot.transport.notify import slack_message, teams_message
 from tests.engine.factories import event as make_event

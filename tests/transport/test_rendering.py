@@ -12,10 +12,10 @@ import pytest
 
 from marmot.actors.actionkit import ActionFailed, ActionRun, ActionSettings, TransientFailure
 from marmot.engine.errors import NotFound
-from marmot.engine.firing import Firing
 from marmot.engine.models.actions import DoNothing
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event
+from marmot.engine.triggers.firing import Firing
 from marmot.transport.actions.rendering import ObjectReader, Renderer
 
 T = TypeVar("T")

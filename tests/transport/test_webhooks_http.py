@@ -21,7 +21,7 @@ from marmot.actors.store import Store
 from marmot.config import load_config
 from marmot.engine.errors import DaemonUnavailable
 from marmot.engine.models.events import Event, EventLimits
-from marmot.engine.webhook_template import WebhookSpec
+from marmot.engine.models.webhooks import WebhookSpec
 from marmot.transport.http import build_app
 from marmot.transport.webhooks import WebhookReceiver, WebhookSettings, hooks_url
 from tests.integration.harness import free_port

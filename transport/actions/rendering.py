@@ -15,7 +15,7 @@ from uuid import UUID
 from marmot.actors.actionkit import ActionFailed, ActionRun, ActionSettings, TransientFailure
 from marmot.engine.errors import NotFound
 from marmot.engine.models.events import RESOURCE_ID, Event
-from marmot.engine.templating import (
+from marmot.engine.templates import (
     OBJECT_NAMES,
     TemplateContext,
     TemplateFailed,

@@ -17,8 +17,8 @@ from jinja2.runtime import Context, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
-from marmot.engine.template_filters import TEMPLATE_FILTERS, TEMPLATE_GLOBALS
-from marmot.engine.template_limits import (
+from marmot.engine.templates.filters import TEMPLATE_FILTERS, TEMPLATE_GLOBALS
+from marmot.engine.templates.limits import (
     CURRENT_BUDGET,
     MAX_LOOP_DEPTH,
     MAX_LOOPS,

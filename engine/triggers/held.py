@@ -26,6 +26,7 @@ import heapq
 from bisect import bisect_left, insort
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 from marmot.engine.timestamps import US_PER_S
@@ -162,14 +163,23 @@ class HeldEvents:
             for key, held in self.items()
         ]
 
-    def load(self, key: Key, events: list[HeldEvent]) -> None:
-        """Put a key's restored held events back."""
-        held = sorted(events)
-        if not held:
-            return
-        self._by_key[key] = held
-        for h in held:
-            heapq.heappush(self._due, (h.held_at, key))
+    def snapshot(self) -> list[list[Any]]:
+        """Every key's held events as ``[key, [[occurred, id, held_at], ...]]`` rows."""
+        return [
+            [list(key), [[h.occurred, str(h.id), h.held_at] for h in held]]
+            for key, held in self.items()
+        ]
+
+    def restore(self, rows: list[list[Any]]) -> None:
+        """Replace the held events with ``snapshot`` rows."""
+        self.clear()
+        for key, events in rows:
+            held = sorted(HeldEvent(occurred, UUID(id_), at) for occurred, id_, at in events)
+            if not held:
+                continue
+            self._by_key[tuple(key)] = held
+            for h in held:
+                heapq.heappush(self._due, (h.held_at, tuple(key)))
 
     def clear(self) -> None:
         """Forget every held event."""

@@ -9,8 +9,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from marmot.engine.template_limits import TemplateFailed
-from marmot.engine.template_sandbox import looks_like_template, template_problem
+from marmot.engine.templates.limits import TemplateFailed
+from marmot.engine.templates.sandbox import looks_like_template, template_problem
 
 __all__ = ["PREFECT_KIND", "check_parameters", "hydrate_parameters", "parameter_templates"]
 

@@ -115,3 +115,34 @@ def conformance_line(automation_name: str, firing: Firing) -> dict[str, Any]:
         "event_id": str(firing.event_id) if firing.event_id else None,
         "fired_at": rfc3339(firing.fired_at),
     }
+
+
+def dump_firing(firing: Firing) -> dict[str, Any]:
+    """A firing as plain values, for snapshots (a composite's recorded children)."""
+    event = firing.triggering_event
+    return {
+        "id": str(firing.id),
+        "path": firing.trigger_path,
+        "labels": dict(firing.labels),
+        "event": event.model_dump(mode="json") if event else None,
+        "fired_us": firing.fired_us,
+        "posture": firing.posture.value if firing.posture else None,
+        "children": [str(c) for c in firing.child_ids],
+        "deadline_us": firing.deadline_us,
+    }
+
+
+def load_firing(data: Mapping[str, Any], automation_id: UUID) -> Firing:
+    """The firing ``dump_firing`` wrote, of the automation ``automation_id``."""
+    return Firing(
+        id=UUID(data["id"]),
+        automation_id=automation_id,
+        trigger_path=data["path"],
+        labels=data["labels"],
+        triggering_event=Event.model_validate(data["event"]) if data["event"] else None,
+        fired_us=data["fired_us"],
+        posture=Posture(data["posture"]) if data["posture"] else None,
+        state=TriggerState.Triggered,
+        child_ids=tuple(UUID(c) for c in data["children"]),
+        deadline_us=data["deadline_us"],
+    )

@@ -1,65 +1,37 @@
-"""Incoming webhooks, the pure part: a request as Prefect's webhook templates see it
-(``method``, ``headers``, ``body``), its template rendered in the sandbox into a validated
-event, and the ``marmot.webhook.failed`` event reporting a request that made none.
+"""Incoming webhooks, the pure part: a request's template rendered in the sandbox into a
+validated event, and the ``marmot.webhook.failed`` event reporting a request that made
+none. The request arrives already parsed (``transport.webhook_requests``): its method,
+headers, body as templates see it, and body text.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email import policy
-from email.parser import BytesParser
 from typing import Any
-from urllib.parse import parse_qsl
-from uuid import UUID
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import ValidationError
 
 from marmot.engine.errors import MarmotError
-from marmot.engine.models._base import MarmotModel
-from marmot.engine.models.events import (
-    MAX_PAYLOAD_DEPTH,
-    RESOURCE_ID,
-    RESOURCE_NAME,
-    RESOURCE_ROLE,
-    Event,
-    EventLimits,
-)
-from marmot.engine.template_limits import TemplateFailed
-from marmot.engine.template_sandbox import looks_like_template, template_problem
-from marmot.engine.templating import render
+from marmot.engine.models.events import MAX_PAYLOAD_DEPTH, Event, EventLimits
+from marmot.engine.models.webhooks import WEBHOOK_FAILED, WebhookIdentity
+from marmot.engine.templates.limits import TemplateFailed
+from marmot.engine.templates.rendering import render
+from marmot.engine.templates.sandbox import looks_like_template, template_problem
 
 __all__ = [
-    "WEBHOOK_FAILED",
-    "WEBHOOK_RESOURCE_PREFIX",
-    "WEBHOOK_ROLE",
-    "RequestHeaders",
     "WebhookFailed",
-    "WebhookIdentity",
     "WebhookLimits",
     "WebhookRequest",
-    "WebhookSpec",
     "check_webhook_template",
-    "parse_body",
+    "clean_json",
+    "clean_text",
     "render_webhook_event",
     "webhook_failed_event",
 ]
 
-WEBHOOK_FAILED = "marmot.webhook.failed"
-"""Reports a request that made no event (Prefect Cloud's ``prefect-cloud.webhook.failed``)."""
-WEBHOOK_RESOURCE_PREFIX = "marmot.webhook."
-"""A webhook's resource id is this prefix and its id."""
-WEBHOOK_ROLE = "webhook"
-"""The role of the webhook among the related resources of the events it makes."""
-
-MAX_NAME_CHARS = 256
-MAX_DESCRIPTION_CHARS = 10_000
-# Headers Prefect removes before a template sees them, "to prevent accidental disclosures".
-_HIDDEN_HEADERS = frozenset({"authorization", "proxy-authorization"})
-_FORM = "application/x-www-form-urlencoded"
-_MULTIPART = "multipart/form-data"
 # Compact JSON, as the event log stores payloads (and measures them against the limit).
 _SEPARATORS = (",", ":")
 # A failure's reason is cut to this many characters in its event and its HTTP reply.
@@ -78,147 +50,36 @@ class WebhookFailed(MarmotError):
         self.rendered = rendered
 
 
-class RequestHeaders(dict[str, str]):
-    """A request's headers, read with a name in any case (``headers['Content-Type']`` and
-    ``headers['content-type']`` are one header). Names are kept lower-cased, as HTTP/1.1
-    servers hand them over; a repeated header's values are joined with ``", "``."""
-
-    __slots__ = ()
-
-    def __getitem__(self, name: str) -> str:
-        return super().__getitem__(name.lower() if isinstance(name, str) else name)
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return super().get(name.lower() if isinstance(name, str) else name, default)
-
-    def __contains__(self, name: object) -> bool:
-        return super().__contains__(name.lower() if isinstance(name, str) else name)
-
-    @classmethod
-    def of(cls, pairs: Iterable[tuple[str, str]]) -> RequestHeaders:
-        """Headers from ``(name, value)`` pairs, without ``Authorization``."""
-        found: dict[str, str] = {}
-        for name, value in pairs:
-            key = name.lower()
-            if key in _HIDDEN_HEADERS:
-                continue
-            found[key] = f"{found[key]}, {value}" if key in found else value
-        return cls(found)
-
-
-def _media_type(content_type: str | None) -> tuple[str, str]:
-    """The lower-cased media type of a ``Content-Type`` and its charset (utf-8 by default)."""
-    if not content_type:
-        return "", "utf-8"
-    media, *params = content_type.split(";")
-    charset = "utf-8"
-    for param in params:
-        key, _, value = param.partition("=")
-        if key.strip().lower() == "charset" and value.strip():
-            charset = value.strip().strip('"')
-    return media.strip().lower(), charset
-
-
-def _clean_text(text: str) -> str:
+def clean_text(text: str) -> str:
     """``text`` with lone surrogates (which no UTF-8 encoder takes) replaced."""
     return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
-def _clean(value: Any) -> Any:
+def clean_json(value: Any) -> Any:
     """JSON data whose strings all encode as UTF-8: JSON may spell a lone surrogate
     (``"\\ud800"``), which could then be neither logged nor sent on."""
     text = json.dumps(value, ensure_ascii=False)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        return json.loads(_clean_text(text))
+        return json.loads(clean_text(text))
     return value
-
-
-def _decode(body: bytes, charset: str) -> str:
-    try:
-        return body.decode(charset, errors="replace")
-    except LookupError:  # a charset Python does not know
-        return body.decode("utf-8", errors="replace")
-
-
-def _multipart_fields(body: bytes, content_type: str) -> dict[str, str] | None:
-    """A multipart/form-data body's fields by name (file parts as their text), or None."""
-    head = f"Content-Type: {content_type}\r\n\r\n".encode("latin-1", errors="replace")
-    message = BytesParser(policy=policy.HTTP).parsebytes(head + body)
-    if not message.is_multipart():
-        return None
-    fields: dict[str, str] = {}
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if not isinstance(name, str):
-            continue
-        raw = part.get_payload(decode=True)
-        data = raw if isinstance(raw, bytes) else b""
-        fields[name] = _decode(data, part.get_content_charset() or "utf-8")
-    return fields
-
-
-def parse_body(body: bytes, content_type: str | None) -> Any:
-    """A request body as templates see it, Prefect's best effort: form fields (a flat
-    mapping, the last value of a repeated field winning) for
-    ``application/x-www-form-urlencoded`` (and, in Marmot, ``multipart/form-data``); for
-    any other type, the body parsed as JSON if it is JSON, else its text."""
-    media, charset = _media_type(content_type)
-    text = _decode(body, charset)
-    if media == _FORM:
-        return dict(parse_qsl(text, keep_blank_values=True))
-    if media == _MULTIPART and content_type is not None:
-        fields = _multipart_fields(body, content_type)
-        if fields is not None:
-            return fields
-    try:
-        return _clean(json.loads(text))
-    except (ValueError, RecursionError):
-        return text
 
 
 @dataclass(frozen=True, slots=True)
 class WebhookRequest:
-    """An HTTP request received on a webhook's URL."""
+    """An HTTP request received on a webhook's URL, as templates see it: ``method``
+    (upper case), ``headers`` (read in any case, ``Authorization`` removed), ``body``
+    (form fields, JSON or text) and the body's raw ``text``."""
 
     method: str
-    headers: RequestHeaders
-    body: bytes
-
-    @classmethod
-    def of(cls, method: str, headers: Iterable[tuple[str, str]], body: bytes) -> WebhookRequest:
-        """A request from its method, its header pairs and its body."""
-        return cls(method.upper(), RequestHeaders.of(headers), body)
-
-    def body_text(self) -> str:
-        """The body as text (in the charset its ``Content-Type`` names, else UTF-8)."""
-        return _decode(self.body, _media_type(self.headers.get("content-type"))[1])
+    headers: Mapping[str, str]
+    body: Any
+    text: str
 
     def context(self) -> dict[str, Any]:
-        """The template's variables, as Prefect names them: ``method`` (upper case),
-        ``headers`` (case-insensitive, ``Authorization`` removed) and ``body`` (parsed)."""
-        return {
-            "method": self.method,
-            "headers": self.headers,
-            "body": parse_body(self.body, self.headers.get("content-type")),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookIdentity:
-    """Which webhook a request came to: the resource its events name."""
-
-    id: UUID
-    name: str
-
-    def resource(self) -> dict[str, str]:
-        """The webhook as a resource (``marmot.webhook.<id>``)."""
-        return {RESOURCE_ID: f"{WEBHOOK_RESOURCE_PREFIX}{self.id}", RESOURCE_NAME: self.name}
-
-    def related(self) -> dict[str, str]:
-        """The webhook as a related resource, with the role ``webhook``."""
-        return {**self.resource(), RESOURCE_ROLE: WEBHOOK_ROLE}
+        """The template's variables, as Prefect names them."""
+        return {"method": self.method, "headers": self.headers, "body": self.body}
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,20 +138,20 @@ def _fitted(payload: dict[str, Any], texts: tuple[str, ...], limit: int) -> dict
     return fitted if _compact_size(fitted) <= limit else {}
 
 
-def _default_payload(request: WebhookRequest, body: Any, limit: int | None) -> dict[str, Any]:
+def _default_payload(request: WebhookRequest, limit: int | None) -> dict[str, Any]:
     # Prefect: a template without a payload gets "a standard set of debugging
     # information, including the HTTP method, headers, and body".
-    payload = {"method": request.method, "headers": dict(request.headers), "body": body}
+    payload = {"method": request.method, "headers": dict(request.headers), "body": request.body}
     if limit is None:
         return payload
     if _depth(payload) <= MAX_PAYLOAD_DEPTH and _compact_size(payload) <= limit:
         return payload
-    return _fitted({**payload, "body": request.body_text()}, ("body",), limit)
+    return _fitted({**payload, "body": request.text}, ("body",), limit)
 
 
 def _output_document(text: str) -> dict[str, Any]:
     try:
-        document = _clean(json.loads(text))
+        document = clean_json(json.loads(text))
     except (ValueError, RecursionError) as exc:
         raise WebhookFailed(f"the template's output is not JSON: {exc}", rendered=text) from None
     if not isinstance(document, dict):
@@ -352,9 +213,7 @@ def render_webhook_event(
     document = _output_document(text)
     document.setdefault("occurred", received.isoformat())
     if "payload" not in document:
-        document["payload"] = _default_payload(
-            request, context["body"], limits.events.max_payload_bytes
-        )
+        document["payload"] = _default_payload(request, limits.events.max_payload_bytes)
     related = document.setdefault("related", [])
     if isinstance(related, list):
         document["related"] = [*related, webhook.related()]
@@ -378,8 +237,8 @@ def webhook_failed_event(
         "error": reason[:_MAX_REASON_CHARS],
         "method": request.method,
         "headers": dict(request.headers),
-        "body": request.body_text(),
-        "rendered": None if rendered is None else _clean_text(rendered),
+        "body": request.text,
+        "rendered": None if rendered is None else clean_text(rendered),
     }
     if limits.max_payload_bytes is not None:
         payload = _fitted(payload, ("body", "rendered"), limits.max_payload_bytes)
@@ -421,37 +280,3 @@ def check_webhook_template(source: str) -> None:
     except WebhookFailed as exc:
         message = exc.message.replace("the template's output", "the static template")
         raise ValueError(message) from None
-
-
-class WebhookSpec(MarmotModel):
-    """What a user says about a webhook: its name (unique), description, whether it is
-    enabled, and its template. Its id and URL slug are Marmot's to assign.
-
-    ``template`` is a Jinja string rendering to a JSON event; a mapping is taken as
-    that JSON, written out (its string values may hold Jinja expressions).
-    """
-
-    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
-    description: str = Field(default="", max_length=MAX_DESCRIPTION_CHARS)
-    enabled: bool = True
-    template: str
-
-    @field_validator("template", mode="before")
-    @classmethod
-    def _mapping_as_json(cls, value: Any) -> Any:
-        if isinstance(value, Mapping):
-            return json.dumps(value, indent=2, ensure_ascii=False)
-        return value
-
-    @field_validator("template")
-    @classmethod
-    def _checked(cls, value: str) -> str:
-        check_webhook_template(value)
-        return value
-
-    @field_validator("name")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("the name must not be blank")
-        return value

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from marmot.engine.errors import MarmotError
-from marmot.engine.template_views import View
+from marmot.engine.templates.views import View
 
 __all__ = [
     "MAX_LOOP_DEPTH",

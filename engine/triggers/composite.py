@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
 
-from marmot.engine.firing import Firing
 from marmot.engine.models.triggers import CompositeTrigger, SequenceTrigger
 from marmot.engine.timestamps import span_us
-
-
-@dataclass(frozen=True, slots=True)
-class ChildFiring:
-    """The latest firing recorded for one child of a composite trigger."""
-
-    child: int
-    firing: Firing
+from marmot.engine.triggers.firing import Firing, dump_firing, load_firing
 
 
 class CompositeState:
     """What a compound or sequence trigger remembers: each child's latest firing."""
 
-    def __init__(self, trigger: CompositeTrigger) -> None:
+    def __init__(self, trigger: CompositeTrigger, automation_id: UUID) -> None:
         self.trigger = trigger
+        self.automation_id = automation_id
         self.is_sequence = isinstance(trigger, SequenceTrigger)
         self.needed = trigger.needed_firings
         self.size = len(trigger.triggers)
@@ -59,3 +53,11 @@ class CompositeState:
     def clear(self) -> None:
         """Forget every recorded child firing."""
         self.recorded = {}
+
+    def snapshot(self) -> list[list[Any]]:
+        """The recorded child firings as ``[child, firing]`` rows."""
+        return [[child, dump_firing(f)] for child, f in sorted(self.recorded.items())]
+
+    def restore(self, data: list[list[Any]]) -> None:
+        """Replace the recorded firings with ``snapshot`` rows."""
+        self.recorded = {child: load_firing(f, self.automation_id) for child, f in data}

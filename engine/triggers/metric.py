@@ -49,7 +49,6 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from marmot.engine.firing import TriggerState
 from marmot.engine.matching import TriggerMatcher
 from marmot.engine.models.events import RESOURCE_ID, Event
 from marmot.engine.models.explain import MetricView
@@ -60,6 +59,7 @@ from marmot.engine.models.triggers import (
     PrefectMetric,
 )
 from marmot.engine.timestamps import US_PER_S, from_us, span_us, to_us
+from marmot.engine.triggers.firing import TriggerState
 
 FLOW_RUN_PREFIX = "prefect.flow-run."
 # What the interest index routes to a metric trigger: every flow-run state event.
@@ -395,7 +395,7 @@ class MetricMonitor:
 
     # -- state ----------------------------------------------------------------------
 
-    def dump(self) -> dict[str, Any]:
+    def snapshot(self) -> dict[str, Any]:
         """The state as plain, msgpack-able values."""
         last = self.last_event
         return {
@@ -418,8 +418,8 @@ class MetricMonitor:
             ],
         }
 
-    def load(self, data: dict[str, Any]) -> None:
-        """Replace the state with one ``dump`` returned."""
+    def restore(self, data: dict[str, Any]) -> None:
+        """Replace the state with one ``snapshot`` took."""
         self.clear()
         self.clock = data["clock"]
         self.phase = Phase(data["phase"])

@@ -19,7 +19,7 @@ from jinja2.nodes import EvalContext
 from jinja2.utils import generate_lorem_ipsum, htmlsafe_json_dumps
 from markupsafe import Markup
 
-from marmot.engine.template_limits import (
+from marmot.engine.templates.limits import (
     CURRENT_BUDGET,
     MAX_RANGE,
     TemplateFailed,
@@ -34,7 +34,7 @@ from marmot.engine.template_limits import (
     value_limit,
     weight,
 )
-from marmot.engine.template_views import (
+from marmot.engine.templates.views import (
     AutomationView,
     EventView,
     ResourceView,

@@ -11,14 +11,15 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
-from marmot.engine.held import HeldEvents
 from marmot.engine.matching import TriggerMatcher
-from marmot.engine.models.events import Event
+from marmot.engine.models.events import Event, dump_event, load_event
 from marmot.engine.models.triggers import EventTrigger, Posture
-from marmot.engine.resolution import Resolutions
 from marmot.engine.timestamps import US_PER_S, span_us
+from marmot.engine.triggers.held import HeldEvents
+from marmot.engine.triggers.resolution import Resolutions
 
 Key = tuple[str, ...]
 # SEMANTICS §3.1: a bucket opened by an expected event reaches 15 min back,
@@ -317,9 +318,29 @@ class BucketTrigger:
         """The open buckets, oldest first."""
         return iter(sorted(self.buckets.items(), key=lambda kv: (kv[1].start, kv[0])))
 
-    def load(self, key: Key, bucket: Bucket) -> None:
-        """Put a restored bucket back."""
-        self._put(key, bucket)
+    def snapshot(self) -> dict[str, Any]:
+        """The buckets (``[key, start, end, count, last]`` rows, oldest first), the
+        unresolved states and the held events, as plain values."""
+        return {
+            "buckets": [
+                [list(key), b.start, b.end, b.count, _dump_last(b.last)] for key, b in self.items()
+            ],
+            "unresolved": self.resolutions.snapshot() if self.resolutions is not None else [],
+            "held": self.held.snapshot() if self.held is not None else [],
+        }
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Replace the state with one ``snapshot`` took of the same trigger.
+
+        Unresolved states are kept only while Resolved states are on.
+        """
+        self.clear()
+        for key, start, end, count, last in data["buckets"]:
+            self._put(tuple(key), Bucket(start, end, count, _load_last(last)))
+        if self.resolutions is not None:
+            self.resolutions.restore(data["unresolved"])
+        if self.held is not None:
+            self.held.restore(data["held"])
 
     def clear(self) -> None:
         """Forget every bucket."""
@@ -330,3 +351,15 @@ class BucketTrigger:
             self.held.clear()
         if self.resolutions is not None:
             self.resolutions.clear()
+
+
+def _dump_last(last: Event | UUID | None) -> Any:
+    if isinstance(last, Event):
+        return dump_event(last)
+    return str(last) if last is not None else None
+
+
+def _load_last(data: Any) -> Event | UUID | None:
+    if isinstance(data, dict):
+        return load_event(data)
+    return UUID(data) if data is not None else None

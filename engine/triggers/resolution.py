@@ -23,8 +23,9 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from marmot.engine.models.events import Event
+from marmot.engine.models.events import Event, dump_event, load_event
 from marmot.engine.timestamps import US_PER_S
 
 Key = tuple[str, ...]
@@ -126,9 +127,19 @@ class Resolutions:
         """The open states, oldest window first."""
         return iter(sorted(self.states.items(), key=lambda kv: (kv[1].start, kv[0])))
 
-    def load(self, key: Key, state: OpenState) -> None:
-        """Put a restored state back."""
-        self._put(key, state)
+    def snapshot(self) -> list[list[Any]]:
+        """The open states as ``[key, start, end, count, event, due]`` rows."""
+        return [
+            [list(key), o.start, o.end, o.count, dump_event(o.event), o.due]
+            for key, o in self.items()
+        ]
+
+    def restore(self, rows: list[list[Any]]) -> None:
+        """Replace the open states with ``snapshot`` rows."""
+        self.clear()
+        for key, start, end, count, event, due in rows:
+            loaded = load_event(event)
+            self._put(tuple(key), OpenState(start, end, count, loaded, due))
 
     def clear(self) -> None:
         """Forget every open state."""

@@ -13,21 +13,24 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from marmot.engine.buckets import BucketTrigger, LeafFiring
-from marmot.engine.composite import CompositeState
-from marmot.engine.firing import Firing, TriggerState, firing_id
+from marmot.engine.errors import ValidationFailed
 from marmot.engine.matching import TriggerMatcher
-from marmot.engine.metric import MetricFiring, MetricMonitor
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event
 from marmot.engine.models.explain import BucketView, Explanation, HeldView, TriggerView
 from marmot.engine.models.triggers import EventTrigger, MetricTrigger, Posture, Trigger
-from marmot.engine.resolution import Key, OpenState, Resolutions
-from marmot.engine.snapshot import restore_snapshot, take_snapshot
 from marmot.engine.timestamps import EPOCH, from_us, to_us
+from marmot.engine.triggers.buckets import BucketTrigger, LeafFiring
+from marmot.engine.triggers.composite import CompositeState
+from marmot.engine.triggers.firing import Firing, TriggerState, firing_id
+from marmot.engine.triggers.metric import MetricFiring, MetricMonitor
+from marmot.engine.triggers.protocol import TriggerLogic
+from marmot.engine.triggers.resolution import Key, OpenState, Resolutions
 
 # ``next_deadline`` returns this when advance() has work to do right away.
 DUE_NOW = EPOCH
+# The layout of ``Evaluator.snapshot``, as checkpoints store it.
+SNAPSHOT_VERSION = 1
 
 _Parent = tuple[int, int] | None  # (composite index, child position) or top level
 
@@ -50,7 +53,7 @@ class Evaluator:
         self._metric_parents: list[_Parent] = []
         # Event and metric triggers in declared order: events and time reach
         # them in this order, so simultaneous child firings do too.
-        self._evaluated: list[BucketTrigger | MetricMonitor] = []
+        self._evaluated: list[TriggerLogic] = []
         self.composites: list[CompositeState] = []
         self._composite_paths: list[str] = []
         self._composite_parents: list[_Parent] = []
@@ -87,7 +90,7 @@ class Evaluator:
             self._evaluated.append(monitor)
             return
         index = len(self.composites)
-        self.composites.append(CompositeState(trigger))
+        self.composites.append(CompositeState(trigger, self.automation.id))
         self._composite_paths.append(path)
         self._composite_parents.append(parent)
         for position, child in enumerate(trigger.triggers):
@@ -275,12 +278,44 @@ class Evaluator:
     # -- snapshot / restore ------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """The state as plain, msgpack-able values (see ``snapshot``)."""
-        return take_snapshot(self)
+        """The state as plain, msgpack-able values: each trigger's ``snapshot`` in one
+        column per kind (the checkpoint format, version ``SNAPSHOT_VERSION``)."""
+        leaves = [leaf.snapshot() for leaf in self.leaves]
+        return {
+            "v": SNAPSHOT_VERSION,
+            "automation": str(self.automation.id),
+            "leaves": [leaf["buckets"] for leaf in leaves],
+            "composites": [composite.snapshot() for composite in self.composites],
+            "unresolved": [leaf["unresolved"] for leaf in leaves],
+            "metrics": [monitor.snapshot() for monitor in self.metrics],
+            "held": [leaf["held"] for leaf in leaves],
+        }
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Replace the state with one taken by ``snapshot`` of the same automation."""
-        restore_snapshot(self, state)
+        """Replace the state with one ``snapshot`` took of the same automation.
+
+        Raises ``ValidationFailed`` if it does not fit. A snapshot written before
+        held events (SEMANTICS §3.4) existed has none.
+        """
+        if state.get("v") != SNAPSHOT_VERSION:
+            raise ValidationFailed(f"unsupported snapshot version {state.get('v')!r}")
+        if state.get("automation") != str(self.automation.id):
+            raise ValidationFailed("snapshot belongs to another automation")
+        leaves = state["leaves"]
+        held = state.get("held") or [[] for _ in leaves]
+        columns = (leaves, state["unresolved"], held)
+        if any(len(column) != len(self.leaves) for column in columns) or (
+            len(state["composites"]) != len(self.composites)
+            or len(state["metrics"]) != len(self.metrics)
+        ):
+            raise ValidationFailed("snapshot does not fit this automation's triggers")
+        self.reset()
+        for leaf, buckets, unresolved, waiting in zip(self.leaves, *columns, strict=True):
+            leaf.restore({"buckets": buckets, "unresolved": unresolved, "held": waiting})
+        for composite, rows in zip(self.composites, state["composites"], strict=True):
+            composite.restore(rows)
+        for monitor, data in zip(self.metrics, state["metrics"], strict=True):
+            monitor.restore(data)
 
     # -- explain -------------------------------------------------------------------
 

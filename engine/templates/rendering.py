@@ -2,8 +2,8 @@
 sandbox over read-only views of Prefect's context, with bounded time (on an injected clock)
 and sizes; :func:`check_template` and :func:`template_names` read a template's source.
 
-The views (:mod:`marmot.engine.template_views`) and ``run-deployment`` parameter
-hydration (:mod:`marmot.engine.hydration`) are re-exported here.
+The views (:mod:`marmot.engine.templates.views`) and ``run-deployment`` parameter
+hydration (:mod:`marmot.engine.templates.hydration`) are re-exported here.
 """
 
 from __future__ import annotations
@@ -16,53 +16,15 @@ from typing import Any, cast
 from jinja2 import Template, TemplateError, TemplateSyntaxError, meta
 from jinja2.exceptions import SecurityError
 
-from marmot.engine.hydration import (
-    PREFECT_KIND,
-    check_parameters,
-    hydrate_parameters,
-    parameter_templates,
-)
-from marmot.engine.template_limits import (
+from marmot.engine.templates.limits import (
     CURRENT_BUDGET,
-    MAX_LOOP_DEPTH,
-    MAX_LOOPS,
-    MAX_RANGE,
-    MAX_TEMPLATE_CHARS,
     Budget,
     TemplateFailed,
 )
-from marmot.engine.template_sandbox import ENVIRONMENT, looks_like_template, template_problem
-from marmot.engine.template_views import (
-    OBJECT_NAMES,
-    AutomationView,
-    EventView,
-    LabelDiver,
-    ResourceView,
-    TemplateContext,
-    build_context,
-)
+from marmot.engine.templates.sandbox import ENVIRONMENT, looks_like_template, template_problem
+from marmot.engine.templates.views import TemplateContext
 
-__all__ = [
-    "MAX_LOOP_DEPTH",
-    "MAX_LOOPS",
-    "MAX_RANGE",
-    "MAX_TEMPLATE_CHARS",
-    "OBJECT_NAMES",
-    "PREFECT_KIND",
-    "AutomationView",
-    "EventView",
-    "LabelDiver",
-    "ResourceView",
-    "TemplateContext",
-    "TemplateFailed",
-    "build_context",
-    "check_parameters",
-    "check_template",
-    "hydrate_parameters",
-    "parameter_templates",
-    "render",
-    "template_names",
-]
+__all__ = ["check_template", "render", "template_names"]
 
 
 def check_template(source: str) -> None:

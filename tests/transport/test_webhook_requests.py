@@ -1,4 +1,6 @@
-"""Webhook templates, pure: how a request is seen, what event it makes, and why it fails."""
+"""Webhook requests and templates, without a server: how a request is seen (parsed by
+``transport.webhook_requests``), what event its template makes (the engine's
+``templates.webhooks``), and why it fails."""
 
 from __future__ import annotations
 
@@ -11,19 +13,17 @@ import pytest
 from pydantic import ValidationError
 
 from marmot.engine.models.events import EventLimits
-from marmot.engine.webhook_template import (
-    WEBHOOK_FAILED,
-    RequestHeaders,
+from marmot.engine.models.webhooks import WEBHOOK_FAILED, WebhookIdentity, WebhookSpec
+from marmot.engine.templates.checks import validated_webhook
+from marmot.engine.templates.webhooks import (
     WebhookFailed,
-    WebhookIdentity,
     WebhookLimits,
     WebhookRequest,
-    WebhookSpec,
     check_webhook_template,
-    parse_body,
     render_webhook_event,
     webhook_failed_event,
 )
+from marmot.transport.webhook_requests import RequestHeaders, parse_body, webhook_request
 
 RECEIVED = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
 HOOK = WebhookIdentity(UUID("6a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"), "github")
@@ -52,7 +52,7 @@ def request(
     pairs = [(k.replace("_", "-"), v) for k, v in headers.items()]
     if content_type is not None:
         pairs.append(("content-type", content_type))
-    return WebhookRequest.of(method, pairs, body)
+    return webhook_request(method, pairs, body)
 
 
 def make(template: str, req: WebhookRequest, limits: WebhookLimits = LIMITS) -> Any:
@@ -192,7 +192,7 @@ def test_headers_are_read_in_any_case_and_authorization_is_hidden() -> None:
         ' "auth": "{{ headers.authorization }}|{{ \'Authorization\' in headers }}",'
         ' "tags": "{{ headers[\'x-tag\'] }}"}}'
     )
-    req = WebhookRequest.of(
+    req = webhook_request(
         "POST",
         [
             ("Content-Type", "text/plain"),
@@ -430,7 +430,7 @@ def test_a_spec_takes_a_mapping_template_as_its_json() -> None:
 )
 def test_a_spec_refuses_bad_fields_and_a_chosen_slug(fields: dict[str, Any], where: str) -> None:
     with pytest.raises(ValidationError) as caught:
-        WebhookSpec.model_validate(fields)
+        validated_webhook(fields)
     assert caught.value.errors()[0]["loc"] == (where,)
 
 
@@ -440,8 +440,10 @@ def test_a_spec_refuses_bad_fields_and_a_chosen_slug(fields: dict[str, Any], whe
 def test_a_lone_surrogate_in_a_json_body_is_replaced_not_fatal() -> None:
     # JSON may spell a lone surrogate; no UTF-8 encoder takes it, so the event
     # (which is logged and sent on) could not be stored as it was.
-    req = request("POST", b'{"kind": "a\\ud800b"}', "application/json")
-    assert parse_body(req.body, "application/json") == {"kind": "a\ufffd\ufffd\ufffdb"}
+    raw = b'{"kind": "a\\ud800b"}'
+    req = request("POST", raw, "application/json")
+    assert parse_body(raw, "application/json") == {"kind": "a\ufffd\ufffd\ufffdb"}
+    assert req.body == {"kind": "a\ufffd\ufffd\ufffdb"}
     event = make(STATIC, req)
     json.dumps(event.payload, ensure_ascii=False).encode("utf-8")  # storable
     assert event.payload["body"] == {"kind": "a\ufffd\ufffd\ufffdb"}
