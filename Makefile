@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 TREE   := .typecheck
 
-.PHONY: run test lint typecheck imports pytest bench conformance clean
+.PHONY: run test lint tree typecheck imports pytest bench conformance clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,24 +26,20 @@ pytest: $(STAMP)
 
 # mypy and import-linter see the installed layout (marmot.engine, ...) through
 # a symlink tree, since the folders are mapped into the package at install time.
-$(TREE): $(STAMP)
-	rm -rf $(TREE) && mkdir -p $(TREE)/marmot
-	for f in marmot/*; do ln -s ../../$$f $(TREE)/marmot/; done
-	ln -s ../../engine $(TREE)/marmot/engine
-	ln -s ../../actors $(TREE)/marmot/actors
-	ln -s ../../transport $(TREE)/marmot/transport
+# .ci/typecheck_tree.py builds it (tests/test_architecture.py uses it too);
+# it is rebuilt on every run, so files moved since the last one are seen.
+tree: $(STAMP)
+	$(BIN)/python .ci/typecheck_tree.py $(TREE)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(MAKE) --no-print-directory typecheck imports
 
-typecheck: $(STAMP)
-	rm -rf $(TREE); $(MAKE) --no-print-directory $(TREE)
+typecheck: tree
 	cd $(TREE) && ../$(BIN)/mypy --config-file ../pyproject.toml -p marmot
 
-imports: $(STAMP)
-	rm -rf $(TREE); $(MAKE) --no-print-directory $(TREE)
+imports: tree
 	cd $(TREE) && ../$(BIN)/lint-imports ../pyproject.toml
 
 conformance: $(STAMP)

@@ -88,7 +88,7 @@ class AutomationHost:
             evaluator.restore(state)
         automation_id = str(automation.id)
         store = self._log()
-        seq = store.last_seq() if store is not None else 0
+        seq = store.events.last_seq() if store is not None else 0
         # Nothing is skipped after a fresh load: events routed from now on are new to it.
         self._host(automation_id, evaluator, document, seq, floor=0)
         self._checkpoint([automation_id])
@@ -107,7 +107,7 @@ class AutomationHost:
         automation = Automation.model_validate_json(document)
         automation_id = str(automation.id)
         store = self._log()
-        saved = store.load_checkpoint(automation_id) if store is not None else None
+        saved = store.checkpoints.load(automation_id) if store is not None else None
         state: dict[str, Any] = unpack(saved[1]) if saved is not None else {}
         if store is None or saved is None or state.get("fingerprint") != fingerprint(document):
             deadline = self.load(document)
@@ -116,7 +116,7 @@ class AutomationHost:
         evaluator.restore(state["state"])
         seq, replayed = saved[0], 0
         firings: list[Firing] = []
-        while page := store.read_events_after(seq, _REPLAY_PAGE):
+        while page := store.events.read_after(seq, _REPLAY_PAGE):
             for _, event in page:
                 occurred = to_us(event.occurred)
                 received = to_us(event.received) if event.received else occurred
@@ -179,7 +179,7 @@ class AutomationHost:
                 "state": evaluator.snapshot(),
             }
             saved.append((automation_id, self._seen[automation_id], pack(state)))
-        store.save_checkpoints(saved)
+        store.checkpoints.save_many(saved)
         self._dirty.difference_update(automation_ids)
 
     def apply(self, blob: bytes) -> bytes:

@@ -16,11 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache, partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 from marmot.actors.actionkit import (
@@ -35,6 +35,7 @@ from marmot.actors.actionkit import (
     TransientFailure,
 )
 from marmot.actors.priority import lower_priority
+from marmot.actors.store import Store
 from marmot.actors.wire import event_from_wire, event_to_wire, firing_from_wire, pack, unpack
 from marmot.engine.models.actions import Action
 from marmot.engine.models.automations import Automation
@@ -50,29 +51,12 @@ from marmot.engine.triggers.firing import FIRING_NAMESPACE, TriggerState, name_u
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "ActionLog",
     "ExecutorHost",
     "ExecutorResults",
     "backoff_delay",
     "firing_key",
     "run_do_nothing",
 ]
-
-
-class ActionLog(Protocol):
-    """The part of the store executors need."""
-
-    def claim_actions(
-        self,
-        claims: Sequence[tuple[str, str, str, int]],
-        *,
-        owner: str = "",
-        jobs: Mapping[str, bytes] | None = None,
-    ) -> set[str]: ...
-
-    def adopt_claims(self, owner: str) -> list[tuple[str, int, bytes]]: ...
-
-    def finish_actions(self, results: Sequence[tuple[str, str, str]]) -> None: ...
 
 
 async def run_do_nothing(run: ActionRun) -> ActionResult:
@@ -132,7 +116,7 @@ class ExecutorHost:
 
     def __init__(
         self,
-        log_factory: Callable[[], Any],
+        log_factory: Callable[[], Store],
         settings: ActionSettings | None = None,
         runner_factory: RunnerFactory | None = None,
         name: str = "executor",
@@ -143,8 +127,8 @@ class ExecutorHost:
         # Claims are held by this incarnation; the next one (Ray restarted the
         # actor) adopts those left unfinished.
         self.owner = f"{name}#{uuid4().hex}"
-        self._store = log_factory()
-        self._log: ActionLog = self._store
+        self._store: Store = log_factory()
+        self._actions = self._store.actions
         self._settings = settings or ActionSettings()
         lower_priority(self._settings.nice)
         self._runner_factory = runner_factory
@@ -196,7 +180,7 @@ class ExecutorHost:
         claimed = await _in_store(
             len(planned),
             partial(
-                self._log.claim_actions,
+                self._actions.claim_many,
                 [
                     (p.run.key, str(p.run.firing.id), str(p.run.automation.id), p.run.index)
                     for p in planned
@@ -222,7 +206,7 @@ class ExecutorHost:
         ``action.triggered`` event went out before, so only its outcome does now.
         """
         runners = await self._runners()
-        adopted = await asyncio.to_thread(self._log.adopt_claims, self.owner)
+        adopted = await asyncio.to_thread(self._actions.adopt_claims, self.owner)
         unreadable: list[tuple[str, str, str]] = []
         for key, index, job in adopted:
             try:
@@ -232,7 +216,7 @@ class ExecutorHost:
                 unreadable.append((key, "failed", f"its job could not be read: {exc}"))
                 continue
             self._start(planned, runners)
-        await asyncio.to_thread(self._log.finish_actions, unreadable)
+        await asyncio.to_thread(self._actions.finish_many, unreadable)
         if adopted:
             log.warning("adopted %d unfinished action(s)", len(adopted))
         return len(adopted)
@@ -257,7 +241,9 @@ class ExecutorHost:
             try:
                 await _in_store(
                     len(chunk),
-                    partial(self._log.finish_actions, [(f.key, f.status, f.detail) for f in chunk]),
+                    partial(
+                        self._actions.finish_many, [(f.key, f.status, f.detail) for f in chunk]
+                    ),
                 )
             except Exception:  # the outcome events still go out
                 log.exception("could not record %d action outcomes", len(chunk))

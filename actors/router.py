@@ -16,11 +16,12 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from ray.exceptions import RayActorError
 
 from marmot.actors.lanes import Lane
+from marmot.actors.store.events import EventLog
 from marmot.actors.wire import Outcome, encode_event, pack_batch
 from marmot.engine.causal import CausalOrdering
 from marmot.engine.clock import EventsClock
@@ -48,14 +49,6 @@ def _apply(handle: Any, rows: list[Row]) -> Any:
 INLINE_APPEND_EVENTS = 64
 
 
-class EventLog(Protocol):
-    """The part of the store the router needs."""
-
-    def append_events(
-        self, events: Sequence[Event], bodies: Sequence[bytes] | None = None
-    ) -> list[int]: ...
-
-
 @dataclass(frozen=True, slots=True)
 class RouterSettings:
     """Batching and backpressure bounds."""
@@ -81,13 +74,13 @@ class Router:
 
     def __init__(
         self,
-        log_store: EventLog,
+        event_log: EventLog,
         settings: RouterSettings,
         on_outcome: OutcomeHandler,
         clock_us: Callable[[], int],
         on_missing: ReloadHandler = lambda ids: None,
     ) -> None:
-        self._store = log_store
+        self._event_log = event_log
         self.settings = settings
         self._on_outcome = on_outcome
         self._on_missing = on_missing
@@ -227,9 +220,9 @@ class Router:
             bodies = [body for _, packed, _ in batch for body in packed]
             try:
                 if len(flat) <= INLINE_APPEND_EVENTS:
-                    seqs = self._store.append_events(flat, bodies)
+                    seqs = self._event_log.append(flat, bodies)
                 else:
-                    seqs = await asyncio.to_thread(self._store.append_events, flat, bodies)
+                    seqs = await asyncio.to_thread(self._event_log.append, flat, bodies)
             except Exception as exc:  # handed to every submitter; the loop goes on
                 for _, _, done in batch:
                     if not done.done():

@@ -120,7 +120,7 @@ class Service:
         self.progress = progress if progress is not None else StartupProgress()
         self._recovery_gate = recovery_gate
         self.router = Router(
-            store, settings.router, self._on_outcome, clock_us, on_missing=self._reload
+            store.events, settings.router, self._on_outcome, clock_us, on_missing=self._reload
         )
         self._automations: dict[str, Automation] = {}
         self._documents: dict[str, str] = {}
@@ -163,7 +163,7 @@ class Service:
         log_factory = self._store_factory
         names = [f"executor-{i}" for i in range(self.settings.executor_pool_size)]
         # No executor of the last run is alive: its unfinished claims go to this pool.
-        orphans = self.store.orphan_claims(names)
+        orphans = self.store.actions.orphan_claims(names)
         if orphans:
             log.warning("%d action(s) left unfinished by the last run will be carried out", orphans)
         self._executors = [
@@ -194,7 +194,7 @@ class Service:
             self._spawn(self._consume_results(index))
         self._spawn(self._checkpoint_loop())
         self._spawn(self._retention_loop())
-        enabled = [s.automation for s in self.store.list_automations(enabled=True)]
+        enabled = [s.automation for s in self.store.automations.list(enabled=True)]
         self.progress.begin_recovery(len(enabled))
         if self._recovery_gate is not None:
             await self._recovery_gate.wait()
@@ -230,7 +230,7 @@ class Service:
         write-ahead log into the database (``marmot admin checkpoint``)."""
         saved = await self.checkpoint()
         trimmed = await self.trim_events()
-        pages, copied = await asyncio.to_thread(self.store.wal_checkpoint)
+        pages, copied = await asyncio.to_thread(self.store.db.wal_checkpoint)
         return {
             "automations_checkpointed": saved,
             "events_trimmed": trimmed,
@@ -240,12 +240,12 @@ class Service:
 
     async def trim_events(self) -> int:
         """Delete events older than the retention that no checkpoint's replay needs."""
-        keep_after = self.store.oldest_checkpoint_seq()
+        keep_after = self.store.checkpoints.oldest_seq()
         if keep_after is None:
-            keep_after = self.store.last_seq()
+            keep_after = self.store.events.last_seq()
         older_than = from_us(self._clock_us()) - timedelta(days=self.settings.retention_days)
         trimmed = await asyncio.to_thread(
-            self.store.trim_events, keep_after_seq=keep_after, older_than=older_than
+            self.store.events.trim, keep_after_seq=keep_after, older_than=older_than
         )
         if trimmed:
             self.metrics.events_trimmed.inc(trimmed)
@@ -361,14 +361,14 @@ class Service:
                 for firing in outcome.firings
                 if str(firing.automation_id) in self._automations
             ]
-            known = self.store.known_event_ids([event_id for _, event_id in pairs])
+            known = self.store.events.known_ids([event_id for _, event_id in pairs])
             fresh = [firing for firing, event_id in pairs if event_id not in known]
             logged = [
                 firing
                 for firing, event_id in pairs
                 if event_id in known and self._has_actions(firing)
             ]
-            claimed = self.store.claimed_keys([firing_key(f.id, 0) for f in logged])
+            claimed = self.store.actions.claimed_keys([firing_key(f.id, 0) for f in logged])
             unclaimed = [f for f in logged if firing_key(f.id, 0) not in claimed]
             self.metrics.recovered_firings.inc(len(fresh) + len(unclaimed))
         await self._on_outcome(dataclasses.replace(outcome, firings=fresh))
@@ -418,7 +418,7 @@ class Service:
         async with self._lock:
             if automation.enabled:
                 self._check_room(str(automation.id))
-            stored = self.store.create_automation(automation)
+            stored = self.store.automations.create(automation)
             if automation.enabled:
                 await self._place(stored.automation)
             self.metrics.automations.set(len(self._automations))
@@ -439,7 +439,7 @@ class Service:
         async with self._lock:
             if automation.enabled:
                 self._check_room(str(automation.id))
-            stored = self.store.update_automation(automation)
+            stored = self.store.automations.update(automation)
             automation_id = str(automation.id)
             if stored.automation.enabled:
                 await self._place(stored.automation)
@@ -453,29 +453,29 @@ class Service:
         async with self._lock:
             if enabled:
                 self._check_room(str(automation_id))
-            stored = self.store.set_enabled(automation_id, enabled)
+            stored = self.store.automations.set_enabled(automation_id, enabled)
             key = str(automation_id)
             if enabled and key not in self._automations:
                 await self._place(stored.automation)
             elif not enabled and key in self._automations:
                 await self._unplace(key)
             if not enabled:
-                self.store.delete_checkpoint(key)
+                self.store.checkpoints.delete(key)
             self.metrics.automations.set(len(self._automations))
             return stored
 
     async def delete(self, automation_id: UUID) -> None:
         """Delete an automation and stop evaluating it."""
         async with self._lock:
-            self.store.delete_automation(automation_id)
+            self.store.automations.delete(automation_id)
             if str(automation_id) in self._automations:
                 await self._unplace(str(automation_id))
-            self.store.delete_checkpoint(str(automation_id))
+            self.store.checkpoints.delete(str(automation_id))
             self.metrics.automations.set(len(self._automations))
 
     async def explain(self, automation_id: UUID) -> dict[str, Any]:
         """The live state of an automation's triggers."""
-        stored = self.store.read_automation(automation_id)
+        stored = self.store.automations.read(automation_id)
         key = self._actor_of.get(str(automation_id))
         if key is None:
             return {

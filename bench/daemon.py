@@ -186,7 +186,7 @@ def throughput(
                 cpu.stop()
             process.join(30)
             assert daemon.daemon.store is not None
-            logged = daemon.daemon.store.count_events()
+            logged = daemon.daemon.store.events.count()
             return events / elapsed, logged, evaluated(daemon)
         finally:
             daemon.stop()

@@ -19,8 +19,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from marmot.actors.service import Service
-from marmot.actors.store import StoredAutomation
-from marmot.actors.webhooks import StoredWebhook
+from marmot.actors.store import StoredAutomation, StoredWebhook
 from marmot.engine.models.blocks import BlockDocument, BlockTypeSlug
 from marmot.engine.models.events import Event, EventLimits
 from marmot.engine.templates.checks import validated_automation, validated_webhook
@@ -207,15 +206,15 @@ class Api:
 
     async def read(self, params: dict[str, Any]) -> dict[str, Any]:
         p = _ById.model_validate(params)
-        return stored_view(self.service.store.read_automation(p.id))
+        return stored_view(self.service.store.automations.read(p.id))
 
     async def read_by_name(self, params: dict[str, Any]) -> dict[str, Any]:
         p = _ByName.model_validate(params)
-        return stored_view(self.service.store.read_automation_by_name(p.name))
+        return stored_view(self.service.store.automations.read_by_name(p.name))
 
     async def filter(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         p = _Filter.model_validate(params)
-        found = self.service.store.list_automations(
+        found = self.service.store.automations.list(
             name_prefix=p.name_prefix,
             enabled=p.enabled,
             tags=p.tags,
@@ -258,9 +257,9 @@ class Api:
         p = _EventFilter.model_validate(params)
         store = self.service.store
         if p.after_seq is not None:
-            rows = store.read_events_after(p.after_seq, limit=p.limit)
+            rows = store.events.read_after(p.after_seq, limit=p.limit)
         else:
-            rows = store.filter_events(
+            rows = store.events.filter(
                 names=p.names,
                 resource_id=p.resource_id,
                 since=p.since,
@@ -276,23 +275,23 @@ class Api:
     async def create_block(self, params: dict[str, Any]) -> dict[str, Any]:
         p = _CreateBlock.model_validate(params)
         block = BlockDocument.model_validate(p.block)
-        return self.service.store.create_block(block).public_view()
+        return self.service.store.blocks.create(block).public_view()
 
     async def read_block(self, params: dict[str, Any]) -> dict[str, Any]:
         p = _ById.model_validate(params)
-        return self.service.store.read_block(p.id).public_view()
+        return self.service.store.blocks.read(p.id).public_view()
 
     async def read_block_by_name(self, params: dict[str, Any]) -> dict[str, Any]:
         p = _BlockByName.model_validate(params)
-        return self.service.store.read_block_by_name(p.block_type_slug, p.name).public_view()
+        return self.service.store.blocks.read_by_name(p.block_type_slug, p.name).public_view()
 
     async def filter_blocks(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         p = _BlockFilter.model_validate(params)
-        return [b.public_view() for b in self.service.store.list_blocks(p.block_type_slug)]
+        return [b.public_view() for b in self.service.store.blocks.list(p.block_type_slug)]
 
     async def delete_block(self, params: dict[str, Any]) -> dict[str, Any]:
         p = _ById.model_validate(params)
-        self.service.store.delete_block(p.id)
+        self.service.store.blocks.delete(p.id)
         return {"deleted": str(p.id)}
 
     # -- webhooks: results carry the URL (``url``), from hooks_url and the slug --------
@@ -303,55 +302,55 @@ class Api:
     async def create_webhook(self, params: dict[str, Any]) -> dict[str, Any]:
         p = _CreateWebhook.model_validate(params)
         spec = validated_webhook(p.webhook)
-        return self._webhook_view(self.service.store.create_webhook(spec))
+        return self._webhook_view(self.service.store.webhooks.create(spec))
 
     async def read_webhook(self, params: dict[str, Any]) -> dict[str, Any]:
         p = _ById.model_validate(params)
-        return self._webhook_view(self.service.store.read_webhook(p.id))
+        return self._webhook_view(self.service.store.webhooks.read(p.id))
 
     async def read_webhook_by_name(self, params: dict[str, Any]) -> dict[str, Any]:
         p = _ByName.model_validate(params)
-        return self._webhook_view(self.service.store.read_webhook_by_name(p.name))
+        return self._webhook_view(self.service.store.webhooks.read_by_name(p.name))
 
     async def filter_webhooks(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         p = _WebhookFilter.model_validate(params)
-        found = self.service.store.list_webhooks(name_prefix=p.name_prefix, enabled=p.enabled)
+        found = self.service.store.webhooks.list(name_prefix=p.name_prefix, enabled=p.enabled)
         return [self._webhook_view(w) for w in found]
 
     async def update_webhook(self, params: dict[str, Any]) -> dict[str, Any]:
         p = _UpdateWebhook.model_validate(params)
         store = self.service.store
-        current = store.read_webhook(p.id).spec().model_dump()
+        current = store.webhooks.read(p.id).spec().model_dump()
         fields = ("name", "description", "enabled", "template")
         changes = {k: getattr(p, k) for k in fields if getattr(p, k) is not None}
         spec = validated_webhook({**current, **changes})
-        return self._webhook_view(store.update_webhook(p.id, spec))
+        return self._webhook_view(store.webhooks.update(p.id, spec))
 
     async def rotate_webhook(self, params: dict[str, Any]) -> dict[str, Any]:
         p = _ById.model_validate(params)
-        return self._webhook_view(self.service.store.rotate_webhook(p.id))
+        return self._webhook_view(self.service.store.webhooks.rotate(p.id))
 
     async def delete_webhook(self, params: dict[str, Any]) -> dict[str, Any]:
         p = _ById.model_validate(params)
-        self.service.store.delete_webhook(p.id)
+        self.service.store.webhooks.delete(p.id)
         return {"deleted": str(p.id)}
 
     # -- incidents ----------------------------------------------------------------------
 
     async def read_incident(self, params: dict[str, Any]) -> dict[str, Any]:
         p = _ById.model_validate(params)
-        return self.service.store.read_incident(p.id).to_json()
+        return self.service.store.incidents.read(p.id).to_json()
 
     async def filter_incidents(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         p = _IncidentFilter.model_validate(params)
-        found = self.service.store.list_incidents(
+        found = self.service.store.incidents.list(
             automation_id=p.automation_id, status=p.status, limit=p.limit
         )
         return [i.to_json() for i in found]
 
     async def resolve_incident(self, params: dict[str, Any]) -> dict[str, Any]:
         p = _ById.model_validate(params)
-        return self.service.store.set_incident_status(p.id, "resolved").to_json()
+        return self.service.store.incidents.set_status(p.id, "resolved").to_json()
 
     # -- operations ---------------------------------------------------------------------
 
@@ -362,5 +361,5 @@ class Api:
     async def admin_backup(self, params: dict[str, Any]) -> dict[str, Any]:
         p = _Backup.model_validate(params)
         path = os.path.abspath(os.path.expanduser(p.path))
-        size = await asyncio.to_thread(self.service.store.backup, path)
+        size = await asyncio.to_thread(self.service.store.db.backup, path)
         return {"path": path, "bytes": size}

@@ -162,7 +162,7 @@ class Daemon:
         self.progress.enter(StartupPhase.OPENING_STORE)
         c.data.dir.mkdir(parents=True, exist_ok=True)
         self.store = Store.open(c.data.dir / "marmot.db")
-        self.store.start_checkpointer()
+        self.store.db.start_checkpointer()
         token = c.rpc.token.get_secret_value() if c.rpc.token else None
         if c.curve.secret_key_file is not None:
             self.curve = CurveServer(c.curve.secret_key_file, c.curve.clients_dir)
@@ -271,7 +271,7 @@ class Daemon:
         )
         progress = self.progress
         return WebhookReceiver(
-            self.store,
+            self.store.webhooks,
             settings,
             self.metrics,
             emit=self._emit_webhook_events,

@@ -22,7 +22,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 
 from marmot.actors.metrics import Metrics
-from marmot.actors.webhooks import StoredWebhook, WebhookRegistry
+from marmot.actors.store.webhooks import StoredWebhook, Webhooks
 from marmot.config import HttpConfig
 from marmot.engine.errors import MarmotError
 from marmot.engine.models.events import Event, EventLimits
@@ -113,7 +113,7 @@ class WebhookReceiver:
 
     def __init__(
         self,
-        store: WebhookRegistry,
+        webhooks: Webhooks,
         settings: WebhookSettings,
         metrics: Metrics,
         *,
@@ -122,7 +122,7 @@ class WebhookReceiver:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.store = store
+        self.webhooks = webhooks
         self.settings = settings
         self.metrics = metrics
         self._emit = emit
@@ -137,7 +137,7 @@ class WebhookReceiver:
 
     async def handle(self, request: Request) -> Response:
         """Answer one request to a webhook URL (never raises for bad input)."""
-        webhook = self.store.webhook_for_slug(request.path_params["slug"])
+        webhook = self.webhooks.for_slug(request.path_params["slug"])
         if webhook is None or not webhook.is_enabled:
             self._count(webhook, "not_found" if webhook is None else "disabled")
             return PlainTextResponse("not found", status_code=404)

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from marmot.actors.store import MIGRATIONS, SCHEMA_VERSION, Store
+from marmot.actors.store import SCHEMA_VERSION, Store
+from marmot.actors.store.schema import MIGRATIONS
 from marmot.engine.errors import Conflict, NotFound, ValidationFailed
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.blocks import OBFUSCATED, BlockDocument, Webhook
@@ -83,9 +84,9 @@ def _raw_rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
 
 
 def test_created_block_reads_back_with_secrets_masked(store: Store) -> None:
-    created = store.create_block(slack())
+    created = store.blocks.create(slack())
 
-    read = store.read_block(created.id)
+    read = store.blocks.read(created.id)
 
     assert read.id == created.id
     assert read.name == "ops" and read.block_type_slug == "slack-webhook"
@@ -97,9 +98,9 @@ def test_created_block_reads_back_with_secrets_masked(store: Store) -> None:
 
 
 def test_read_with_secrets_returns_the_real_values(store: Store) -> None:
-    created = store.create_block(webhook())
+    created = store.blocks.create(webhook())
 
-    revealed = store.read_block(created.id, include_secrets=True)
+    revealed = store.blocks.read(created.id, include_secrets=True)
 
     assert isinstance(revealed.data, Webhook)
     assert revealed.data.url.get_secret_value() == "https://hooks.example.com/secret-path"
@@ -109,7 +110,7 @@ def test_read_with_secrets_returns_the_real_values(store: Store) -> None:
 
 def test_secrets_live_apart_from_the_public_data(store: Store, db_path: Path) -> None:
     for b in (slack(), email(), webhook()):
-        store.create_block(b)
+        store.blocks.create(b)
 
     public = " ".join(row[0] for row in _raw_rows(db_path, "SELECT data FROM blocks"))
     secret = " ".join(row[0] for row in _raw_rows(db_path, "SELECT data FROM block_secrets"))
@@ -122,10 +123,10 @@ def test_secrets_live_apart_from_the_public_data(store: Store, db_path: Path) ->
 
 
 def test_masked_views_hide_every_secret_field(store: Store) -> None:
-    store.create_block(email())
-    store.create_block(webhook())
+    store.blocks.create(email())
+    store.blocks.create(webhook())
 
-    views = [b.public_view() for b in store.list_blocks()]
+    views = [b.public_view() for b in store.blocks.list()]
 
     by_type = {v["block_type_slug"]: v["data"] for v in views}
     assert by_type["email"]["password"] == OBFUSCATED
@@ -145,9 +146,9 @@ def test_email_without_a_password_stores_none(store: Store) -> None:
         email_to="x@example.com",
         email_from="marmot@example.com",
     )
-    created = store.create_block(relay)
+    created = store.blocks.create(relay)
 
-    read = store.read_block(created.id, include_secrets=True)
+    read = store.blocks.read(created.id, include_secrets=True)
 
     assert read.public_view()["data"]["password"] is None
     assert read.public_view()["data"]["smtp_type"] == "INSECURE"
@@ -155,23 +156,23 @@ def test_email_without_a_password_stores_none(store: Store) -> None:
 
 
 def test_read_by_name_finds_the_block_of_that_type(store: Store) -> None:
-    s = store.create_block(slack("ops"))
-    t = store.create_block(block("ms-teams-webhook", "ops", url="https://teams.example/x"))
+    s = store.blocks.create(slack("ops"))
+    t = store.blocks.create(block("ms-teams-webhook", "ops", url="https://teams.example/x"))
 
-    assert store.read_block_by_name("slack-webhook", "ops").id == s.id
-    assert store.read_block_by_name("ms-teams-webhook", "ops").id == t.id
+    assert store.blocks.read_by_name("slack-webhook", "ops").id == s.id
+    assert store.blocks.read_by_name("ms-teams-webhook", "ops").id == t.id
     with pytest.raises(NotFound, match="no webhook block named 'ops'"):
-        store.read_block_by_name("webhook", "ops")
+        store.blocks.read_by_name("webhook", "ops")
 
 
 def test_list_blocks_sorts_by_type_and_name_and_filters_by_type(store: Store) -> None:
-    store.create_block(slack("zeta"))
-    store.create_block(slack("alpha"))
-    store.create_block(webhook("mid"))
-    store.create_block(email("mail"))
+    store.blocks.create(slack("zeta"))
+    store.blocks.create(slack("alpha"))
+    store.blocks.create(webhook("mid"))
+    store.blocks.create(email("mail"))
 
-    everything = [(b.block_type_slug, b.name) for b in store.list_blocks()]
-    slacks = [b.name for b in store.list_blocks("slack-webhook")]
+    everything = [(b.block_type_slug, b.name) for b in store.blocks.list()]
+    slacks = [b.name for b in store.blocks.list("slack-webhook")]
 
     assert everything == [
         ("email", "mail"),
@@ -180,66 +181,66 @@ def test_list_blocks_sorts_by_type_and_name_and_filters_by_type(store: Store) ->
         ("webhook", "mid"),
     ]
     assert slacks == ["alpha", "zeta"]
-    assert store.list_blocks("ms-teams-webhook") == []
+    assert store.blocks.list("ms-teams-webhook") == []
 
 
 def test_a_name_is_unique_per_type(store: Store) -> None:
-    store.create_block(slack("ops"))
+    store.blocks.create(slack("ops"))
 
     with pytest.raises(Conflict, match="slack-webhook 'ops'"):
-        store.create_block(slack("ops"))
-    store.create_block(webhook("ops"))  # another type may use the name
+        store.blocks.create(slack("ops"))
+    store.blocks.create(webhook("ops"))  # another type may use the name
 
-    assert len(store.list_blocks()) == 2
+    assert len(store.blocks.list()) == 2
 
 
 def test_an_id_cannot_be_created_twice(store: Store) -> None:
-    first = store.create_block(slack("one"))
+    first = store.blocks.create(slack("one"))
     again = BlockDocument.model_validate(
         {"id": str(first.id), "block_type_slug": "webhook", "name": "two", "data": {"url": "u"}}
     )
 
     with pytest.raises(Conflict, match=str(first.id)):
-        store.create_block(again)
+        store.blocks.create(again)
 
 
 def test_a_masked_secret_is_refused(store: Store) -> None:
     copied = block("slack-webhook", "copy", url=OBFUSCATED)
 
     with pytest.raises(ValidationFailed, match="url must hold the real secret"):
-        store.create_block(copied)
-    assert store.list_blocks() == []
+        store.blocks.create(copied)
+    assert store.blocks.list() == []
 
 
 def test_delete_removes_the_block_and_its_secrets(store: Store, db_path: Path) -> None:
-    kept = store.create_block(slack("kept"))
-    gone = store.create_block(email("gone"))
+    kept = store.blocks.create(slack("kept"))
+    gone = store.blocks.create(email("gone"))
 
-    store.delete_block(gone.id)
+    store.blocks.delete(gone.id)
 
     with pytest.raises(NotFound):
-        store.read_block(gone.id)
-    assert [b.id for b in store.list_blocks()] == [kept.id]
+        store.blocks.read(gone.id)
+    assert [b.id for b in store.blocks.list()] == [kept.id]
     assert _raw_rows(db_path, "SELECT block_id FROM block_secrets") == [(str(kept.id),)]
     with pytest.raises(NotFound, match=str(gone.id)):
-        store.delete_block(gone.id)
+        store.blocks.delete(gone.id)
 
 
 def test_unknown_id_is_not_found(store: Store) -> None:
     missing = uuid.uuid4()
 
     with pytest.raises(NotFound, match=str(missing)):
-        store.read_block(missing)
+        store.blocks.read(missing)
     with pytest.raises(NotFound):
-        store.read_block(missing, include_secrets=True)
+        store.blocks.read(missing, include_secrets=True)
 
 
 def test_blocks_survive_reopening(db_path: Path) -> None:
     with Store.open(db_path) as first:
-        created = first.create_block(webhook())
+        created = first.blocks.create(webhook())
 
     with Store.open(db_path) as second:
-        read = second.read_block(created.id, include_secrets=True)
+        read = second.blocks.read(created.id, include_secrets=True)
 
     assert read.data.secret_fields() == webhook().data.secret_fields()
 
@@ -265,7 +266,7 @@ def test_a_version_1_database_is_upgraded_and_keeps_its_automations(db_path: Pat
     conn.close()
 
     with Store.open(db_path, clock=FakeClock(T0 + timedelta(days=1))) as store:
-        assert store.schema_version() == SCHEMA_VERSION >= 2
-        assert store.read_automation(a.id).automation == a
-        created = store.create_block(slack())
-        assert store.read_block(created.id).created == T0 + timedelta(days=1)
+        assert store.db.schema_version() == SCHEMA_VERSION >= 2
+        assert store.automations.read(a.id).automation == a
+        created = store.blocks.create(slack())
+        assert store.blocks.read(created.id).created == T0 + timedelta(days=1)

@@ -172,7 +172,7 @@ def test_actions_run_once_and_report_triggered_then_executed(tmp_path: Path) -> 
         # The same firing again (a retry of the call, a replay): nothing acts twice.
         assert await h.execute(blob) == []
         assert scripted.calls == {"call-webhook": 1}
-        records = {r.key.rsplit(":", 1)[1]: r.status for r in h.store.read_actions()}
+        records = {r.key.rsplit(":", 1)[1]: r.status for r in h.store.actions.read()}
         assert records == {"0": "executed", "1": "executed"}
         await h.host.close()
         assert scripted.closed
@@ -251,7 +251,7 @@ def test_permanent_failure_does_not_retry_and_says_why(tmp_path: Path) -> None:
         assert (status, payload["reason"]) == ("failed", "400 Bad Request: no such deployment")
         assert scripted.calls == {"run-deployment": 1}
         assert h.delays == []
-        (record,) = h.store.read_actions()
+        (record,) = h.store.actions.read()
         assert (record.status, record.detail) == ("failed", "400 Bad Request: no such deployment")
 
     asyncio.run(main())
@@ -437,7 +437,7 @@ def test_an_action_its_dead_incarnation_claimed_is_adopted_by_the_next_one(
         done = statuses(await heir.outcomes(1))
         assert done[0][0] == "executed"
         assert second.calls == {"call-webhook": 1}
-        assert [r.status for r in heir.store.read_actions()] == ["executed"]
+        assert [r.status for r in heir.store.actions.read()] == ["executed"]
         # Redelivering the firing still acts once.
         assert await heir.execute(job_blob(a)) == []
         hanging.release.set()
@@ -452,7 +452,7 @@ def test_claims_left_by_the_last_run_are_spread_over_the_new_pool(tmp_path: Path
         for n in range(6):
             await dead.execute(job_blob(automation("do-nothing"), n))
         # The daemon restarts with a pool of two: executor-5 is no more.
-        assert dead.store.orphan_claims(["executor-0", "executor-1"]) == 6
+        assert dead.store.actions.orphan_claims(["executor-0", "executor-1"]) == 6
         shares = []
         for name in ("executor-0", "executor-1"):
             h = Harness(tmp_path, Scripted(), name=name, store=dead.store)
@@ -460,7 +460,7 @@ def test_claims_left_by_the_last_run_are_spread_over_the_new_pool(tmp_path: Path
         assert sorted(n for _, n in shares) == [3, 3]
         for h, n in shares:
             await h.outcomes(n)
-        assert {r.status for r in dead.store.read_actions()} == {"executed"}
+        assert {r.status for r in dead.store.actions.read()} == {"executed"}
         hanging.release.set()
 
     asyncio.run(main())

@@ -16,7 +16,7 @@ FIRING = UUID("1b2c3d4e-5f6a-4b7c-8d9e-0f1a2b3c4d5e")
 
 
 def record(store: Store, key: str, title: str = "db down") -> UUID:
-    return store.record_incident(
+    return store.incidents.record(
         key=key,
         automation_id=AUTOMATION,
         firing_id=FIRING,
@@ -32,7 +32,7 @@ def test_an_action_key_records_one_incident(tmp_path: Path) -> None:
         first = record(store, f"{FIRING}:0")
         again = record(store, f"{FIRING}:0", title="a different title")
         assert first == again
-        (incident,) = store.list_incidents()
+        (incident,) = store.incidents.list()
         assert (incident.title, incident.status) == ("db down", "open")
 
 
@@ -40,33 +40,33 @@ def test_list_filters_and_resolve(tmp_path: Path) -> None:
     with Store.open(tmp_path / "m.db") as store:
         a = record(store, "k:0")
         b = record(store, "k:1")
-        store.set_incident_status(a, "resolved")
-        assert [i.id for i in store.list_incidents(status="open")] == [b]
-        assert [i.id for i in store.list_incidents(status="resolved")] == [a]
-        assert len(store.list_incidents(automation_id=AUTOMATION)) == 2
-        assert store.list_incidents(automation_id=FIRING) == []
+        store.incidents.set_status(a, "resolved")
+        assert [i.id for i in store.incidents.list(status="open")] == [b]
+        assert [i.id for i in store.incidents.list(status="resolved")] == [a]
+        assert len(store.incidents.list(automation_id=AUTOMATION)) == 2
+        assert store.incidents.list(automation_id=FIRING) == []
         with pytest.raises(NotFound):
-            store.read_incident(FIRING)
+            store.incidents.read(FIRING)
         with pytest.raises(ValueError, match="status must be one of"):
-            store.set_incident_status(a, "closed")
+            store.incidents.set_status(a, "closed")
 
 
 def test_backup_is_a_consistent_copy_and_never_overwrites(tmp_path: Path) -> None:
     with Store.open(tmp_path / "m.db") as store:
         record(store, "k:0")
         target = tmp_path / "backups" / "copy.db"
-        assert store.backup(target) > 0
+        assert store.db.backup(target) > 0
         with Store.open(target) as copy:
-            assert len(copy.list_incidents()) == 1
+            assert len(copy.incidents.list()) == 1
         with pytest.raises(Exception, match="exists"):
-            store.backup(target)
+            store.db.backup(target)
 
 
 def test_wal_checkpoint_empties_the_write_ahead_log(tmp_path: Path) -> None:
     with Store.open(tmp_path / "m.db") as store:
         for k in range(50):
             record(store, f"k:{k}")
-        store.wal_checkpoint()
+        store.db.wal_checkpoint()
         wal = tmp_path / "m.db-wal"
         assert not wal.exists() or wal.stat().st_size == 0
         conn = sqlite3.connect(tmp_path / "m.db")

@@ -49,7 +49,7 @@ class Log:
 
     def append(self, *events: Event) -> list[tuple[int, Event]]:
         logged = [received(e) for e in events]
-        return list(zip(self.store.append_events(logged), logged, strict=True))
+        return list(zip(self.store.events.append(logged), logged, strict=True))
 
     @staticmethod
     def batch(rows: list[tuple[int, Event]]) -> bytes:
@@ -134,8 +134,8 @@ def test_checkpoint_writes_only_what_changed(tmp_path: Path) -> None:
     host.apply(log.batch(log.append(failed(1))))
     assert host.checkpoint() == 1
     assert host.checkpoint() == 0
-    saved = log.store.load_checkpoint(AID)
-    assert saved is not None and saved[0] == log.store.last_seq()
+    saved = log.store.checkpoints.load(AID)
+    assert saved is not None and saved[0] == log.store.events.last_seq()
 
 
 def test_an_idle_automations_checkpoint_moves_to_what_the_daemon_has_sent(tmp_path: Path) -> None:
@@ -148,7 +148,7 @@ def test_an_idle_automations_checkpoint_moves_to_what_the_daemon_has_sent(tmp_pa
     others = log.append(*(event("other.thing", n) for n in range(5)))
     assert host.checkpoint() == 0  # nothing changed and nothing vouched for
     assert host.checkpoint(upto=others[-1][0]) == 1
-    saved = log.store.load_checkpoint(AID)
+    saved = log.store.checkpoints.load(AID)
     assert saved is not None and saved[0] == others[-1][0]
     assert host.checkpoint(upto=others[-1][0]) == 0
     # Recovery starts there: nothing to replay, the state is intact.

@@ -63,7 +63,7 @@ async def routed_to_held_actor(
         return None
 
     store = Store.open(tmp_path / "marmot.db")
-    router = Router(store, settings, on_outcome, clock_us=lambda: 10_000_000)
+    router = Router(store.events, settings, on_outcome, clock_us=lambda: 10_000_000)
     actor = HeldActor()
     router.add_actor("a", actor)
     router.route(AID, "a", [leaf.matcher for leaf in Evaluator(AUTOMATION).leaves])

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from marmot.actors import eventlog
 from marmot.actors.store import SCHEMA_VERSION, Store
+from marmot.actors.store import events as event_log
 from marmot.engine.errors import Conflict, NotFound, Unsupported, ValidationFailed
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event
@@ -72,46 +72,46 @@ def event(name: str = "x", *, resource: str = "r.1", at: datetime = T0, **fields
 def test_created_automation_reads_back_by_id_and_name(store: Store) -> None:
     a = automation("nightly", description="d", tags=["ops"])
 
-    created = store.create_automation(a)
+    created = store.automations.create(a)
 
     assert created.automation == a
     assert created.version == 1
     assert created.created == created.updated == T0
     assert created.created.tzinfo is not None
-    assert store.read_automation(a.id) == created
-    assert store.read_automation_by_name("nightly") == created
+    assert store.automations.read(a.id) == created
+    assert store.automations.read_by_name("nightly") == created
 
 
 def test_update_replaces_document_keeps_created_and_increments_version(
     store: Store, clock: FakeClock
 ) -> None:
     a = automation("one")
-    store.create_automation(a)
+    store.automations.create(a)
     clock.advance(60)
 
     changed = a.model_copy(update={"name": "two", "description": "renamed"})
-    updated = store.update_automation(changed)
+    updated = store.automations.update(changed)
 
     assert updated.version == 2
     assert updated.created == T0
     assert updated.updated == T0 + timedelta(seconds=60)
-    assert store.read_automation(a.id).automation.description == "renamed"
-    assert store.read_automation_by_name("two").automation.id == a.id
+    assert store.automations.read(a.id).automation.description == "renamed"
+    assert store.automations.read_by_name("two").automation.id == a.id
     with pytest.raises(NotFound):
-        store.read_automation_by_name("one")
-    assert store.update_automation(changed).version == 3
+        store.automations.read_by_name("one")
+    assert store.automations.update(changed).version == 3
 
 
 def test_set_enabled_toggles_and_increments_version(store: Store) -> None:
     a = automation()
-    store.create_automation(a)
+    store.automations.create(a)
 
-    paused = store.set_enabled(a.id, False)
+    paused = store.automations.set_enabled(a.id, False)
 
     assert paused.automation.enabled is False
     assert paused.version == 2
-    assert store.list_automations(enabled=True) == []
-    assert store.set_enabled(a.id, True).automation.enabled is True
+    assert store.automations.list(enabled=True) == []
+    assert store.automations.set_enabled(a.id, True).automation.enabled is True
 
 
 def test_enabling_an_automation_that_would_loop_is_refused(store: Store) -> None:
@@ -121,72 +121,72 @@ def test_enabling_an_automation_that_would_loop_is_refused(store: Store) -> None
         trigger={"type": "event", "expect": ["prefect.flow-run.Running"]},
         actions=[{"type": "run-deployment", "source": "inferred"}],
     )
-    store.create_automation(looping)
+    store.automations.create(looping)
 
     with pytest.raises(ValidationFailed, match="endless loop"):
-        store.set_enabled(looping.id, True)
-    assert store.read_automation(looping.id).automation.enabled is False
-    assert store.read_automation(looping.id).version == 1
+        store.automations.set_enabled(looping.id, True)
+    assert store.automations.read(looping.id).automation.enabled is False
+    assert store.automations.read(looping.id).version == 1
 
 
 def test_deleted_automation_is_gone(store: Store) -> None:
     a = automation()
-    store.create_automation(a)
+    store.automations.create(a)
 
-    store.delete_automation(a.id)
+    store.automations.delete(a.id)
 
     with pytest.raises(NotFound):
-        store.read_automation(a.id)
+        store.automations.read(a.id)
     with pytest.raises(NotFound):
-        store.delete_automation(a.id)
+        store.automations.delete(a.id)
 
 
 def test_duplicate_name_conflicts_and_names_the_automation(store: Store) -> None:
-    store.create_automation(automation("same"))
+    store.automations.create(automation("same"))
 
     with pytest.raises(Conflict, match="'same'"):
-        store.create_automation(automation("same"))
-    assert len(store.list_automations()) == 1
+        store.automations.create(automation("same"))
+    assert len(store.automations.list()) == 1
 
 
 def test_duplicate_id_conflicts(store: Store) -> None:
     a = automation("first")
-    store.create_automation(a)
+    store.automations.create(a)
 
     with pytest.raises(Conflict, match=str(a.id)):
-        store.create_automation(a.model_copy(update={"name": "second"}))
+        store.automations.create(a.model_copy(update={"name": "second"}))
 
 
 def test_renaming_onto_another_automations_name_conflicts(store: Store) -> None:
-    store.create_automation(automation("taken"))
+    store.automations.create(automation("taken"))
     mine = automation("mine")
-    store.create_automation(mine)
+    store.automations.create(mine)
 
     with pytest.raises(Conflict, match="'taken'"):
-        store.update_automation(mine.model_copy(update={"name": "taken"}))
-    assert store.read_automation(mine.id).version == 1
+        store.automations.update(mine.model_copy(update={"name": "taken"}))
+    assert store.automations.read(mine.id).version == 1
 
 
 def test_missing_automation_raises_not_found(store: Store) -> None:
     missing = uuid.uuid4()
     with pytest.raises(NotFound, match=str(missing)):
-        store.read_automation(missing)
+        store.automations.read(missing)
     with pytest.raises(NotFound, match="'nobody'"):
-        store.read_automation_by_name("nobody")
+        store.automations.read_by_name("nobody")
     with pytest.raises(NotFound):
-        store.update_automation(automation())
+        store.automations.update(automation())
     with pytest.raises(NotFound):
-        store.set_enabled(missing, True)
+        store.automations.set_enabled(missing, True)
 
 
 def test_list_filters_by_prefix_enabled_and_tags_sorted_by_name(store: Store) -> None:
-    store.create_automation(automation("prod-b", tags=["ops", "db"]))
-    store.create_automation(automation("prod-a", tags=["ops"]))
-    store.create_automation(automation("dev-c", tags=["ops", "db"], enabled=False))
-    store.create_automation(automation("prod_x"))
+    store.automations.create(automation("prod-b", tags=["ops", "db"]))
+    store.automations.create(automation("prod-a", tags=["ops"]))
+    store.automations.create(automation("dev-c", tags=["ops", "db"], enabled=False))
+    store.automations.create(automation("prod_x"))
 
     def names(**filters: Any) -> list[str]:
-        return [s.automation.name for s in store.list_automations(**filters)]
+        return [s.automation.name for s in store.automations.list(**filters)]
 
     assert names() == ["dev-c", "prod-a", "prod-b", "prod_x"]
     assert names(name_prefix="prod-") == ["prod-a", "prod-b"]
@@ -203,39 +203,39 @@ def test_list_filters_by_prefix_enabled_and_tags_sorted_by_name(store: Store) ->
 
 
 def test_append_returns_increasing_sequence_numbers(store: Store) -> None:
-    assert store.last_seq() == 0
+    assert store.events.last_seq() == 0
 
-    first = store.append_events([event(), event(), event()])
-    second = store.append_events([event()])
+    first = store.events.append([event(), event(), event()])
+    second = store.events.append([event()])
 
     assert first == [1, 2, 3]
     assert second == [4]
-    assert store.last_seq() == 4
-    assert store.count_events() == 4
-    assert store.append_events([]) == []
+    assert store.events.last_seq() == 4
+    assert store.events.count() == 4
+    assert store.events.append([]) == []
 
 
 def test_reappending_an_event_returns_its_seq_and_stores_it_once(store: Store) -> None:
     e = event()
-    [seq] = store.append_events([e])
+    [seq] = store.events.append([e])
 
-    again = store.append_events([event(), e, e])
+    again = store.events.append([event(), e, e])
 
     assert again[1:] == [seq, seq]
     assert again[0] == seq + 1
-    assert store.count_events() == 2
-    assert store.append_events([e]) == [seq]
-    assert store.last_seq() == seq + 1
+    assert store.events.count() == 2
+    assert store.events.append([e]) == [seq]
+    assert store.events.last_seq() == seq + 1
 
 
 def test_repeats_within_one_new_batch_share_one_seq(store: Store) -> None:
     e, f = event("e"), event("f")
 
-    seqs = store.append_events([e, f, e])
+    seqs = store.events.append([e, f, e])
 
     assert seqs == [1, 2, 1]
-    assert [x.event for _, x in store.read_events_after(0)] == ["e", "f"]
-    assert store.last_seq() == 2
+    assert [x.event for _, x in store.events.read_after(0)] == ["e", "f"]
+    assert store.events.last_seq() == 2
 
 
 @pytest.mark.parametrize("host_parameters", [None, 999])
@@ -245,19 +245,20 @@ def test_big_batches_go_in_whole_in_order_also_with_an_old_id_inside(
     """Rows are inserted many per statement (512, then powers of two); an SQLite
     allowing fewer host parameters (999 before 3.32) gets smaller statements."""
     if host_parameters is not None:
-        store._conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, host_parameters)
-        store._chunk_rows = eventlog._chunk_rows(store._conn)
-        assert store._chunk_rows == 128  # SQLite before 3.32: 999 // 6 = 166 rows, a power of two
+        store.db.conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, host_parameters)
+        store.events._chunk_rows = event_log._chunk_rows(store.db.conn)
+        # SQLite before 3.32: 999 // 6 = 166 rows, a power of two
+        assert store.events._chunk_rows == 128
     else:
-        assert store._chunk_rows == 512
+        assert store.events._chunk_rows == 512
     first = [event(f"a{k}") for k in range(1500)]  # 512 + 512 + 256 + 128 + 64 + 16 + 8 + 4
-    assert store.append_events(first) == list(range(1, 1501))
+    assert store.events.append(first) == list(range(1, 1501))
     again = [event(f"b{k}") for k in range(700)]
     again.insert(333, first[42])  # an id already logged: the slower path, chunked too
-    seqs = store.append_events(again)
+    seqs = store.events.append(again)
     assert seqs[333] == 43
     assert seqs[:333] + seqs[334:] == list(range(1501, 2201))
-    logged = [(s, e.id) for s, e in store.read_events_after(0, 5000)]
+    logged = [(s, e.id) for s, e in store.events.read_after(0, 5000)]
     expected = [e.id for e in first] + [e.id for e in again[:333] + again[334:]]
     assert logged == list(zip(range(1, 2201), expected, strict=True))
 
@@ -270,43 +271,28 @@ def test_events_round_trip_unchanged(store: Store) -> None:
         follows=str(uuid.uuid4()),
         received="2026-03-01T09:00:01.5Z",
     )
-    [seq] = store.append_events([e])
+    [seq] = store.events.append([e])
 
-    assert store.read_events_after(0) == [(seq, e)]
-
-
-def test_events_logged_as_json_by_earlier_versions_still_read(store: Store) -> None:
-    # Logs written before events were stored packed hold JSON text in `body`.
-    old, new = event("old", payload={"n": 1}), event("new")
-    with sqlite3.connect(store.path) as conn:
-        conn.execute(
-            "INSERT INTO events (id, event, occurred, received, resource_id, body)"
-            " VALUES (?, ?, ?, NULL, ?, ?)",
-            (old.id.bytes, "old", 0, old.resource_id, old.model_dump_json()),
-        )
-    [seq] = store.append_events([new])
-
-    assert store.read_events_after(0) == [(seq - 1, old), (seq, new)]
-    assert [e for _, e in store.filter_events(descending=False, by_seq=True)] == [old, new]
+    assert store.events.read_after(0) == [(seq, e)]
 
 
 def test_read_events_after_pages_through_the_log(store: Store) -> None:
     events = [event(f"e.{i}") for i in range(25)]
-    store.append_events(events)
+    store.events.append(events)
 
     pages: list[list[tuple[int, Event]]] = []
     after = 0
-    while page := store.read_events_after(after, limit=10):
+    while page := store.events.read_after(after, limit=10):
         pages.append(page)
         after = page[-1][0]
 
     assert [len(p) for p in pages] == [10, 10, 5]
     assert [e for p in pages for _, e in p] == events
-    assert store.read_events_after(after) == []
+    assert store.events.read_after(after) == []
 
 
 def test_filter_by_glob_names(store: Store) -> None:
-    store.append_events(
+    store.events.append(
         [
             event("prefect.flow-run.Running"),
             event("prefect.flow-run.Completed"),
@@ -317,7 +303,7 @@ def test_filter_by_glob_names(store: Store) -> None:
     )
 
     def names(*patterns: str) -> list[str]:
-        found = store.filter_events(names=patterns, descending=False)
+        found = store.events.filter(names=patterns, descending=False)
         return [e.event for _, e in found]
 
     assert names("prefect.flow-run.*") == [
@@ -337,9 +323,9 @@ def test_filter_by_glob_names(store: Store) -> None:
 
 def test_filter_with_glob_respects_limit_after_matching(store: Store) -> None:
     # Many rows pass the SQL prefilter ("a.*") but only some match the full pattern.
-    store.append_events([event(f"a.{i}.{'done' if i % 3 == 0 else 'skip'}") for i in range(30)])
+    store.events.append([event(f"a.{i}.{'done' if i % 3 == 0 else 'skip'}") for i in range(30)])
 
-    found = store.filter_events(names=["a.*.done"], limit=4, descending=False)
+    found = store.events.filter(names=["a.*.done"], limit=4, descending=False)
 
     assert [e.event for _, e in found] == ["a.0.done", "a.3.done", "a.6.done", "a.9.done"]
 
@@ -347,11 +333,11 @@ def test_filter_with_glob_respects_limit_after_matching(store: Store) -> None:
 def test_filter_by_a_common_name_in_a_large_log_returns_the_newest(store: Store) -> None:
     # Enough matches that the store walks the time index instead of the name index.
     at = [T0 + timedelta(seconds=i) for i in range(3000)]
-    store.append_events([event("common.x" if i % 50 else "rare", at=t) for i, t in enumerate(at)])
+    store.events.append([event("common.x" if i % 50 else "rare", at=t) for i, t in enumerate(at)])
 
-    common = store.filter_events(names=["common.*"], limit=3)
-    exact = store.filter_events(names=["common.x"], limit=3, descending=False)
-    rare = store.filter_events(names=["rare"], limit=2)
+    common = store.events.filter(names=["common.*"], limit=3)
+    exact = store.events.filter(names=["common.x"], limit=3, descending=False)
+    rare = store.events.filter(names=["rare"], limit=2)
 
     assert [e.occurred for _, e in common] == [at[2999], at[2998], at[2997]]
     assert [e.occurred for _, e in exact] == [at[1], at[2], at[3]]
@@ -360,14 +346,14 @@ def test_filter_by_a_common_name_in_a_large_log_returns_the_newest(store: Store)
 
 def test_filter_by_resource_and_time_ordered_by_occurred(store: Store) -> None:
     times = [T0 + timedelta(minutes=m) for m in (5, 1, 3, 2, 4)]
-    store.append_events([event(resource=f"r.{i % 2}", at=t) for i, t in enumerate(times)])
+    store.events.append([event(resource=f"r.{i % 2}", at=t) for i, t in enumerate(times)])
 
-    newest_first = store.filter_events()
-    oldest_first = store.filter_events(descending=False)
-    window = store.filter_events(
+    newest_first = store.events.filter()
+    oldest_first = store.events.filter(descending=False)
+    window = store.events.filter(
         since=T0 + timedelta(minutes=2), until=T0 + timedelta(minutes=4), descending=False
     )
-    r0 = store.filter_events(resource_id="r.0", limit=2)
+    r0 = store.events.filter(resource_id="r.0", limit=2)
 
     assert [e.occurred for _, e in newest_first] == sorted(times, reverse=True)
     assert [e.occurred for _, e in oldest_first] == sorted(times)
@@ -376,20 +362,20 @@ def test_filter_by_resource_and_time_ordered_by_occurred(store: Store) -> None:
 
 
 def test_trim_deletes_old_rows_and_never_reuses_seqs(store: Store) -> None:
-    store.append_events([event(at=T0 + timedelta(minutes=m)) for m in range(10)])
+    store.events.append([event(at=T0 + timedelta(minutes=m)) for m in range(10)])
 
-    assert store.trim_events(keep_after_seq=3) == 3
-    assert store.trim_events(older_than=T0 + timedelta(minutes=5)) == 2
+    assert store.events.trim(keep_after_seq=3) == 3
+    assert store.events.trim(older_than=T0 + timedelta(minutes=5)) == 2
     # Both: only rows at or below the seq AND older than the time go.
-    assert store.trim_events(keep_after_seq=7, older_than=T0 + timedelta(minutes=7)) == 2
-    assert [seq for seq, _ in store.read_events_after(0)] == [8, 9, 10]
+    assert store.events.trim(keep_after_seq=7, older_than=T0 + timedelta(minutes=7)) == 2
+    assert [seq for seq, _ in store.events.read_after(0)] == [8, 9, 10]
 
-    assert store.trim_events(keep_after_seq=100) == 3
-    assert store.count_events() == 0
-    assert store.last_seq() == 10
-    assert store.append_events([event()]) == [11]
+    assert store.events.trim(keep_after_seq=100) == 3
+    assert store.events.count() == 0
+    assert store.events.last_seq() == 10
+    assert store.events.append([event()]) == [11]
     with pytest.raises(ValueError):
-        store.trim_events()
+        store.events.trim()
 
 
 def test_concurrent_appends_get_unique_gap_free_seqs_per_call(store: Store) -> None:
@@ -400,7 +386,7 @@ def test_concurrent_appends_get_unique_gap_free_seqs_per_call(store: Store) -> N
     def writer() -> None:
         start.wait()
         for _ in range(25):
-            seqs = store.append_events([event() for _ in range(20)])
+            seqs = store.events.append([event() for _ in range(20)])
             with record:
                 calls.append(seqs)
 
@@ -415,23 +401,23 @@ def test_concurrent_appends_get_unique_gap_free_seqs_per_call(store: Store) -> N
         assert seqs == list(range(seqs[0], seqs[0] + 20))
     everything = sorted(s for seqs in calls for s in seqs)
     assert everything == list(range(1, 2001))
-    assert store.count_events() == 2000
+    assert store.events.count() == 2000
 
 
 # -- checkpoints, action log, meta -------------------------------------------------------
 
 
 def test_checkpoints_save_load_and_overwrite(store: Store) -> None:
-    assert store.load_checkpoint("actor-1") is None
+    assert store.checkpoints.load("actor-1") is None
 
-    store.save_checkpoint("actor-1", 10, b"\x00state-1")
-    store.save_checkpoint("actor-2", 3, b"other")
-    store.save_checkpoint("actor-1", 42, b"state-2\xff")
+    store.checkpoints.save("actor-1", 10, b"\x00state-1")
+    store.checkpoints.save("actor-2", 3, b"other")
+    store.checkpoints.save("actor-1", 42, b"state-2\xff")
 
-    assert store.load_checkpoint("actor-1") == (42, b"state-2\xff")
-    assert store.load_checkpoint("actor-2") == (3, b"other")
-    store.delete_checkpoint("actor-1")
-    assert store.load_checkpoint("actor-1") is None
+    assert store.checkpoints.load("actor-1") == (42, b"state-2\xff")
+    assert store.checkpoints.load("actor-2") == (3, b"other")
+    store.checkpoints.delete("actor-1")
+    assert store.checkpoints.load("actor-1") is None
 
 
 def test_claim_action_returns_true_then_false(store: Store) -> None:
@@ -442,33 +428,33 @@ def test_claim_action_returns_true_then_false(store: Store) -> None:
         "action_index": 0,
     }
 
-    assert store.claim_action("f-1:0", **claim) is True
-    assert store.claim_action("f-1:0", **claim) is False
+    assert store.actions.claim("f-1:0", **claim) is True
+    assert store.actions.claim("f-1:0", **claim) is False
 
-    store.finish_action("f-1:0", "succeeded", "did nothing, as asked")
-    [record] = store.read_actions(automation_id=automation_id)
+    store.actions.finish("f-1:0", "succeeded", "did nothing, as asked")
+    [record] = store.actions.read(automation_id=automation_id)
     assert (record.key, record.firing_id, record.action_index) == ("f-1:0", "f-1", 0)
     assert (record.status, record.detail) == ("succeeded", "did nothing, as asked")
-    assert store.read_actions(automation_id=uuid.uuid4()) == []
+    assert store.actions.read(automation_id=uuid.uuid4()) == []
     with pytest.raises(NotFound):
-        store.finish_action("never-claimed", "failed")
+        store.actions.finish("never-claimed", "failed")
 
 
 def test_claim_is_exclusive_across_connections(tmp_path: Path) -> None:
     # Executors open the database file separately; only one of them may act.
     with Store.open(tmp_path / "m.db") as one, Store.open(tmp_path / "m.db") as two:
         claim: dict[str, Any] = {"firing_id": "f", "automation_id": "a", "action_index": 1}
-        assert one.claim_action("k", **claim) is True
-        assert two.claim_action("k", **claim) is False
+        assert one.actions.claim("k", **claim) is True
+        assert two.actions.claim("k", **claim) is False
 
 
 def test_meta_values_are_set_and_replaced(store: Store) -> None:
-    assert store.get_meta("events_clock") is None
+    assert store.db.get_meta("events_clock") is None
 
-    store.set_meta("events_clock", "1")
-    store.set_meta("events_clock", "2")
+    store.db.set_meta("events_clock", "1")
+    store.db.set_meta("events_clock", "2")
 
-    assert store.get_meta("events_clock") == "2"
+    assert store.db.get_meta("events_clock") == "2"
 
 
 # -- durability ---------------------------------------------------------------------------
@@ -479,20 +465,20 @@ def test_store_survives_reopen_in_wal_mode(tmp_path: Path) -> None:
     a = automation()
     e = event()
     with Store.open(path) as store:
-        store.create_automation(a)
-        store.append_events([e])
-        store.save_checkpoint("actor", 1, b"s")
-        store.claim_action("k", firing_id="f", automation_id=str(a.id), action_index=0)
-        store.set_meta("k", "v")
+        store.automations.create(a)
+        store.events.append([e])
+        store.checkpoints.save("actor", 1, b"s")
+        store.actions.claim("k", firing_id="f", automation_id=str(a.id), action_index=0)
+        store.db.set_meta("k", "v")
 
     with Store.open(path) as store:
-        assert store.read_automation(a.id).automation == a
-        assert store.read_events_after(0) == [(1, e)]
-        assert store.last_seq() == 1
-        assert store.load_checkpoint("actor") == (1, b"s")
-        assert store.claim_action("k", firing_id="f", automation_id="x", action_index=0) is False
-        assert store.get_meta("k") == "v"
-        assert store.schema_version() == SCHEMA_VERSION
+        assert store.automations.read(a.id).automation == a
+        assert store.events.read_after(0) == [(1, e)]
+        assert store.events.last_seq() == 1
+        assert store.checkpoints.load("actor") == (1, b"s")
+        assert store.actions.claim("k", firing_id="f", automation_id="x", action_index=0) is False
+        assert store.db.get_meta("k") == "v"
+        assert store.db.schema_version() == SCHEMA_VERSION
 
     conn = sqlite3.connect(path)
     try:

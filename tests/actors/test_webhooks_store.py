@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from marmot.actors.store import MIGRATIONS, SCHEMA_VERSION, Store
-from marmot.actors.webhooks import create_webhooks_table
+from marmot.actors.store import SCHEMA_VERSION, Store
+from marmot.actors.store.schema import MIGRATIONS
 from marmot.engine.errors import Conflict, NotFound
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.webhooks import WebhookSpec
@@ -52,7 +52,7 @@ def spec(name: str = "github", **fields: object) -> WebhookSpec:
 
 
 def test_a_created_webhook_reads_back_by_id_name_and_slug(store: Store) -> None:
-    created = store.create_webhook(spec(description="pushes from GitHub"))
+    created = store.webhooks.create(spec(description="pushes from GitHub"))
     assert SLUG.match(created.slug)
     assert (created.name, created.description, created.is_enabled) == (
         "github",
@@ -61,96 +61,96 @@ def test_a_created_webhook_reads_back_by_id_name_and_slug(store: Store) -> None:
     )
     assert created.template == TEMPLATE
     assert created.created == created.updated == T0
-    assert store.read_webhook(created.id) == created
-    assert store.read_webhook_by_name("github") == created
-    assert store.webhook_for_slug(created.slug) == created
+    assert store.webhooks.read(created.id) == created
+    assert store.webhooks.read_by_name("github") == created
+    assert store.webhooks.for_slug(created.slug) == created
 
 
 def test_every_webhook_gets_its_own_slug(store: Store) -> None:
-    slugs = {store.create_webhook(spec(f"hook-{n}")).slug for n in range(20)}
+    slugs = {store.webhooks.create(spec(f"hook-{n}")).slug for n in range(20)}
     assert len(slugs) == 20
 
 
 def test_names_are_unique(store: Store) -> None:
-    store.create_webhook(spec("a"))
-    other = store.create_webhook(spec("b"))
+    store.webhooks.create(spec("a"))
+    other = store.webhooks.create(spec("b"))
     with pytest.raises(Conflict, match="a webhook named 'a' already exists"):
-        store.create_webhook(spec("a"))
+        store.webhooks.create(spec("a"))
     with pytest.raises(Conflict):
-        store.update_webhook(other.id, spec("a"))
-    assert [w.name for w in store.list_webhooks()] == ["a", "b"]
+        store.webhooks.update(other.id, spec("a"))
+    assert [w.name for w in store.webhooks.list()] == ["a", "b"]
 
 
 def test_update_changes_the_fields_and_keeps_the_slug(store: Store, clock: FakeClock) -> None:
-    created = store.create_webhook(spec())
+    created = store.webhooks.create(spec())
     clock.now = T0 + timedelta(minutes=5)
-    changed = store.update_webhook(
+    changed = store.webhooks.update(
         created.id, spec("gh", description="d", enabled=False, template='{"event": "{{ 1 }}"}')
     )
     assert (changed.name, changed.description, changed.is_enabled) == ("gh", "d", False)
     assert changed.template == '{"event": "{{ 1 }}"}'
     assert changed.slug == created.slug
     assert (changed.created, changed.updated) == (T0, clock.now)
-    assert store.webhook_for_slug(created.slug) == changed  # the map saw the change
+    assert store.webhooks.for_slug(created.slug) == changed  # the map saw the change
 
 
 def test_rotating_gives_a_new_slug_and_forgets_the_old_one(store: Store) -> None:
-    created = store.create_webhook(spec())
-    assert store.webhook_for_slug(created.slug) is not None
-    rotated = store.rotate_webhook(created.id)
+    created = store.webhooks.create(spec())
+    assert store.webhooks.for_slug(created.slug) is not None
+    rotated = store.webhooks.rotate(created.id)
     assert rotated.slug != created.slug and SLUG.match(rotated.slug)
     assert (rotated.id, rotated.name, rotated.template) == (created.id, "github", TEMPLATE)
-    assert store.webhook_for_slug(created.slug) is None
-    assert store.webhook_for_slug(rotated.slug) == rotated
+    assert store.webhooks.for_slug(created.slug) is None
+    assert store.webhooks.for_slug(rotated.slug) == rotated
 
 
 def test_delete_removes_the_webhook_and_its_url(store: Store) -> None:
-    created = store.create_webhook(spec())
-    store.webhook_for_slug(created.slug)  # builds the map
-    store.delete_webhook(created.id)
-    assert store.webhook_for_slug(created.slug) is None
+    created = store.webhooks.create(spec())
+    store.webhooks.for_slug(created.slug)  # builds the map
+    store.webhooks.delete(created.id)
+    assert store.webhooks.for_slug(created.slug) is None
     with pytest.raises(NotFound):
-        store.read_webhook(created.id)
+        store.webhooks.read(created.id)
     with pytest.raises(NotFound):
-        store.delete_webhook(created.id)
+        store.webhooks.delete(created.id)
 
 
 def test_unknown_webhooks_are_not_found(store: Store) -> None:
     missing = uuid.uuid4()
     with pytest.raises(NotFound, match="no webhook named 'nope'"):
-        store.read_webhook_by_name("nope")
-    for call in (store.read_webhook, store.rotate_webhook):
+        store.webhooks.read_by_name("nope")
+    for call in (store.webhooks.read, store.webhooks.rotate):
         with pytest.raises(NotFound):
             call(missing)
     with pytest.raises(NotFound):
-        store.update_webhook(missing, spec())
-    assert store.webhook_for_slug("no-such-slug") is None
+        store.webhooks.update(missing, spec())
+    assert store.webhooks.for_slug("no-such-slug") is None
 
 
 def test_list_filters_by_name_prefix_and_enabled(store: Store) -> None:
-    store.create_webhook(spec("ci-github"))
-    store.create_webhook(spec("ci-gitlab", enabled=False))
-    store.create_webhook(spec("cron"))
-    assert [w.name for w in store.list_webhooks(name_prefix="ci-")] == ["ci-github", "ci-gitlab"]
-    assert [w.name for w in store.list_webhooks(enabled=False)] == ["ci-gitlab"]
-    assert [w.name for w in store.list_webhooks(name_prefix="ci-", enabled=True)] == ["ci-github"]
+    store.webhooks.create(spec("ci-github"))
+    store.webhooks.create(spec("ci-gitlab", enabled=False))
+    store.webhooks.create(spec("cron"))
+    assert [w.name for w in store.webhooks.list(name_prefix="ci-")] == ["ci-github", "ci-gitlab"]
+    assert [w.name for w in store.webhooks.list(enabled=False)] == ["ci-gitlab"]
+    assert [w.name for w in store.webhooks.list(name_prefix="ci-", enabled=True)] == ["ci-github"]
 
 
 def test_disabled_webhooks_still_resolve_so_the_server_can_refuse_them(store: Store) -> None:
-    created = store.create_webhook(spec(enabled=False))
-    found = store.webhook_for_slug(created.slug)
+    created = store.webhooks.create(spec(enabled=False))
+    found = store.webhooks.for_slug(created.slug)
     assert found is not None and not found.is_enabled
 
 
 def test_webhooks_and_their_urls_survive_a_restart(db_path: Path) -> None:
     with Store.open(db_path) as first:
-        created = first.create_webhook(spec())
+        created = first.webhooks.create(spec())
     with Store.open(db_path) as second:
-        assert second.webhook_for_slug(created.slug) == created
+        assert second.webhooks.for_slug(created.slug) == created
 
 
 def test_the_rpc_view_shows_the_url(store: Store) -> None:
-    created = store.create_webhook(spec())
+    created = store.webhooks.create(spec())
     view = created.to_json("http://127.0.0.1:7602/hooks/")
     assert view["url"] == f"http://127.0.0.1:7602/hooks/{created.slug}"
     assert view["enabled"] is True and view["id"] == str(created.id)
@@ -179,9 +179,9 @@ def test_a_database_from_before_webhooks_is_upgraded_and_keeps_its_data(db_path:
     conn.close()
 
     with Store.open(db_path) as upgraded:
-        assert upgraded.schema_version() == SCHEMA_VERSION
-        assert MIGRATIONS[4] is create_webhooks_table
-        assert upgraded.read_automation(automation.id).automation == automation
-        assert upgraded.list_webhooks() == []
-        created = upgraded.create_webhook(spec())
-        assert upgraded.webhook_for_slug(created.slug) == created
+        assert upgraded.db.schema_version() == SCHEMA_VERSION
+        assert MIGRATIONS[4].__name__ == "_create_webhooks_table"
+        assert upgraded.automations.read(automation.id).automation == automation
+        assert upgraded.webhooks.list() == []
+        created = upgraded.webhooks.create(spec())
+        assert upgraded.webhooks.for_slug(created.slug) == created

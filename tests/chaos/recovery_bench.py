@@ -69,7 +69,7 @@ def fill(store: Store, count: int) -> int:
                     payload={"n": n},
                 )
             )
-        store.append_events(batch)
+        store.events.append(batch)
     return counted
 
 
@@ -77,16 +77,16 @@ def set_checkpoint(db: Path, automation_id: UUID, seq: int) -> None:
     """An empty-state checkpoint of the automation as of ``seq``, as its actor
     would write it (the fingerprint of the document the daemon sends it)."""
     with Store.open(db) as store:
-        automation = store.read_automation(automation_id).automation
+        automation = store.automations.read(automation_id).automation
         document = automation.model_dump_json()
         state = {"fingerprint": fingerprint(document), "state": Evaluator(automation).snapshot()}
-        store.save_checkpoint(str(automation_id), seq, pack(state))
+        store.checkpoints.save(str(automation_id), seq, pack(state))
 
 
 def recover_in_process(db: Path, automation_id: UUID) -> tuple[float, int]:
     """Seconds ``AutomationHost.recover`` takes here, and the events it replayed."""
     with Store.open(db) as store:
-        document = store.read_automation(automation_id).automation.model_dump_json()
+        document = store.automations.read(automation_id).automation.model_dump_json()
     host = AutomationHost(functools.partial(Store.open, db))
     began = time.monotonic()
     outcome = Outcome.unpack(host.recover(document, time.time_ns() // 1000))
@@ -123,10 +123,10 @@ def main() -> int:
     try:
         began = time.monotonic()
         with Store.open(db) as store:
-            store.create_automation(automation)
+            store.automations.create(automation)
             counted = fill(store, args.events)
-            last = store.last_seq()
-            store.wal_checkpoint()
+            last = store.events.last_seq()
+            store.db.wal_checkpoint()
         fill_s = time.monotonic() - began
         size_mb = sum(p.stat().st_size for p in db.parent.glob("marmot.db*")) / 1e6
         print(

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid5
 
-from marmot.actors.eventlog import decode_body
+from marmot.actors.store.events import decode_body
 from marmot.engine.triggers.firing import FIRING_NAMESPACE
 from marmot.transport.client import Client
 from tests.chaos.processes import MARMOT

@@ -54,7 +54,7 @@ def _with_automations(data_dir: Path, count: int) -> None:
     """A data folder whose store already holds ``count`` enabled automations."""
     with Store.open(data_dir / "marmot.db") as store:
         for i in range(count):
-            store.create_automation(
+            store.automations.create(
                 Automation.model_validate(reactive_doc(f"waiting {i}", "test.startup"))
             )
 

@@ -104,7 +104,7 @@ def runners(
 
 def save(store: Store, slug: str, name: str, **data: Any) -> BlockDocument:
     document = {"block_type_slug": slug, "name": name, "data": data}
-    return store.create_block(BlockDocument.model_validate(document))
+    return store.blocks.create(BlockDocument.model_validate(document))
 
 
 def run_of(action: dict[str, Any], *, key: str = "firing-1:0") -> ActionRun:

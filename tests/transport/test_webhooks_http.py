@@ -55,7 +55,7 @@ class Hooks:
             template_timeout_s=2.0,
         )
         self.receiver = WebhookReceiver(
-            store, settings, self.metrics, emit=self._emit, is_ready=lambda: self.ready
+            store.webhooks, settings, self.metrics, emit=self._emit, is_ready=lambda: self.ready
         )
         app = build_app(self.metrics.registry, lambda: {"ok": True}, self.receiver)
         self.port = free_port()
@@ -106,7 +106,7 @@ def hooks(store: Store) -> Iterator[Hooks]:
 
 
 def create(store: Store, name: str = "repo", template: str = TEMPLATE, **fields: Any) -> Any:
-    return store.create_webhook(
+    return store.webhooks.create(
         WebhookSpec.model_validate({"name": name, "template": template, **fields})
     )
 
@@ -203,7 +203,7 @@ def test_a_body_over_the_limit_gets_413_and_a_failure_event(tmp_path: Path) -> N
 def test_rotating_retires_the_old_url_at_once(hooks: Hooks, store: Store) -> None:
     webhook = create(store, "cron", STATIC)
     assert httpx.get(hooks.url(webhook.slug)).status_code == 204
-    rotated = store.rotate_webhook(webhook.id)
+    rotated = store.webhooks.rotate(webhook.id)
     assert httpx.get(hooks.url(webhook.slug)).status_code == 404
     assert httpx.get(hooks.url(rotated.slug)).status_code == 204
 
@@ -211,9 +211,9 @@ def test_rotating_retires_the_old_url_at_once(hooks: Hooks, store: Store) -> Non
 def test_changes_to_a_webhook_apply_to_the_next_request(hooks: Hooks, store: Store) -> None:
     webhook = create(store, "cron", STATIC)
     changed = WebhookSpec(name="cron", template=STATIC.replace("cron.done", "cron.finished"))
-    store.update_webhook(webhook.id, changed)
+    store.webhooks.update(webhook.id, changed)
     assert httpx.get(hooks.url(webhook.slug)).status_code == 204
-    store.update_webhook(webhook.id, changed.model_copy(update={"enabled": False}))
+    store.webhooks.update(webhook.id, changed.model_copy(update={"enabled": False}))
     assert httpx.get(hooks.url(webhook.slug)).status_code == 404
     assert [e.event for e in hooks.emitted] == ["cron.finished"]
 

@@ -63,7 +63,7 @@ class BlockResolver:
         """The block with its secrets; raises ``ActionFailed`` when it cannot be found
         or its type is not one Marmot sends through."""
         try:
-            return self._store.read_block(block_document_id, include_secrets=True)
+            return self._store.blocks.read(block_document_id, include_secrets=True)
         except NotFound:
             pass
         orchestrator = self._orchestrator

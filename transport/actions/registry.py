@@ -39,7 +39,7 @@ def registry_runners(store: Store, renderer: TemplateRenderer) -> dict[str, Runn
 
     def existing(automation_id: UUID) -> str:
         try:
-            return store.read_automation(automation_id).automation.name
+            return store.automations.read(automation_id).automation.name
         except NotFound:
             raise ActionFailed(f"automation {automation_id} does not exist") from None
 
@@ -63,7 +63,7 @@ def registry_runners(store: Store, renderer: TemplateRenderer) -> dict[str, Runn
         title = await renderer.render(action.title or DEFAULT_INCIDENT_TITLE, run)
         severity = await renderer.render(action.severity or DEFAULT_INCIDENT_SEVERITY, run)
         summary = await renderer.render(action.summary, run) if action.summary else ""
-        incident = store.record_incident(
+        incident = store.incidents.record(
             key=run.key,
             automation_id=run.automation.id,
             firing_id=run.firing.id,

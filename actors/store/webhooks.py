@@ -3,8 +3,7 @@
 The slug is Marmot's: a random URL-safe token, assigned at creation and replaced
 when the webhook is rotated (the old URL stops working at once). The HTTP
 server resolves slugs from a map held in memory, rebuilt after any change made
-through the store, so a request costs no query. ``WebhookRegistry`` is a part of
-``Store``; it shares the store's connection, lock and transactions.
+through the store, so a request costs no query.
 """
 
 from __future__ import annotations
@@ -16,12 +15,12 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from marmot.actors.storepart import StorePart
+from marmot.actors.store.database import Database
 from marmot.engine.errors import Conflict, NotFound
 from marmot.engine.models.webhooks import WebhookIdentity, WebhookSpec
 from marmot.engine.timestamps import from_us
 
-__all__ = ["SLUG_BYTES", "StoredWebhook", "WebhookRegistry", "create_webhooks_table", "new_slug"]
+__all__ = ["SLUG_BYTES", "StoredWebhook", "Webhooks", "new_slug"]
 
 SLUG_BYTES = 16
 """Random bytes in a slug: 22 URL-safe characters, as long as Prefect Cloud's."""
@@ -30,24 +29,6 @@ SLUG_BYTES = 16
 def new_slug() -> str:
     """A fresh, unguessable URL slug."""
     return secrets.token_urlsafe(SLUG_BYTES)
-
-
-def create_webhooks_table(conn: sqlite3.Connection) -> None:
-    """Schema migration 5: the webhooks table."""
-    conn.execute(
-        """
-        CREATE TABLE webhooks (
-            id TEXT PRIMARY KEY,
-            name TEXT NOT NULL UNIQUE,
-            description TEXT NOT NULL,
-            enabled INTEGER NOT NULL,
-            template TEXT NOT NULL,
-            slug TEXT NOT NULL UNIQUE,
-            created INTEGER NOT NULL,
-            updated INTEGER NOT NULL
-        )
-        """
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,25 +89,27 @@ def _webhook(row: tuple[Any, ...]) -> StoredWebhook:
     )
 
 
-class WebhookRegistry(StorePart):
-    """Create, read, change, rotate and delete webhooks; resolve slugs (a part of ``Store``)."""
+class Webhooks:
+    """Create, read, change, rotate and delete webhooks; resolve slugs."""
 
-    # slug -> webhook, every webhook; None until built, and again after each change.
-    _webhooks_by_slug: dict[str, StoredWebhook] | None = None
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        # slug -> webhook, every webhook; None until built, and again after each change.
+        self._webhooks_by_slug: dict[str, StoredWebhook] | None = None
 
     def _changed(self) -> None:
         # Called with the lock held, inside the change's transaction: a map built
         # by a reader before the change can never be stored after it.
         self._webhooks_by_slug = None
 
-    def create_webhook(self, spec: WebhookSpec) -> StoredWebhook:
+    def create(self, spec: WebhookSpec) -> StoredWebhook:
         """Store a new webhook with a new id and slug; returns it.
 
         Raises ``Conflict`` if a webhook with its name exists.
         """
-        now = self._now_us()
+        now = self._db.now_us()
         webhook_id = str(uuid4())
-        with self._transaction() as conn:
+        with self._db.transaction() as conn:
             _check_name_free(conn, spec.name, webhook_id)
             conn.execute(
                 f"INSERT INTO webhooks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -144,23 +127,23 @@ class WebhookRegistry(StorePart):
             self._changed()
             return _read(conn, "id = ?", webhook_id)
 
-    def read_webhook(self, id: UUID) -> StoredWebhook:
+    def read(self, id: UUID) -> StoredWebhook:
         """The webhook with this id; raises ``NotFound`` if there is none."""
-        with self._lock:
-            found = _find(self._conn, "id = ?", str(id))
+        with self._db.lock:
+            found = _find(self._db.conn, "id = ?", str(id))
         if found is None:
             raise NotFound(f"no webhook with id {id}", details=str(id))
         return found
 
-    def read_webhook_by_name(self, name: str) -> StoredWebhook:
+    def read_by_name(self, name: str) -> StoredWebhook:
         """The webhook with this name; raises ``NotFound`` if there is none."""
-        with self._lock:
-            found = _find(self._conn, "name = ?", name)
+        with self._db.lock:
+            found = _find(self._db.conn, "name = ?", name)
         if found is None:
             raise NotFound(f"no webhook named {name!r}", details=name)
         return found
 
-    def list_webhooks(
+    def list(
         self, *, name_prefix: str | None = None, enabled: bool | None = None
     ) -> list[StoredWebhook]:
         """Webhooks matching every filter, sorted by name."""
@@ -173,17 +156,17 @@ class WebhookRegistry(StorePart):
             clauses.append("enabled = ?")
             params.append(int(enabled))
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        with self._lock:
-            rows = self._conn.execute(
+        with self._db.lock:
+            rows = self._db.conn.execute(
                 f"SELECT {_COLUMNS} FROM webhooks{where} ORDER BY name", params
             ).fetchall()
         return [_webhook(row) for row in rows]
 
-    def update_webhook(self, id: UUID, spec: WebhookSpec) -> StoredWebhook:
+    def update(self, id: UUID, spec: WebhookSpec) -> StoredWebhook:
         """Replace a webhook's name, description, enabled flag and template (its slug
         stays); returns it. Raises ``NotFound`` if there is none and ``Conflict`` if
         another webhook has the name."""
-        with self._transaction() as conn:
+        with self._db.transaction() as conn:
             _read(conn, "id = ?", str(id))
             _check_name_free(conn, spec.name, str(id))
             conn.execute(
@@ -194,41 +177,41 @@ class WebhookRegistry(StorePart):
                     spec.description,
                     int(spec.enabled),
                     spec.template,
-                    self._now_us(),
+                    self._db.now_us(),
                     str(id),
                 ),
             )
             self._changed()
             return _read(conn, "id = ?", str(id))
 
-    def rotate_webhook(self, id: UUID) -> StoredWebhook:
+    def rotate(self, id: UUID) -> StoredWebhook:
         """Give a webhook a new slug (its old URL stops working); returns it.
         Raises ``NotFound`` if there is none."""
-        with self._transaction() as conn:
+        with self._db.transaction() as conn:
             _read(conn, "id = ?", str(id))
             conn.execute(
                 "UPDATE webhooks SET slug = ?, updated = ? WHERE id = ?",
-                (_free_slug(conn), self._now_us(), str(id)),
+                (_free_slug(conn), self._db.now_us(), str(id)),
             )
             self._changed()
             return _read(conn, "id = ?", str(id))
 
-    def delete_webhook(self, id: UUID) -> None:
+    def delete(self, id: UUID) -> None:
         """Delete a webhook; raises ``NotFound`` if there is none."""
-        with self._transaction() as conn:
+        with self._db.transaction() as conn:
             if not conn.execute("DELETE FROM webhooks WHERE id = ?", (str(id),)).rowcount:
                 raise NotFound(f"no webhook with id {id}", details=str(id))
             self._changed()
 
-    def webhook_for_slug(self, slug: str) -> StoredWebhook | None:
+    def for_slug(self, slug: str) -> StoredWebhook | None:
         """The webhook whose URL ends in ``slug`` (enabled or not), or None; from memory
         (one query rebuilds the map after a change)."""
         known = self._webhooks_by_slug
         if known is None:
-            with self._lock:
+            with self._db.lock:
                 known = self._webhooks_by_slug
                 if known is None:
-                    rows = self._conn.execute(f"SELECT {_COLUMNS} FROM webhooks").fetchall()
+                    rows = self._db.conn.execute(f"SELECT {_COLUMNS} FROM webhooks").fetchall()
                     known = {row[5]: _webhook(row) for row in rows}
                     self._webhooks_by_slug = known
         return known.get(slug)

@@ -5,36 +5,26 @@ it runs it, so a firing delivered twice acts once. The claim records which
 executor incarnation owns it and the job it came from (the automation as it
 was, the firing and its ``automation.triggered`` event), so an action whose
 executor died before it finished is adopted and carried out by the next
-incarnation (or, after a daemon restart, by the new pool). ``ActionJournal``
-is a part of ``Store``; it shares the store's connection, lock and
-transactions.
+incarnation (or, after a daemon restart, by the new pool).
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from marmot.actors.storepart import StorePart, select_in
+from marmot.actors.store.database import Database, select_in
 from marmot.engine.errors import NotFound
 from marmot.engine.timestamps import from_us
 
-__all__ = ["ActionJournal", "ActionRecord", "add_action_owner_and_job", "owner_name"]
+__all__ = ["ActionLog", "ActionRecord", "owner_name"]
 
 _INSERT = (
     "INSERT OR IGNORE INTO actions (key, firing_id, automation_id, action_index, status,"
     " detail, created, updated, owner, job) VALUES (?, ?, ?, ?, 'claimed', '', ?, ?, ?, ?)"
 )
-
-
-def add_action_owner_and_job(conn: sqlite3.Connection) -> None:
-    """Schema migration 4: who holds a claim, and the job to carry it out again."""
-    conn.execute("ALTER TABLE actions ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
-    conn.execute("ALTER TABLE actions ADD COLUMN job BLOB")
-    conn.execute("CREATE INDEX actions_claimed ON actions (owner) WHERE status = 'claimed'")
 
 
 def owner_name(owner: str) -> str:
@@ -56,20 +46,21 @@ class ActionRecord:
     updated: datetime
 
 
-class ActionJournal(StorePart):
-    """Claim, finish, adopt and read actions (a part of ``Store``)."""
+class ActionLog:
+    """Claim, finish, adopt and read actions."""
 
-    def claim_action(
-        self, key: str, *, firing_id: str, automation_id: str, action_index: int
-    ) -> bool:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def claim(self, key: str, *, firing_id: str, automation_id: str, action_index: int) -> bool:
         """Record that the action with idempotency ``key`` is being carried out.
 
         Returns True if this call claimed it, False if it was already recorded
         (a duplicate delivery, which must not act again).
         """
-        return bool(self.claim_actions([(key, firing_id, automation_id, action_index)]))
+        return bool(self.claim_many([(key, firing_id, automation_id, action_index)]))
 
-    def claim_actions(
+    def claim_many(
         self,
         claims: Sequence[tuple[str, str, str, int]],
         *,
@@ -84,9 +75,9 @@ class ActionJournal(StorePart):
         if not claims:
             return set()
         jobs = jobs or {}
-        now = self._now_us()
+        now = self._db.now_us()
         claimed: set[str] = set()
-        with self._transaction() as conn:
+        with self._db.transaction() as conn:
             for key, firing_id, automation_id, action_index in claims:
                 row = (key, firing_id, automation_id, action_index, now, now, owner)
                 if conn.execute(_INSERT, (*row, jobs.get(firing_id))).rowcount == 1:
@@ -95,26 +86,26 @@ class ActionJournal(StorePart):
 
     def claimed_keys(self, keys: Sequence[str]) -> set[str]:
         """Which of these idempotency keys the action log holds (claimed or finished)."""
-        with self._lock:
-            rows = select_in(self._conn, "SELECT key FROM actions WHERE key IN ({marks})", keys)
+        with self._db.lock:
+            rows = select_in(self._db.conn, "SELECT key FROM actions WHERE key IN ({marks})", keys)
         return {row[0] for row in rows}
 
-    def finish_actions(self, results: Sequence[tuple[str, str, str]]) -> None:
+    def finish_many(self, results: Sequence[tuple[str, str, str]]) -> None:
         """Record how many claimed actions ended, ``(key, status, detail)`` each,
         in one transaction (their jobs are dropped)."""
         if not results:
             return
-        now = self._now_us()
-        with self._transaction() as conn:
+        now = self._db.now_us()
+        with self._db.transaction() as conn:
             conn.executemany(
                 "UPDATE actions SET status = ?, detail = ?, updated = ?, job = NULL WHERE key = ?",
                 [(status, detail, now, key) for key, status, detail in results],
             )
 
-    def finish_action(self, key: str, status: str, detail: str = "") -> None:
+    def finish(self, key: str, status: str, detail: str = "") -> None:
         """Record how a claimed action ended; raises ``NotFound`` if it was never claimed."""
-        now = self._now_us()
-        with self._transaction() as conn:
+        now = self._db.now_us()
+        with self._db.transaction() as conn:
             changed = conn.execute(
                 "UPDATE actions SET status = ?, detail = ?, updated = ?, job = NULL WHERE key = ?",
                 (status, detail, now, key),
@@ -128,7 +119,7 @@ class ActionJournal(StorePart):
         the last run is alive. Returns how many claims were handed over."""
         if not names:
             return 0
-        with self._transaction() as conn:
+        with self._db.transaction() as conn:
             rowids = [
                 row[0]
                 for row in conn.execute(
@@ -146,8 +137,8 @@ class ActionJournal(StorePart):
         executor (same name, other incarnation): ``(key, action index, job)``
         each, now held by ``owner``."""
         name = owner_name(owner)
-        now = self._now_us()
-        with self._transaction() as conn:
+        now = self._db.now_us()
+        with self._db.transaction() as conn:
             rows = conn.execute(
                 "UPDATE actions SET owner = ?, updated = ? WHERE status = 'claimed'"
                 " AND job IS NOT NULL AND owner != ?"
@@ -156,16 +147,14 @@ class ActionJournal(StorePart):
             ).fetchall()
         return [(str(row[0]), int(row[1]), bytes(row[2])) for row in rows]
 
-    def read_actions(
-        self, *, automation_id: UUID | None = None, limit: int = 100
-    ) -> list[ActionRecord]:
+    def read(self, *, automation_id: UUID | None = None, limit: int = 100) -> list[ActionRecord]:
         """Up to ``limit`` action records, newest first, optionally of one automation."""
         where: str = ""
         params: list[str | int] = [max(limit, 0)]
         if automation_id is not None:
             where, params = " WHERE automation_id = ?", [str(automation_id), max(limit, 0)]
-        with self._lock:
-            rows = self._conn.execute(
+        with self._db.lock:
+            rows = self._db.conn.execute(
                 "SELECT key, firing_id, automation_id, action_index, status, detail, created,"
                 f" updated FROM actions{where} ORDER BY created DESC, rowid DESC LIMIT ?",
                 params,

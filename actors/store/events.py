@@ -1,7 +1,6 @@
-"""The append-only event log: every accepted event with its sequence number.
+"""The durable event log: every accepted event with its sequence number.
 
-It keeps the recent window for the event feed and for replay after a crash;
-``Store`` (actors/store.py) builds on it and owns the connection and schema.
+It keeps the recent window for the event feed and for replay after a crash.
 """
 
 from __future__ import annotations
@@ -9,14 +8,12 @@ from __future__ import annotations
 import functools
 import re
 import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import datetime
 from fnmatch import fnmatchcase
 from uuid import UUID
 
-from marmot.actors.storepart import select_in
+from marmot.actors.store.database import Database, select_in
 from marmot.actors.wire import decode_event, encode_event
 from marmot.engine.models.events import Event
 from marmot.engine.timestamps import to_us
@@ -36,8 +33,7 @@ SCHEMA = (
     )
     """,
     # ``body`` holds the event packed as the actors receive it (a BLOB; SQLite
-    # keeps a BLOB as it is in a TEXT column). Logs written before hold JSON
-    # text there, which still reads: see ``decode_body``.
+    # keeps a BLOB as it is in a TEXT column).
     # Only time is indexed: every index costs each append (bench/daemon.py),
     # and name or resource filters scan the recent log, newest first.
     "CREATE INDEX events_occurred ON events (occurred)",
@@ -56,33 +52,13 @@ _SELECTIVE_ROWS = 2000
 
 
 class EventLog:
-    """Event-log operations over a shared connection, serialised by ``lock``.
+    """Append, read, filter and trim the event log."""
 
-    The connection must be in autocommit mode (``isolation_level=None``):
-    transactions are begun and ended explicitly here.
-    """
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._chunk_rows = _chunk_rows(db.conn)
 
-    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock) -> None:
-        self._conn = conn
-        self._lock = lock
-        self._chunk_rows = _chunk_rows(conn)
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """Hold the lock and a write transaction; commit on success, roll back on error."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
-
-    def append_events(
-        self, events: Sequence[Event], bodies: Sequence[bytes] | None = None
-    ) -> list[int]:
+    def append(self, events: Sequence[Event], bodies: Sequence[bytes] | None = None) -> list[int]:
         """Append events in one transaction; returns their sequence numbers, in order.
 
         ``bodies``: the events already packed with ``wire.encode_event`` (the
@@ -106,7 +82,7 @@ class EventLog:
             )
             for e, body in zip(events, bodies, strict=True)
         ]
-        with self._transaction() as conn:
+        with self._db.transaction() as conn:
             # Plain INSERT, not OR IGNORE: an ignored row would still use up a
             # sequence number. A duplicate id is rare; it undoes the batch and
             # takes the slower path that looks the known ids up first.
@@ -120,23 +96,23 @@ class EventLog:
             conn.execute("RELEASE append")
             return _last_seqs(conn, len(rows))
 
-    def read_events_after(self, seq: int, limit: int = 1000) -> list[tuple[int, Event]]:
+    def read_after(self, seq: int, limit: int = 1000) -> list[tuple[int, Event]]:
         """Up to ``limit`` events with a sequence number above ``seq``, oldest first."""
         if limit <= 0:
             return []
-        with self._lock:
-            rows = self._conn.execute(
+        with self._db.lock:
+            rows = self._db.conn.execute(
                 "SELECT seq, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
             ).fetchall()
         return [(s, decode_body(body)) for s, body in rows]
 
-    def known_event_ids(self, ids: Sequence[UUID]) -> set[UUID]:
+    def known_ids(self, ids: Sequence[UUID]) -> set[UUID]:
         """Which of these event ids are in the log."""
         if not ids:
             return set()
-        with self._lock:
+        with self._db.lock:
             rows = select_in(
-                self._conn, "SELECT id FROM events WHERE id IN ({marks})", [i.bytes for i in ids]
+                self._db.conn, "SELECT id FROM events WHERE id IN ({marks})", [i.bytes for i in ids]
             )
         return {UUID(bytes=row[0]) for row in rows}
 
@@ -145,19 +121,19 @@ class EventLog:
 
         Trimming does not lower it: numbers are never reused.
         """
-        with self._lock:
-            row = self._conn.execute(
+        with self._db.lock:
+            row = self._db.conn.execute(
                 "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
             ).fetchone()
         return 0 if row is None else int(row[0])
 
-    def count_events(self) -> int:
+    def count(self) -> int:
         """How many events the log holds now."""
-        with self._lock:
-            count: int = self._conn.execute("SELECT count(*) FROM events").fetchone()[0]
+        with self._db.lock:
+            count: int = self._db.conn.execute("SELECT count(*) FROM events").fetchone()[0]
         return count
 
-    def filter_events(
+    def filter(
         self,
         *,
         names: Sequence[str] = (),
@@ -190,8 +166,8 @@ class EventLog:
             clauses.append("occurred <= ?")
             params.append(to_us(until))
         order = "DESC" if descending else "ASC"
-        found: list[tuple[int, bytes | str]] = []
-        with self._lock:
+        found: list[tuple[int, bytes]] = []
+        with self._db.lock:
             needs_match = False
             if names:
                 name_sql, name_params, needs_match = _name_prefilter(
@@ -205,7 +181,7 @@ class EventLog:
             if not needs_match:
                 sql += " LIMIT ?"
                 params.append(limit)
-            cursor = self._conn.execute(sql, params)
+            cursor = self._db.conn.execute(sql, params)
             try:
                 for seq, name, body in cursor:
                     if needs_match and not any(fnmatchcase(name, p) for p in names):
@@ -228,12 +204,10 @@ class EventLog:
         """
         name_sql, name_params, _ = _name_prefilter(names, "event")
         probe = f"SELECT count(*) FROM (SELECT 1 FROM events WHERE {name_sql} LIMIT ?)"
-        count: int = self._conn.execute(probe, [*name_params, _SELECTIVE_ROWS]).fetchone()[0]
+        count: int = self._db.conn.execute(probe, [*name_params, _SELECTIVE_ROWS]).fetchone()[0]
         return "event" if count < _SELECTIVE_ROWS else "+event"
 
-    def trim_events(
-        self, *, keep_after_seq: int | None = None, older_than: datetime | None = None
-    ) -> int:
+    def trim(self, *, keep_after_seq: int | None = None, older_than: datetime | None = None) -> int:
         """Delete events at or below ``keep_after_seq`` and occurred before ``older_than``.
 
         With both, only events meeting both conditions go (retention never
@@ -249,23 +223,18 @@ class EventLog:
             clauses.append("occurred < ?")
             params.append(to_us(older_than))
         if not clauses:
-            raise ValueError("trim_events needs keep_after_seq or older_than")
-        with self._transaction() as conn:
+            raise ValueError("trim needs keep_after_seq or older_than")
+        with self._db.transaction() as conn:
             deleted: int = conn.execute(
                 f"DELETE FROM events WHERE {' AND '.join(clauses)}", params
             ).rowcount
         return deleted
 
 
-def decode_body(body: bytes | str) -> Event:
-    """The event a log row's ``body`` holds: packed wire bytes, or JSON in older logs.
-
-    Events were validated when they were accepted, so packed ones are rebuilt
-    without validating again.
-    """
-    if isinstance(body, bytes):
-        return decode_event(body)
-    return Event.model_validate_json(body)
+def decode_body(body: bytes) -> Event:
+    """The event a log row's ``body`` holds (packed wire bytes). Events were
+    validated when they were accepted, so they are rebuilt without validating again."""
+    return decode_event(body)
 
 
 # Rows go in with as few statements as possible. SQLite works on a statement

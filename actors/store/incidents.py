@@ -1,47 +1,24 @@
 """Incidents declared by the ``declare-incident`` action, kept in the store.
 
 An incident is recorded once per action (its idempotency key), so a firing
-delivered twice declares one incident. ``IncidentLog`` is a part of
-``Store``; it shares the store's connection, lock and transactions.
+delivered twice declares one incident.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid5
 
-from marmot.actors.storepart import StorePart
+from marmot.actors.store.database import Database
 from marmot.engine.errors import NotFound
 from marmot.engine.timestamps import from_us
 from marmot.engine.triggers.firing import FIRING_NAMESPACE
 
-__all__ = ["INCIDENT_STATUSES", "Incident", "IncidentLog", "create_incidents_table"]
+__all__ = ["INCIDENT_STATUSES", "Incident", "Incidents"]
 
 INCIDENT_STATUSES = ("open", "resolved")
-
-
-def create_incidents_table(conn: sqlite3.Connection) -> None:
-    """Schema migration 3: the incidents table."""
-    conn.execute(
-        """
-        CREATE TABLE incidents (
-            id TEXT PRIMARY KEY,
-            key TEXT NOT NULL UNIQUE,
-            automation_id TEXT NOT NULL,
-            firing_id TEXT NOT NULL,
-            event_id TEXT,
-            title TEXT NOT NULL,
-            severity TEXT NOT NULL,
-            summary TEXT NOT NULL,
-            status TEXT NOT NULL,
-            created INTEGER NOT NULL
-        )
-        """
-    )
-    conn.execute("CREATE INDEX incidents_created ON incidents (created)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +67,13 @@ def _incident(row: tuple[Any, ...]) -> Incident:
     )
 
 
-class IncidentLog(StorePart):
-    """Record and read incidents (a part of ``Store``)."""
+class Incidents:
+    """Record, read and resolve incidents."""
 
-    def record_incident(
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def record(
         self,
         *,
         key: str,
@@ -107,7 +87,7 @@ class IncidentLog(StorePart):
         """Record an incident once per idempotency ``key``; returns it (the first one
         recorded under that key, if there was one)."""
         incident_id = uuid5(FIRING_NAMESPACE, f"incident|{key}")
-        with self._transaction() as conn:
+        with self._db.transaction() as conn:
             conn.execute(
                 f"INSERT OR IGNORE INTO incidents ({_COLUMNS}, key)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, 'open', ?, ?)",
@@ -119,47 +99,47 @@ class IncidentLog(StorePart):
                     title,
                     severity,
                     summary,
-                    self._now_us(),
+                    self._db.now_us(),
                     key,
                 ),
             )
             row = conn.execute(f"SELECT {_COLUMNS} FROM incidents WHERE key = ?", (key,)).fetchone()
         return _incident(row)
 
-    def read_incident(self, id: UUID) -> Incident:
+    def read(self, id: UUID) -> Incident:
         """One incident; raises ``NotFound`` if there is none."""
-        with self._lock:
-            row = self._conn.execute(
+        with self._db.lock:
+            row = self._db.conn.execute(
                 f"SELECT {_COLUMNS} FROM incidents WHERE id = ?", (str(id),)
             ).fetchone()
         if row is None:
             raise NotFound(f"no incident with id {id}", details=str(id))
         return _incident(row)
 
-    def list_incidents(
+    def list(
         self, *, automation_id: UUID | None = None, status: str | None = None, limit: int = 100
     ) -> list[Incident]:
         """Up to ``limit`` incidents, newest first, optionally of one automation or status."""
         clauses, params = _filters(automation_id, status)
-        with self._lock:
-            rows = self._conn.execute(
+        with self._db.lock:
+            rows = self._db.conn.execute(
                 f"SELECT {_COLUMNS} FROM incidents{clauses}"
                 " ORDER BY created DESC, rowid DESC LIMIT ?",
                 [*params, max(limit, 0)],
             ).fetchall()
         return [_incident(row) for row in rows]
 
-    def set_incident_status(self, id: UUID, status: str) -> Incident:
+    def set_status(self, id: UUID, status: str) -> Incident:
         """Mark an incident ``open`` or ``resolved``."""
         if status not in INCIDENT_STATUSES:
             raise ValueError(f"status must be one of {', '.join(INCIDENT_STATUSES)}")
-        with self._transaction() as conn:
+        with self._db.transaction() as conn:
             changed = conn.execute(
                 "UPDATE incidents SET status = ? WHERE id = ?", (status, str(id))
             ).rowcount
         if not changed:
             raise NotFound(f"no incident with id {id}", details=str(id))
-        return self.read_incident(id)
+        return self.read(id)
 
 
 def _filters(automation_id: UUID | None, status: str | None) -> tuple[str, list[str]]:

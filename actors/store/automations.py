@@ -1,0 +1,178 @@
+"""Automations kept in the store, with their versions and times."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from pydantic import ValidationError
+
+from marmot.actors.store.database import Database
+from marmot.engine.errors import Conflict, NotFound, ValidationFailed
+from marmot.engine.models.automations import Automation
+from marmot.engine.timestamps import from_us
+
+__all__ = ["Automations", "StoredAutomation"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAutomation:
+    """An automation with the store's bookkeeping (times are UTC)."""
+
+    automation: Automation
+    created: datetime
+    updated: datetime
+    version: int
+
+
+class Automations:
+    """Create, read, list, change and delete automations; names are unique."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def create(self, a: Automation) -> StoredAutomation:
+        """Store a new automation at version 1; returns it as stored.
+
+        Raises ``Conflict`` if an automation with its id or its name exists.
+        """
+        document = a.model_dump_json()
+        now = self._db.now_us()
+        with self._db.transaction() as conn:
+            if conn.execute("SELECT 1 FROM automations WHERE id = ?", (str(a.id),)).fetchone():
+                raise Conflict(f"an automation with id {a.id} already exists", details=str(a.id))
+            _check_name_free(conn, a)
+            conn.execute(
+                "INSERT INTO automations VALUES (?, ?, ?, ?, ?, ?, 1)",
+                (str(a.id), a.name, int(a.enabled), document, now, now),
+            )
+        return _stored(document, now, now, 1)
+
+    def read(self, id: UUID) -> StoredAutomation:
+        """The automation with this id; raises ``NotFound`` if there is none."""
+        return self._read_one("id = ?", str(id), f"no automation with id {id}")
+
+    def read_by_name(self, name: str) -> StoredAutomation:
+        """The automation with this name; raises ``NotFound`` if there is none."""
+        return self._read_one("name = ?", name, f"no automation named {name!r}")
+
+    def _read_one(self, where: str, value: str, missing: str) -> StoredAutomation:
+        with self._db.lock:
+            row = self._db.conn.execute(
+                f"SELECT document, created, updated, version FROM automations WHERE {where}",
+                (value,),
+            ).fetchone()
+        if row is None:
+            raise NotFound(missing, details=value)
+        return _stored(*row)
+
+    def list(
+        self,
+        *,
+        name_prefix: str | None = None,
+        enabled: bool | None = None,
+        tags: Sequence[str] = (),
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[StoredAutomation]:
+        """Automations matching every filter, sorted by name.
+
+        ``tags`` keeps automations that carry all of the given tags.
+        """
+        clauses: list[str] = []
+        params: list[str | int] = []
+        if name_prefix:
+            clauses.append("substr(name, 1, length(?)) = ?")
+            params += [name_prefix, name_prefix]
+        if enabled is not None:
+            clauses.append("enabled = ?")
+            params.append(int(enabled))
+        for tag in dict.fromkeys(tags):
+            clauses.append("EXISTS (SELECT 1 FROM json_each(document, '$.tags') WHERE value = ?)")
+            params.append(tag)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        params += [-1 if limit is None else max(limit, 0), max(offset, 0)]
+        with self._db.lock:
+            rows = self._db.conn.execute(
+                "SELECT document, created, updated, version FROM automations"
+                f"{where} ORDER BY name LIMIT ? OFFSET ?",
+                params,
+            ).fetchall()
+        return [_stored(*row) for row in rows]
+
+    def update(self, a: Automation) -> StoredAutomation:
+        """Replace the stored automation with ``a.id``, bumping its version; returns it.
+
+        Raises ``NotFound`` if there is none and ``Conflict`` if another
+        automation already has ``a.name``.
+        """
+        with self._db.transaction() as conn:
+            return self._replace(conn, a)
+
+    def set_enabled(self, id: UUID, enabled: bool) -> StoredAutomation:
+        """Enable or disable an automation, bumping its version; returns it.
+
+        Raises ``NotFound`` if there is none, and ``ValidationFailed`` if the
+        automation may not be enabled (e.g. it would start a flow-run loop).
+        """
+        with self._db.transaction() as conn:
+            row = conn.execute(
+                "SELECT document FROM automations WHERE id = ?", (str(id),)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no automation with id {id}", details=str(id))
+            # Re-validate: enabling runs checks a disabled automation skips.
+            try:
+                changed = Automation.model_validate({**json.loads(row[0]), "enabled": enabled})
+            except ValidationError as exc:
+                raise ValidationFailed(
+                    f"automation {id} cannot be {'enabled' if enabled else 'disabled'}: "
+                    f"{exc.errors(include_url=False)[0]['msg']}",
+                    details=[
+                        {"loc": [str(p) for p in e["loc"]], "msg": e["msg"]}
+                        for e in exc.errors(include_url=False)
+                    ],
+                ) from exc
+            return self._replace(conn, changed)
+
+    def _replace(self, conn: sqlite3.Connection, a: Automation) -> StoredAutomation:
+        row = conn.execute(
+            "SELECT created, version FROM automations WHERE id = ?", (str(a.id),)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no automation with id {a.id}", details=str(a.id))
+        _check_name_free(conn, a)
+        document = a.model_dump_json()
+        now = self._db.now_us()
+        created, version = int(row[0]), int(row[1]) + 1
+        conn.execute(
+            "UPDATE automations SET name = ?, enabled = ?, document = ?, updated = ?,"
+            " version = ? WHERE id = ?",
+            (a.name, int(a.enabled), document, now, version, str(a.id)),
+        )
+        return _stored(document, created, now, version)
+
+    def delete(self, id: UUID) -> None:
+        """Delete an automation; raises ``NotFound`` if there is none."""
+        with self._db.transaction() as conn:
+            deleted = conn.execute("DELETE FROM automations WHERE id = ?", (str(id),)).rowcount
+            if not deleted:
+                raise NotFound(f"no automation with id {id}", details=str(id))
+
+
+def _check_name_free(conn: sqlite3.Connection, a: Automation) -> None:
+    clash = conn.execute(
+        "SELECT id FROM automations WHERE name = ? AND id != ?", (a.name, str(a.id))
+    ).fetchone()
+    if clash is not None:
+        raise Conflict(f"an automation named {a.name!r} already exists", details=a.name)
+
+
+def _stored(document: str, created: int, updated: int, version: int) -> StoredAutomation:
+    return StoredAutomation(
+        Automation.model_validate_json(document), from_us(created), from_us(updated), version
+    )
