@@ -21,10 +21,11 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from marmot.actors.gctune import tune_gc
+from marmot.actors.gc_thresholds import tune_gc
 from marmot.actors.store import Store
 from marmot.actors.wire import Batch, Outcome, pack, unpack
 from marmot.engine.models.automations import Automation
+from marmot.engine.models.explain import Explanation
 from marmot.engine.timestamps import from_us, to_us
 from marmot.engine.triggers.evaluator import Evaluator
 from marmot.engine.triggers.firing import Firing
@@ -227,12 +228,12 @@ class AutomationHost:
             self._dirty.add(automation_id)
         return Outcome(firings, deadlines, self._applied_seq, 0, missing).pack()
 
-    def explain(self, automation_id: str) -> dict[str, Any] | None:
-        """The automation's buckets and deadline as JSON-safe data, or None."""
+    def explain(self, automation_id: str) -> Explanation | None:
+        """The automation's buckets and deadline, or None when it is not hosted here."""
         evaluator = self._evaluators.get(automation_id)
         if evaluator is None:
             return None
-        return evaluator.explain().model_dump(mode="json")
+        return evaluator.explain()
 
     def snapshot(self) -> dict[str, Any]:
         """Every hosted automation's state plus the last sequence number applied."""

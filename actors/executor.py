@@ -18,25 +18,27 @@ import logging
 import random
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache, partial
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
-from marmot.actors.actionkit import (
+from marmot.actors.action_runs import (
     ActionFailed,
     ActionResult,
     ActionRun,
-    ActionSettings,
     RegistryRequest,
     Runner,
     RunnerFactory,
     RunnerSet,
     TransientFailure,
 )
+from marmot.actors.clock import SYSTEM_CLOCK
 from marmot.actors.priority import lower_priority
 from marmot.actors.store import Store
 from marmot.actors.wire import event_from_wire, event_to_wire, firing_from_wire, pack, unpack
+from marmot.config import ExecutorsConfig, MarmotConfig
+from marmot.engine.clock import Clock
 from marmot.engine.models.actions import Action
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import (
@@ -64,7 +66,7 @@ async def run_do_nothing(run: ActionRun) -> ActionResult:
     return ActionResult("did nothing, as asked")
 
 
-def backoff_delay(attempt: int, settings: ActionSettings, rng: random.Random) -> float:
+def backoff_delay(attempt: int, settings: ExecutorsConfig, rng: random.Random) -> float:
     """Seconds to wait before retry ``attempt`` (1-based): doubling, capped, full jitter
     in its upper half so retries of many actions do not arrive together."""
     ceiling: float = min(settings.backoff_max_s, settings.backoff_base_s * 2.0 ** (attempt - 1))
@@ -117,19 +119,22 @@ class ExecutorHost:
     def __init__(
         self,
         log_factory: Callable[[], Store],
-        settings: ActionSettings | None = None,
+        config: MarmotConfig | None = None,
         runner_factory: RunnerFactory | None = None,
         name: str = "executor",
         *,
         sleep: Callable[[float], Any] = asyncio.sleep,
         seed: int | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         # Claims are held by this incarnation; the next one (Ray restarted the
         # actor) adopts those left unfinished.
         self.owner = f"{name}#{uuid4().hex}"
         self._store: Store = log_factory()
         self._actions = self._store.actions
-        self._settings = settings or ActionSettings()
+        self._clock = clock
+        self._config = config or MarmotConfig()
+        self._settings = self._config.executors
         lower_priority(self._settings.nice)
         self._runner_factory = runner_factory
         self._runner_set: RunnerSet | None = None
@@ -151,7 +156,7 @@ class ExecutorHost:
             async with self._building:
                 if self._runner_set is None:
                     built = (
-                        await self._runner_factory(self._settings, self._store)
+                        await self._runner_factory(self._config, self._store)
                         if self._runner_factory is not None
                         else RunnerSet({})
                     )
@@ -193,7 +198,7 @@ class ExecutorHost:
         for p in planned:
             if p.run.key not in claimed:
                 continue  # delivered before: act once
-            started.append(_action_event("triggered", p.run, p.triggered))
+            started.append(_action_event("triggered", p.run, p.triggered, self._clock.now()))
             self._start(p, runners)
         return pack([event_to_wire(e) for e in started])
 
@@ -266,7 +271,7 @@ class ExecutorHost:
         run = planned.run
         async with self._slots:
             status, detail, result, attempts = await self._attempts(run, runners)
-        event = _action_event(status, run, planned.triggered, detail, attempts)
+        event = _action_event(status, run, planned.triggered, self._clock.now(), detail, attempts)
         registry = result.registry if result is not None else None
         self._done.put_nowait(_Finished(run.key, status, detail, event, registry))
 
@@ -375,7 +380,12 @@ async def _in_store(rows: int, call: Callable[[], _T]) -> _T:
 
 
 def _action_event(
-    status: str, run: ActionRun, triggered: Event, detail: str = "", attempts: int = 0
+    status: str,
+    run: ActionRun,
+    triggered: Event,
+    occurred: datetime,
+    detail: str = "",
+    attempts: int = 0,
 ) -> Event:
     automation, firing = run.automation, run.firing
     payload: dict[str, Any] = {
@@ -402,7 +412,7 @@ def _action_event(
     # Made of ids, names and strings made here: constructed, not validated again.
     return trusted_event(
         name_uuid(FIRING_NAMESPACE, f"action|{firing.id}|{run.index}|{status}"),
-        datetime.now(UTC),
+        occurred,
         f"prefect.automation.action.{status}",
         {
             RESOURCE_ID: f"prefect.automation.{automation.id}",

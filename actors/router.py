@@ -21,10 +21,13 @@ from typing import Any
 from ray.exceptions import RayActorError
 
 from marmot.actors.lanes import Lane
+from marmot.actors.metrics import Metrics
+from marmot.actors.runtime import AutomationRef, Reply
 from marmot.actors.store.events import EventLog
-from marmot.actors.wire import Outcome, encode_event, pack_batch
+from marmot.actors.wire import Outcome, pack_batch, pack_event
+from marmot.config import RouterConfig
 from marmot.engine.causal import CausalOrdering
-from marmot.engine.clock import EventsClock
+from marmot.engine.clock import Clock, EventsClock
 from marmot.engine.interest import InterestIndex
 from marmot.engine.matching import TriggerMatcher
 from marmot.engine.models.events import Event
@@ -39,8 +42,8 @@ ReloadHandler = Callable[[Sequence[str]], None]
 Row = tuple[int, list[str], Event, bytes]
 
 
-def _apply(handle: Any, rows: list[Row]) -> Any:
-    return handle.apply.remote(pack_batch([(seq, targets, body) for seq, targets, _, body in rows]))
+def _apply(actor: AutomationRef, rows: list[Row]) -> Reply[Outcome]:
+    return actor.apply(pack_batch([(seq, targets, body) for seq, targets, _, body in rows]))
 
 
 # A group commit this small is written on the event loop: handing it to a
@@ -49,23 +52,12 @@ def _apply(handle: Any, rows: list[Row]) -> Any:
 INLINE_APPEND_EVENTS = 64
 
 
-@dataclass(frozen=True, slots=True)
-class RouterSettings:
-    """Batching and backpressure bounds."""
-
-    batch_max_events: int = 256
-    max_inflight_per_actor: int = 2
-    max_queued_events: int = 100_000
-
-
 @dataclass
 class RouterStats:
     """Counters the daemon exposes as metrics."""
 
     received: int = 0
     routed: int = 0
-    held_followers: int = 0
-    failed_calls: int = 0
     backpressure_waits: int = 0
 
 
@@ -75,16 +67,18 @@ class Router:
     def __init__(
         self,
         event_log: EventLog,
-        settings: RouterSettings,
+        settings: RouterConfig,
         on_outcome: OutcomeHandler,
-        clock_us: Callable[[], int],
+        clock: Clock,
         on_missing: ReloadHandler = lambda ids: None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._event_log = event_log
+        self._metrics = metrics or Metrics()
         self.settings = settings
         self._on_outcome = on_outcome
         self._on_missing = on_missing
-        self._clock_us = clock_us
+        self._clock = clock
         self.index: InterestIndex[str] = InterestIndex()
         self._actor_of: dict[str, str] = {}
         self._lanes: dict[str, Lane[Row]] = {}
@@ -104,8 +98,8 @@ class Router:
 
     # -- routes ------------------------------------------------------------------
 
-    def add_actor(self, key: str, handle: Any) -> None:
-        """Register (or replace the handle of) an automation actor."""
+    def add_actor(self, key: str, handle: AutomationRef) -> None:
+        """Register (or replace the reference of) an automation actor."""
         lane = self._lanes.get(key)
         if lane is not None:
             lane.handle = handle
@@ -125,8 +119,7 @@ class Router:
         if lane is not None:
             asyncio.get_running_loop().create_task(lane.close())
 
-    async def _handle_outcome(self, lane: Lane[Row], batch: list[Row], blob: bytes) -> None:
-        outcome = Outcome.unpack(blob)
+    async def _handle_outcome(self, lane: Lane[Row], batch: list[Row], outcome: Outcome) -> None:
         if outcome.missing:
             # Ray restarted the actor empty: reload its automations, then send
             # their events of this batch again (the load call goes first).
@@ -140,7 +133,7 @@ class Router:
         await self._on_outcome(outcome)
 
     def _failed(self, key: str, exc: BaseException) -> bool:
-        self.stats.failed_calls += 1
+        self._metrics.actor_call_failures.labels("apply").inc()
         log.error("automation actor call failed: %s", exc, extra={"actor": key})
         if isinstance(exc, RayActorError):
             # The actor died with the batch: Ray restarts it empty, and recovery
@@ -186,7 +179,7 @@ class Router:
         # Packed once, here: the log stores these bytes and batches carry them.
         # An event that cannot be packed fails its own submitter, nobody else.
         try:
-            bodies = [encode_event(event) for event in events]
+            bodies = [pack_event(event) for event in events]
         except (ValueError, TypeError, OverflowError) as exc:
             raise ValueError(f"an event cannot be stored: {exc}") from exc
         done: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
@@ -239,12 +232,11 @@ class Router:
         self, events: Sequence[Event], bodies: Sequence[bytes], seqs: Sequence[int]
     ) -> None:
         self.stats.received += len(events)
-        now = self._clock_us()
+        now = self._clock.now_us()
         for seq, event, body in zip(seqs, events, bodies, strict=True):
             self.events_clock.observe_us(to_us(event.occurred), now)
             ready = self.causal.admit_us(event, now)
             if not ready:
-                self.stats.held_followers += 1
                 self._held[event.id] = (seq, body)
                 self._lost_wake.set()
                 self._ensure_lost_task()
@@ -272,7 +264,7 @@ class Router:
     def _route_held(self, event: Event) -> None:
         """Route a follower that was held back, with its own sequence number."""
         held = self._held.pop(event.id, None)
-        seq, body = held if held is not None else (0, encode_event(event))
+        seq, body = held if held is not None else (0, pack_event(event))
         self._route_one(seq, event, body)
 
     def _route_one(self, seq: int, event: Event, body: bytes) -> None:
@@ -311,13 +303,13 @@ class Router:
             if deadline is None:
                 await self._lost_wake.wait()
                 continue
-            delay = (to_us(deadline) - self._clock_us()) / 1e6
+            delay = (to_us(deadline) - self._clock.now_us()) / 1e6
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._lost_wake.wait(), delay)
                 continue
             # Routing never awaits, so it cannot interleave with the writer's.
-            now = self._clock_us()
+            now = self._clock.now_us()
             for event in self.causal.release_lost(from_us(now)):
                 self.events_clock.observe_us(to_us(event.occurred), now)
                 self._route_held(event)

@@ -1,22 +1,37 @@
-"""Ray in one place: starting or joining Ray, and every actor's options.
+"""Ray in one place: starting or joining Ray, every actor's options, typed actor references.
 
-Other modules get actor handles from ``RayRuntime``; none of them calls
-``ray.remote`` or sets actor options itself (STYLE.md).
+Other modules never call ``ray.remote`` or ``.remote(...)`` themselves
+(STYLE.md): ``RayRuntime`` creates the actors and hands out references
+(``AutomationRef``, ``TimerRef``, ``ExecutorRef``) whose methods submit the
+call at once (so calls on one actor keep their order) and return a ``Reply``
+that, awaited, unpacks the actor's answer into its type.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Generator
+from typing import Any, Generic, TypeVar
 
 import ray
 
 from marmot.actors.automation import AutomationHost
+from marmot.actors.executor import ExecutorHost, ExecutorResults
 from marmot.actors.timer import TimerHost
+from marmot.actors.wire import Outcome
+from marmot.config import RayConfig
+from marmot.engine.models.explain import Explanation
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "AutomationRef",
+    "ExecutorRef",
+    "RayRuntime",
+    "Reply",
+    "TimerRef",
+]
 
 # DESIGN.md, measured here: an actor is a ~47 MB process using ~0.6 % of a
 # core when idle; CPU makes ~120 actors the practical limit on 2 cores.
@@ -26,56 +41,160 @@ ACTORS_PER_CORE = 60
 # Read by each Ray worker at start-up: the nice value of its task thread.
 WORKER_NICENESS_ENV = "RAY_worker_niceness"
 
-AutomationActor = ray.remote(AutomationHost)
-TimerActor = ray.remote(TimerHost)
+_AutomationActor = ray.remote(AutomationHost)
+_TimerActor = ray.remote(TimerHost)
+_ExecutorActor = ray.remote(ExecutorHost)
+
+T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
-class RaySettings:
-    """How to reach Ray: ``address`` None starts an embedded local instance."""
+def _same(value: Any) -> Any:
+    return value
 
-    address: str | None = None
-    namespace: str = "marmot"
-    num_cpus: int | None = None
-    object_store_memory_mb: int = 200
-    log_to_driver: bool = False
+
+async def _items(stream: Any, decode: Callable[[Any], T]) -> AsyncIterator[T]:
+    async for ref in stream:
+        yield decode(await ref)
+
+
+class Reply(Generic[T]):
+    """An actor call already submitted; awaiting it gives the decoded answer."""
+
+    __slots__ = ("_decode", "ref")
+
+    def __init__(self, ref: Any, decode: Callable[[Any], T] = _same) -> None:
+        self.ref = ref
+        self._decode = decode
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self._wait().__await__()
+
+    async def _wait(self) -> T:
+        return self._decode(await self.ref)
+
+
+class AutomationRef:
+    """An automation actor (``AutomationHost``): evaluates the automations placed in it."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    def ping(self) -> Reply[int]:
+        """How many automations it hosts."""
+        return Reply(self.handle.ping.remote())
+
+    def load(self, document: str) -> Reply[int | None]:
+        """Host an automation fresh; its next deadline (µs, -1 for due now) or None."""
+        return Reply(self.handle.load.remote(document))
+
+    def recover(self, document: str, now_us: int) -> Reply[Outcome]:
+        """Host an automation from its checkpoint, replaying the log since."""
+        return Reply(self.handle.recover.remote(document, now_us), Outcome.unpack)
+
+    def unload(self, automation_id: str) -> Reply[bool]:
+        """Stop hosting an automation."""
+        return Reply(self.handle.unload.remote(automation_id))
+
+    def apply(self, blob: bytes) -> Reply[Outcome]:
+        """Evaluate a packed batch of events (``wire.pack_batch``)."""
+        return Reply(self.handle.apply.remote(blob), Outcome.unpack)
+
+    def expire(self, as_of_us: int, now_us: int, automation_ids: list[str]) -> Reply[Outcome]:
+        """Proactive evaluation of some of its automations at ``as_of_us``."""
+        return Reply(self.handle.expire.remote(as_of_us, now_us, automation_ids), Outcome.unpack)
+
+    def checkpoint(self, upto: int) -> Reply[int]:
+        """Checkpoint the automations whose state changed; how many were saved."""
+        return Reply(self.handle.checkpoint.remote(upto))
+
+    def explain(self, automation_id: str) -> Reply[Explanation | None]:
+        """An automation's live state, or None when it is not hosted here."""
+        return Reply(self.handle.explain.remote(automation_id))
+
+
+class TimerRef:
+    """The timer actor (``TimerHost``): wakes automations at their deadlines."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    def schedule(self, deadlines: dict[str, int | None], offset_us: int) -> Reply[None]:
+        """Set or clear deadlines (events-clock µs), with the events clock's offset."""
+        return Reply(self.handle.schedule.remote(deadlines, offset_us))
+
+    def set_offset(self, offset_us: int) -> None:
+        """Tell the timer the events clock's offset (no answer awaited)."""
+        self.handle.set_offset.remote(offset_us)
+
+    def due(self) -> AsyncIterator[list[tuple[str, int, int]]]:
+        """Lists of ``(automation id, as_of µs, lateness µs)`` as deadlines come due
+        (the stream is opened at once). Ends with an error when the timer dies (Ray
+        restarts it empty)."""
+        stream = self.handle.stream.options(num_returns="streaming", max_task_retries=0).remote()
+        return _items(stream, _same)
+
+
+class ExecutorRef:
+    """An action executor (``ExecutorHost``): claims and runs the actions of firings."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    def ping(self) -> Reply[bool]:
+        """Liveness check."""
+        return Reply(self.handle.ping.remote())
+
+    def execute(self, blob: bytes) -> Reply[bytes]:
+        """Claim and start the actions of a packed batch of firings; their
+        ``action.triggered`` events, packed."""
+        return Reply(self.handle.execute.remote(blob))
+
+    def adopt(self) -> Reply[int]:
+        """Carry out what earlier incarnations claimed and did not finish; how many."""
+        return Reply(self.handle.adopt.remote())
+
+    def results(self) -> AsyncIterator[ExecutorResults]:
+        """Finished actions, as they finish (the stream is opened at once); ends with
+        an error when the executor dies."""
+        stream = self.handle.results.options(num_returns="streaming", max_task_retries=0).remote()
+        return _items(stream, ExecutorResults.unpack)
 
 
 class RayRuntime:
     """Owns the connection to Ray and creates Marmot's actors."""
 
-    def __init__(self, settings: RaySettings) -> None:
-        self.settings = settings
+    def __init__(self, config: RayConfig) -> None:
+        self.config = config
         self._started_here = False
 
     @property
     def namespace(self) -> str:
         """The Ray namespace every Marmot actor lives in."""
-        return self.settings.namespace
+        return self.config.namespace
 
     def start(self) -> None:
         """Start an embedded Ray, or join the configured cluster; no-op if connected."""
         if ray.is_initialized():
             return
-        s = self.settings
+        c = self.config
         options: dict[str, Any] = {
-            "namespace": s.namespace,
-            "log_to_driver": s.log_to_driver,
+            "namespace": c.namespace,
+            "log_to_driver": c.log_to_driver,
             "logging_level": logging.WARNING,
         }
-        if s.address is None:
+        if c.address is None:
             # "local" never joins a cluster found in the environment (DESIGN.md).
             options.update(
                 address="local",
                 include_dashboard=False,
-                object_store_memory=s.object_store_memory_mb * 1024 * 1024,
+                object_store_memory=c.object_store_memory_mb * 1024 * 1024,
             )
-            if s.num_cpus is not None:
-                options["num_cpus"] = s.num_cpus
+            if c.num_cpus is not None:
+                options["num_cpus"] = c.num_cpus
         else:
-            options["address"] = s.address
+            options["address"] = c.address
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        if s.address is None:
+        if c.address is None:
             # Ray runs its workers' task threads at nice 15, below the daemon:
             # on a busy machine the automation actors and the timer then wait
             # for the CPU behind everything else (measured on 2 cores at 2,000
@@ -86,7 +205,7 @@ class RayRuntime:
             os.environ.setdefault(WORKER_NICENESS_ENV, "0")
         ray.init(**options)
         self._started_here = True
-        log.info("ray started", extra={"address": s.address or "local"})
+        log.info("ray started", extra={"address": c.address or "local"})
 
     def shutdown(self) -> None:
         """Disconnect from Ray (stopping it if it was started here)."""
@@ -94,13 +213,13 @@ class RayRuntime:
             ray.shutdown()
         self._started_here = False
 
-    def automation_actor(self, name: str, *args: Any) -> Any:
+    def automation_actor(self, name: str, *args: Any) -> AutomationRef:
         """A new automation actor (no CPU reserved; Ray restarts it if it dies).
 
         Calls in flight or sent while it restarts are retried on the new one
         (which answers that it lost its automations; the daemon recovers them).
         """
-        return AutomationActor.options(
+        handle = _AutomationActor.options(
             name=name,
             namespace=self.namespace,
             num_cpus=0,
@@ -109,10 +228,11 @@ class RayRuntime:
             max_concurrency=1,
             get_if_exists=False,
         ).remote(*args)
+        return AutomationRef(handle)
 
-    def timer_actor(self, name: str = "timer") -> Any:
+    def timer_actor(self, name: str = "timer") -> TimerRef:
         """The timer actor (async, so its sleep never blocks its stream)."""
-        return TimerActor.options(
+        handle = _TimerActor.options(
             name=name,
             namespace=self.namespace,
             num_cpus=0,
@@ -120,11 +240,11 @@ class RayRuntime:
             max_task_retries=-1,
             max_concurrency=1000,
         ).remote()
+        return TimerRef(handle)
 
-    def executor_actor(self, name: str, cls: type, *args: Any) -> Any:
-        """An action executor built from ``cls`` (several run at once per actor)."""
-        remote_cls: Any = ray.remote(cls)
-        return remote_cls.options(
+    def executor_actor(self, name: str, *args: Any) -> ExecutorRef:
+        """An action executor (several actions run at once in one actor)."""
+        handle = _ExecutorActor.options(
             name=name,
             namespace=self.namespace,
             num_cpus=0,
@@ -132,10 +252,11 @@ class RayRuntime:
             max_task_retries=-1,
             max_concurrency=1000,
         ).remote(*args)
+        return ExecutorRef(handle)
 
-    def kill(self, handle: Any) -> None:
+    def kill(self, ref: AutomationRef | TimerRef | ExecutorRef) -> None:
         """Stop an actor for good (no restart)."""
-        ray.kill(handle, no_restart=True)
+        ray.kill(ref.handle, no_restart=True)
 
     def capacity(self, actors_in_use: int) -> dict[str, Any]:
         """What this Ray node (or cluster) can still take, in automation actors."""

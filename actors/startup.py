@@ -8,9 +8,10 @@ only touched on the daemon's event loop, so it needs no lock.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from marmot.actors.clock import SYSTEM_CLOCK
 
 
 class StartupPhase(StrEnum):
@@ -41,11 +42,11 @@ _LABELS = {
 class StartupProgress:
     """The current phase, the automations recovered so far, and when start-up began.
 
-    ``started_at`` is in ``time.monotonic()`` seconds; readers pass their own
-    ``now`` to ``elapsed_s``.
+    ``started_at`` is in monotonic seconds (``Clock.monotonic``); readers pass
+    their own ``now`` to ``elapsed_s``.
     """
 
-    started_at: float = field(default_factory=time.monotonic)
+    started_at: float = field(default_factory=SYSTEM_CLOCK.monotonic)
     phase: StartupPhase = StartupPhase.OPENING_STORE
     automations_total: int = 0
     automations_recovered: int = 0

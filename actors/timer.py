@@ -11,19 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
-import time
 from collections.abc import AsyncIterator
 
-
-def wall_us() -> int:
-    """The wall clock in microseconds since the epoch."""
-    return time.time_ns() // 1000
+from marmot.actors.clock import SYSTEM_CLOCK
+from marmot.engine.clock import Clock
 
 
 class TimerHost:
     """A heap of deadlines per key; yields keys as they come due."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._clock = clock
         self._heap: list[tuple[int, int, str]] = []
         self._current: dict[str, int] = {}
         self._pushes = 0
@@ -83,7 +81,7 @@ class TimerHost:
             if not self._heap:
                 await self._changed.wait()
                 continue
-            now = wall_us()
+            now = self._clock.now_us()
             due_wall = max(self._heap[0][0], 0) - self._offset_us
             if due_wall > now:
                 with contextlib.suppress(TimeoutError):

@@ -53,21 +53,19 @@ def event_to_wire(event: Event) -> list[Any]:
     ]
 
 
-def encode_event(event: Event) -> bytes:
+def pack_event(event: Event) -> bytes:
     """An event as packed wire bytes: how the event log stores it and batches carry it."""
     return pack(event_to_wire(event))
 
 
-def decode_event(body: bytes) -> Event:
-    """The trusted event ``encode_event`` packed."""
+def unpack_event(body: bytes) -> Event:
+    """The trusted event ``pack_event`` packed."""
     return event_from_wire(unpack(body))
 
 
-def _uuid(value: bytes | str) -> UUID:
-    """A UUID from 16 bytes (or, as older rows hold it, its text), built directly:
-    ``UUID(bytes=...)`` costs more than the rest of rebuilding an event."""
-    if isinstance(value, str):
-        return UUID(value)
+def _uuid(value: bytes) -> UUID:
+    """A UUID from its 16 bytes, built directly: ``UUID(bytes=...)`` costs more than
+    the rest of rebuilding an event."""
     if len(value) != 16:
         raise ValueError(f"a UUID is 16 bytes, not {len(value)}")
     uuid = object.__new__(UUID)
@@ -99,7 +97,7 @@ def _aware(value: Any) -> datetime:
 
 
 def pack_batch(rows: Sequence[tuple[int, Sequence[str], bytes]]) -> bytes:
-    """A batch for one automation actor from events already packed (``encode_event``):
+    """A batch for one automation actor from events already packed (``pack_event``):
     each row is its log sequence number, target automations and event bytes."""
     packer = msgpack.Packer(use_bin_type=True, autoreset=True)  # one per call: thread-safe
     row_header = packer.pack_array_header(3)
@@ -120,7 +118,7 @@ class Batch:
 
     def pack(self) -> bytes:
         """The batch as one msgpack blob (one Ray call carries it)."""
-        return pack_batch([(seq, targets, encode_event(e)) for seq, targets, e in self.rows])
+        return pack_batch([(seq, targets, pack_event(e)) for seq, targets, e in self.rows])
 
     @staticmethod
     def unpack(blob: bytes) -> list[tuple[int, list[str], Event]]:
@@ -147,7 +145,7 @@ def firing_to_wire(firing: Firing) -> list[Any]:
 
 def firing_from_wire(row: Sequence[Any]) -> Firing:
     """Rebuild a firing from ``firing_to_wire`` output."""
-    fid, aid, path, labels, event, fired_us, posture, state, children = row[:9]
+    fid, aid, path, labels, event, fired_us, posture, state, children, deadline_us = row
     return Firing(
         id=UUID(fid),
         automation_id=UUID(aid),
@@ -158,7 +156,7 @@ def firing_from_wire(row: Sequence[Any]) -> Firing:
         posture=Posture(posture) if posture else None,
         state=TriggerState(state),
         child_ids=tuple(UUID(c) for c in children),
-        deadline_us=row[9] if len(row) > 9 else None,
+        deadline_us=deadline_us,
     )
 
 

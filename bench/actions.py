@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
-from marmot.actors.runtime import RayRuntime, RaySettings
-from marmot.config import load_config
+from marmot.actors.runtime import RayRuntime
+from marmot.config import RayConfig, load_config
 from marmot.transport.client import Client, Publisher
 from marmot.transport.daemon import DaemonThread
 
@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--firings", type=int, default=5000)
     parser.add_argument("--pool", type=int, default=2)
     args = parser.parse_args()
-    runtime = RayRuntime(RaySettings())
+    runtime = RayRuntime(RayConfig())
     runtime.start()
     try:
         rate, p50, p99 = run(args.firings, args.pool)

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-from marmot.actors.runtime import RayRuntime, RaySettings
-from marmot.config import load_config
+from marmot.actors.runtime import RayRuntime
+from marmot.config import RayConfig, load_config
 from marmot.engine.models.events import Event
 from marmot.engine.triggers.firing import Firing
 from marmot.transport.client import Client
@@ -48,10 +48,10 @@ def _blast(url: str, names: list[str], count: int, batch: int) -> None:
     import zmq
 
     from marmot.engine.models.events import Event
-    from marmot.transport.codec import encode_events
+    from marmot.transport.codec import events_frame
 
     events = [Event.model_validate(_event(names[k % len(names)], k)) for k in range(count)]
-    frames = [encode_events(events[i : i + batch]) for i in range(0, count, batch)]
+    frames = [events_frame(events[i : i + batch]) for i in range(0, count, batch)]
     socket = zmq.Context.instance().socket(zmq.PUSH)
     socket.setsockopt(zmq.LINGER, 30_000)
     socket.connect(url)
@@ -196,7 +196,7 @@ def sample_dispatch(daemon: DaemonThread, sample: Callable[[float, Event], None]
     """Call ``sample(now, triggering event)`` for every firing the daemon dispatches."""
     service = daemon.daemon.service
     assert service is not None
-    original = service._dispatch
+    original = service.dispatcher.dispatch
 
     async def timed(firings: Sequence[Firing]) -> None:
         now = time.time()
@@ -205,7 +205,7 @@ def sample_dispatch(daemon: DaemonThread, sample: Callable[[float, Event], None]
                 sample(now, firing.triggering_event)
         await original(firings)
 
-    service._dispatch = timed  # type: ignore[method-assign]
+    service.dispatcher.dispatch = timed  # type: ignore[method-assign]
 
 
 def latency(rate: float, seconds: float, firing_share: int = 1) -> tuple[float, float, int]:
@@ -365,7 +365,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     seconds = 10 if not args.quick else 3
-    runtime = RayRuntime(RaySettings())
+    runtime = RayRuntime(RayConfig())
     runtime.start()
     try:
         for kind, numbers in _cases(args.case, args.quick):

@@ -9,22 +9,44 @@ from marmot.engine.timestamps import from_us, to_us
 
 
 class Clock(Protocol):
-    """Anything that tells the time; the engine never reads the wall clock itself."""
+    """The one shape of clock Marmot reads time through (the engine never reads the
+    wall clock itself; the daemon's components are given a clock, tests a
+    ``ManualClock``)."""
 
     def now(self) -> datetime:
-        """The current time, timezone-aware UTC."""
+        """The wall-clock time, timezone-aware UTC."""
+        ...
+
+    def now_us(self) -> int:
+        """The wall-clock time in microseconds since the epoch."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back, for durations and time limits."""
         ...
 
 
 class ManualClock:
-    """A clock that moves only when told to: for tests and simulated replay."""
+    """A clock that moves only when told to: for tests and simulated replay.
+
+    Its monotonic time is the seconds it has been moved forward since it began.
+    """
 
     def __init__(self, start: datetime) -> None:
         self._now = start
+        self._start = start
 
     def now(self) -> datetime:
         """The time the clock was last set to."""
         return self._now
+
+    def now_us(self) -> int:
+        """``now`` in microseconds."""
+        return to_us(self._now)
+
+    def monotonic(self) -> float:
+        """Seconds since the clock began (set backwards, it goes back too)."""
+        return (self._now - self._start).total_seconds()
 
     def set(self, when: datetime) -> None:
         """Move the clock to ``when`` (forwards or backwards)."""

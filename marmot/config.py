@@ -31,6 +31,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
 from marmot.engine.errors import ValidationFailed
+from marmot.engine.models.events import EventLimits
 
 __all__ = [
     "CLIENT_ENV_NAMES",
@@ -240,6 +241,8 @@ class RouterConfig(_Section):
 
     batch_max_events: int = Field(default=256, ge=1)
     max_inflight_per_actor: int = Field(default=2, ge=1)
+    # Events accepted and not yet routed; beyond it, publishers wait (backpressure).
+    max_queued_events: int = Field(default=100_000, ge=1)
 
 
 class ExecutorsConfig(_Section):
@@ -262,6 +265,14 @@ class LimitsConfig(_Section):
     max_payload_bytes: int = Field(default=262_144, ge=1)
     template_max_bytes: int = Field(default=65_536, ge=1)
     template_timeout_s: float = Field(default=2.0, gt=0)
+
+    def event_limits(self) -> EventLimits:
+        """The bounds every accepted event is validated against."""
+        return EventLimits(
+            max_labels=self.max_labels,
+            max_related=self.max_related,
+            max_payload_bytes=self.max_payload_bytes,
+        )
 
 
 class OrchestratorConfig(_Section):

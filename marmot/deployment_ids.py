@@ -19,7 +19,7 @@ from uuid import UUID
 
 import httpx
 
-from marmot.actors.actionkit import ActionFailed
+from marmot.actors.action_runs import ActionFailed
 from marmot.engine.errors import MarmotError, NotFound, ValidationFailed
 from marmot.transport.orchestrator import OrchestratorClient
 

@@ -337,21 +337,19 @@ def apply_deployment_triggers(
             )
     existing = client.list_automations()
     owners = {item.owner_resource for item in deployments}
-    kept = {row["name"]: row for row in existing if row.get("owner_resource") not in owners}
+    kept = {row.name: row for row in existing if row.owner_resource not in owners}
     for item in deployments:
         for automation in item.automations:
             if automation.name in kept:
                 raise Conflict(
                     f"automation name {automation.name!r} (a trigger of deployment "
-                    f"{item.name!r}) is taken by automation {kept[automation.name]['id']}, "
+                    f"{item.name!r}) is taken by automation {kept[automation.name].id}, "
                     "which that deployment does not own; rename the trigger (`name:`) or "
                     "delete that automation"
                 )
     applied: list[AppliedTriggers] = []
     for item in deployments:
-        owned = [
-            UUID(row["id"]) for row in existing if row.get("owner_resource") == item.owner_resource
-        ]
+        owned = [row.id for row in existing if row.owner_resource == item.owner_resource]
         for automation_id in owned:
             try:
                 client.delete_automation(automation_id)

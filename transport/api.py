@@ -1,365 +1,263 @@
-"""The RPC methods: request params in, JSON-safe results out, over ``Service``.
+"""The RPC methods over ``Service``: the handlers of ``protocol.METHODS``.
 
-Methods are named ``noun.verb`` (DESIGN.md). Every handler validates its
-params with pydantic, so a bad request gets a structured error with field
-paths, and the service never sees unvalidated data.
+Each handler takes its method's validated params model and returns a typed
+result; ``Api.handlers`` wraps them so a request's params are validated
+against the table (a bad request gets a structured error with field paths)
+and results are dumped as the table says. The service never sees
+unvalidated data.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from importlib.metadata import version
-from typing import Any, Literal
-from uuid import UUID
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import TypeAdapter
 
+from marmot.actors.clock import SYSTEM_CLOCK
 from marmot.actors.service import Service
 from marmot.actors.store import StoredAutomation, StoredWebhook
-from marmot.engine.models.blocks import BlockDocument, BlockTypeSlug
+from marmot.engine.clock import Clock
+from marmot.engine.models.blocks import BlockDocument
 from marmot.engine.models.events import Event, EventLimits
+from marmot.engine.models.explain import Explanation
 from marmot.engine.templates.checks import validated_automation, validated_webhook
+from marmot.transport import protocol as p
+from marmot.transport.protocol import METHODS, AutomationView, Method
+
+__all__ = ["VERSION", "Api", "Handler", "automation_view"]
 
 VERSION = version("marmot")
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
-_Method = Callable[["Api", dict[str, Any]], Awaitable[Any]]
 
-# SQLite integers are 64-bit signed; larger numbers cannot be bound.
-_SQL_INT_MAX = 2**63 - 1
+_EVENTS: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
 
 
-class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def automation_view(stored: StoredAutomation) -> AutomationView:
+    """An automation as returned to clients: the document plus its bookkeeping."""
+    return AutomationView.model_validate(
+        {
+            **stored.automation.model_dump(),
+            "created": stored.created,
+            "updated": stored.updated,
+            "version": stored.version,
+        }
+    )
 
 
-class _ById(_Params):
-    id: UUID
+def _serve(method: Method[Any, Any], handler: Callable[[Any], Awaitable[Any]]) -> Handler:
+    async def handle(params: dict[str, Any]) -> Any:
+        return method.dump(await handler(method.params.model_validate(params)))
 
-
-class _ByName(_Params):
-    name: str
-
-
-class _Create(_Params):
-    automation: dict[str, Any]
-
-
-class _Update(_Params):
-    id: UUID
-    automation: dict[str, Any]
-
-
-class _Filter(_Params):
-    name_prefix: str | None = None
-    enabled: bool | None = None
-    tags: list[str] = Field(default_factory=list, max_length=1000)
-    limit: int | None = Field(default=None, ge=1, le=_SQL_INT_MAX)
-    offset: int = Field(default=0, ge=0, le=_SQL_INT_MAX)
-
-
-class _Emit(_Params):
-    events: list[dict[str, Any]] = Field(min_length=1, max_length=10_000)
-
-
-class _EventFilter(_Params):
-    names: list[str] = Field(default_factory=list, max_length=1000)
-    resource_id: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    limit: int = Field(default=100, ge=1, le=10_000)
-    descending: bool = True
-    by_seq: bool = False
-    after_seq: int | None = Field(default=None, ge=0, le=_SQL_INT_MAX)
-
-
-class _CreateBlock(_Params):
-    block: dict[str, Any]
-
-
-class _BlockByName(_Params):
-    block_type_slug: BlockTypeSlug
-    name: str
-
-
-class _BlockFilter(_Params):
-    block_type_slug: BlockTypeSlug | None = None
-
-
-class _IncidentFilter(_Params):
-    automation_id: UUID | None = None
-    status: Literal["open", "resolved"] | None = None
-    limit: int = Field(default=100, ge=1, le=10_000)
-
-
-class _CreateWebhook(_Params):
-    webhook: dict[str, Any]
-
-
-class _UpdateWebhook(_Params):
-    # Only the fields given change; the slug is never the user's to set.
-    id: UUID
-    name: str | None = None
-    description: str | None = None
-    enabled: bool | None = None
-    template: str | dict[str, Any] | None = None
-
-
-class _WebhookFilter(_Params):
-    name_prefix: str | None = None
-    enabled: bool | None = None
-
-
-class _Backup(_Params):
-    path: str = Field(min_length=1)
-
-
-def stored_view(stored: StoredAutomation) -> dict[str, Any]:
-    """An automation as returned to clients: the document plus bookkeeping."""
-    return {
-        **stored.automation.model_dump(mode="json"),
-        "created": stored.created.isoformat(),
-        "updated": stored.updated.isoformat(),
-        "version": stored.version,
-    }
-
-
-def event_view(seq: int, event: Event) -> dict[str, Any]:
-    """An event as returned to clients, with its log sequence number."""
-    return {"seq": seq, **event.model_dump(mode="json")}
+    return handle
 
 
 class Api:
-    """Binds RPC method names to ``Service`` operations."""
+    """The handler of every RPC method, by name (see ``protocol.METHODS``)."""
 
     def __init__(
         self,
         service: Service,
         limits: EventLimits,
-        clock: Callable[[], datetime],
+        clock: Clock = SYSTEM_CLOCK,
         *,
         hooks_url: str | None = None,
     ) -> None:
         """``hooks_url`` is where webhook URLs start, up to the slug (None: no HTTP server)."""
         self.service = service
         self.limits = limits
-        self._now = clock
+        self._clock = clock
         self.hooks_url = hooks_url
-        self._events = TypeAdapter(list[Event])
 
-    @classmethod
-    def methods(cls) -> dict[str, _Method]:
-        """Method name -> unbound handler: the API's method names without a service."""
+    def implementations(self) -> dict[str, Callable[[Any], Awaitable[Any]]]:
+        """Method name -> the handler taking its params model."""
         return {
-            "health": cls.health,
-            "status": cls.status,
-            "automations.create": cls.create,
-            "automations.read": cls.read,
-            "automations.read_by_name": cls.read_by_name,
-            "automations.filter": cls.filter,
-            "automations.update": cls.update,
-            "automations.delete": cls.delete,
-            "automations.pause": cls.pause,
-            "automations.resume": cls.resume,
-            "automations.explain": cls.explain,
-            "events.emit": cls.emit,
-            "events.filter": cls.filter_events,
-            "blocks.create": cls.create_block,
-            "blocks.read": cls.read_block,
-            "blocks.read_by_name": cls.read_block_by_name,
-            "blocks.filter": cls.filter_blocks,
-            "blocks.delete": cls.delete_block,
-            "webhooks.create": cls.create_webhook,
-            "webhooks.read": cls.read_webhook,
-            "webhooks.read_by_name": cls.read_webhook_by_name,
-            "webhooks.filter": cls.filter_webhooks,
-            "webhooks.update": cls.update_webhook,
-            "webhooks.rotate": cls.rotate_webhook,
-            "webhooks.delete": cls.delete_webhook,
-            "incidents.read": cls.read_incident,
-            "incidents.filter": cls.filter_incidents,
-            "incidents.resolve": cls.resolve_incident,
-            "admin.checkpoint": cls.admin_checkpoint,
-            "admin.backup": cls.admin_backup,
+            "health": self.health,
+            "status": self.status,
+            "automations.create": self.create,
+            "automations.read": self.read,
+            "automations.read_by_name": self.read_by_name,
+            "automations.filter": self.filter,
+            "automations.update": self.update,
+            "automations.delete": self.delete,
+            "automations.pause": self.pause,
+            "automations.resume": self.resume,
+            "automations.explain": self.explain,
+            "events.emit": self.emit,
+            "events.filter": self.filter_events,
+            "blocks.create": self.create_block,
+            "blocks.read": self.read_block,
+            "blocks.read_by_name": self.read_block_by_name,
+            "blocks.filter": self.filter_blocks,
+            "blocks.delete": self.delete_block,
+            "webhooks.create": self.create_webhook,
+            "webhooks.read": self.read_webhook,
+            "webhooks.read_by_name": self.read_webhook_by_name,
+            "webhooks.filter": self.filter_webhooks,
+            "webhooks.update": self.update_webhook,
+            "webhooks.rotate": self.rotate_webhook,
+            "webhooks.delete": self.delete_webhook,
+            "incidents.read": self.read_incident,
+            "incidents.filter": self.filter_incidents,
+            "incidents.resolve": self.resolve_incident,
+            "admin.checkpoint": self.admin_checkpoint,
+            "admin.backup": self.admin_backup,
         }
 
     def handlers(self) -> dict[str, Handler]:
-        """Method name -> handler, for the RPC server."""
-        return {name: functools.partial(method, self) for name, method in self.methods().items()}
+        """Method name -> handler of raw params, for the RPC server."""
+        implementations = self.implementations()
+        return {name: _serve(method, implementations[name]) for name, method in METHODS.items()}
 
-    async def health(self, params: dict[str, Any]) -> dict[str, Any]:
-        _Params.model_validate(params)
+    async def health(self, params: p.NoParams) -> dict[str, Any]:
         return {"ok": True, "state": "serving", "version": VERSION}
 
-    async def status(self, params: dict[str, Any]) -> dict[str, Any]:
-        _Params.model_validate(params)
+    async def status(self, params: p.NoParams) -> dict[str, Any]:
         return {"version": VERSION, "state": "serving", **self.service.status()}
 
-    async def create(self, params: dict[str, Any]) -> dict[str, Any]:
-        p = _Create.model_validate(params)
-        automation = validated_automation(p.automation)
-        return stored_view(await self.service.create(automation))
+    # -- automations -------------------------------------------------------------------
 
-    async def read(self, params: dict[str, Any]) -> dict[str, Any]:
-        p = _ById.model_validate(params)
-        return stored_view(self.service.store.automations.read(p.id))
+    async def create(self, params: p.CreateAutomation) -> AutomationView:
+        automation = validated_automation(params.automation)
+        return automation_view(await self.service.create(automation))
 
-    async def read_by_name(self, params: dict[str, Any]) -> dict[str, Any]:
-        p = _ByName.model_validate(params)
-        return stored_view(self.service.store.automations.read_by_name(p.name))
+    async def read(self, params: p.ById) -> AutomationView:
+        return automation_view(self.service.store.automations.read(params.id))
 
-    async def filter(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        p = _Filter.model_validate(params)
+    async def read_by_name(self, params: p.ByName) -> AutomationView:
+        return automation_view(self.service.store.automations.read_by_name(params.name))
+
+    async def filter(self, params: p.AutomationFilter) -> list[AutomationView]:
         found = self.service.store.automations.list(
-            name_prefix=p.name_prefix,
-            enabled=p.enabled,
-            tags=p.tags,
-            limit=p.limit,
-            offset=p.offset,
+            name_prefix=params.name_prefix,
+            enabled=params.enabled,
+            tags=params.tags,
+            limit=params.limit,
+            offset=params.offset,
         )
-        return [stored_view(s) for s in found]
+        return [automation_view(s) for s in found]
 
-    async def update(self, params: dict[str, Any]) -> dict[str, Any]:
-        p = _Update.model_validate(params)
-        document = {**p.automation, "id": str(p.id)}
-        automation = validated_automation(document)
-        return stored_view(await self.service.update(automation))
+    async def update(self, params: p.UpdateAutomation) -> AutomationView:
+        automation = validated_automation({**params.automation, "id": str(params.id)})
+        return automation_view(await self.service.update(automation))
 
-    async def delete(self, params: dict[str, Any]) -> dict[str, Any]:
-        p = _ById.model_validate(params)
-        await self.service.delete(p.id)
-        return {"deleted": str(p.id)}
+    async def delete(self, params: p.ById) -> p.Deleted:
+        await self.service.delete(params.id)
+        return p.Deleted(deleted=params.id)
 
-    async def pause(self, params: dict[str, Any]) -> dict[str, Any]:
-        p = _ById.model_validate(params)
-        return stored_view(await self.service.set_enabled(p.id, False))
+    async def pause(self, params: p.ById) -> AutomationView:
+        return automation_view(await self.service.set_enabled(params.id, False))
 
-    async def resume(self, params: dict[str, Any]) -> dict[str, Any]:
-        p = _ById.model_validate(params)
-        return stored_view(await self.service.set_enabled(p.id, True))
+    async def resume(self, params: p.ById) -> AutomationView:
+        return automation_view(await self.service.set_enabled(params.id, True))
 
-    async def explain(self, params: dict[str, Any]) -> dict[str, Any]:
-        p = _ById.model_validate(params)
-        return await self.service.explain(p.id)
+    async def explain(self, params: p.ById) -> Explanation:
+        return await self.service.explain(params.id)
 
-    async def emit(self, params: dict[str, Any]) -> dict[str, Any]:
-        p = _Emit.model_validate(params)
-        context = {"limits": self.limits, "received": self._now().astimezone(UTC)}
-        events = self._events.validate_python(p.events, context=context)
+    # -- events ------------------------------------------------------------------------
+
+    async def emit(self, params: p.Emit) -> p.Emitted:
+        context = {"limits": self.limits, "received": self._clock.now()}
+        events = _EVENTS.validate_python(params.events, context=context)
         seqs = await self.service.emit(events)
-        return {"seqs": seqs, "ids": [str(e.id) for e in events]}
+        return p.Emitted(seqs=seqs, ids=[e.id for e in events])
 
-    async def filter_events(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        p = _EventFilter.model_validate(params)
-        store = self.service.store
-        if p.after_seq is not None:
-            rows = store.events.read_after(p.after_seq, limit=p.limit)
+    async def filter_events(self, params: p.EventFilter) -> list[p.EventView]:
+        log = self.service.store.events
+        if params.after_seq is not None:
+            rows = log.read_after(params.after_seq, limit=params.limit)
         else:
-            rows = store.events.filter(
-                names=p.names,
-                resource_id=p.resource_id,
-                since=p.since,
-                until=p.until,
-                limit=p.limit,
-                descending=p.descending,
-                by_seq=p.by_seq,
+            rows = log.filter(
+                names=params.names,
+                resource_id=params.resource_id,
+                since=params.since,
+                until=params.until,
+                limit=params.limit,
+                descending=params.descending,
+                by_seq=params.by_seq,
             )
-        return [event_view(seq, e) for seq, e in rows]
+        return [p.EventView.model_validate({**e.model_dump(), "seq": seq}) for seq, e in rows]
 
     # -- blocks: results are public views, secrets always masked ------------------------
 
-    async def create_block(self, params: dict[str, Any]) -> dict[str, Any]:
-        p = _CreateBlock.model_validate(params)
-        block = BlockDocument.model_validate(p.block)
+    async def create_block(self, params: p.CreateBlock) -> dict[str, Any]:
+        block = BlockDocument.model_validate(params.block)
         return self.service.store.blocks.create(block).public_view()
 
-    async def read_block(self, params: dict[str, Any]) -> dict[str, Any]:
-        p = _ById.model_validate(params)
-        return self.service.store.blocks.read(p.id).public_view()
+    async def read_block(self, params: p.ById) -> dict[str, Any]:
+        return self.service.store.blocks.read(params.id).public_view()
 
-    async def read_block_by_name(self, params: dict[str, Any]) -> dict[str, Any]:
-        p = _BlockByName.model_validate(params)
-        return self.service.store.blocks.read_by_name(p.block_type_slug, p.name).public_view()
+    async def read_block_by_name(self, params: p.BlockByName) -> dict[str, Any]:
+        blocks = self.service.store.blocks
+        return blocks.read_by_name(params.block_type_slug, params.name).public_view()
 
-    async def filter_blocks(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        p = _BlockFilter.model_validate(params)
-        return [b.public_view() for b in self.service.store.blocks.list(p.block_type_slug)]
+    async def filter_blocks(self, params: p.BlockFilter) -> list[dict[str, Any]]:
+        return [b.public_view() for b in self.service.store.blocks.list(params.block_type_slug)]
 
-    async def delete_block(self, params: dict[str, Any]) -> dict[str, Any]:
-        p = _ById.model_validate(params)
-        self.service.store.blocks.delete(p.id)
-        return {"deleted": str(p.id)}
+    async def delete_block(self, params: p.ById) -> p.Deleted:
+        self.service.store.blocks.delete(params.id)
+        return p.Deleted(deleted=params.id)
 
     # -- webhooks: results carry the URL (``url``), from hooks_url and the slug --------
 
     def _webhook_view(self, webhook: StoredWebhook) -> dict[str, Any]:
         return webhook.to_json(self.hooks_url)
 
-    async def create_webhook(self, params: dict[str, Any]) -> dict[str, Any]:
-        p = _CreateWebhook.model_validate(params)
-        spec = validated_webhook(p.webhook)
+    async def create_webhook(self, params: p.CreateWebhook) -> dict[str, Any]:
+        spec = validated_webhook(params.webhook)
         return self._webhook_view(self.service.store.webhooks.create(spec))
 
-    async def read_webhook(self, params: dict[str, Any]) -> dict[str, Any]:
-        p = _ById.model_validate(params)
-        return self._webhook_view(self.service.store.webhooks.read(p.id))
+    async def read_webhook(self, params: p.ById) -> dict[str, Any]:
+        return self._webhook_view(self.service.store.webhooks.read(params.id))
 
-    async def read_webhook_by_name(self, params: dict[str, Any]) -> dict[str, Any]:
-        p = _ByName.model_validate(params)
-        return self._webhook_view(self.service.store.webhooks.read_by_name(p.name))
+    async def read_webhook_by_name(self, params: p.ByName) -> dict[str, Any]:
+        return self._webhook_view(self.service.store.webhooks.read_by_name(params.name))
 
-    async def filter_webhooks(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        p = _WebhookFilter.model_validate(params)
-        found = self.service.store.webhooks.list(name_prefix=p.name_prefix, enabled=p.enabled)
+    async def filter_webhooks(self, params: p.WebhookFilter) -> list[dict[str, Any]]:
+        found = self.service.store.webhooks.list(
+            name_prefix=params.name_prefix, enabled=params.enabled
+        )
         return [self._webhook_view(w) for w in found]
 
-    async def update_webhook(self, params: dict[str, Any]) -> dict[str, Any]:
-        p = _UpdateWebhook.model_validate(params)
-        store = self.service.store
-        current = store.webhooks.read(p.id).spec().model_dump()
+    async def update_webhook(self, params: p.UpdateWebhook) -> dict[str, Any]:
+        webhooks = self.service.store.webhooks
+        current = webhooks.read(params.id).spec().model_dump()
         fields = ("name", "description", "enabled", "template")
-        changes = {k: getattr(p, k) for k in fields if getattr(p, k) is not None}
+        changes = {k: getattr(params, k) for k in fields if getattr(params, k) is not None}
         spec = validated_webhook({**current, **changes})
-        return self._webhook_view(store.webhooks.update(p.id, spec))
+        return self._webhook_view(webhooks.update(params.id, spec))
 
-    async def rotate_webhook(self, params: dict[str, Any]) -> dict[str, Any]:
-        p = _ById.model_validate(params)
-        return self._webhook_view(self.service.store.webhooks.rotate(p.id))
+    async def rotate_webhook(self, params: p.ById) -> dict[str, Any]:
+        return self._webhook_view(self.service.store.webhooks.rotate(params.id))
 
-    async def delete_webhook(self, params: dict[str, Any]) -> dict[str, Any]:
-        p = _ById.model_validate(params)
-        self.service.store.webhooks.delete(p.id)
-        return {"deleted": str(p.id)}
+    async def delete_webhook(self, params: p.ById) -> p.Deleted:
+        self.service.store.webhooks.delete(params.id)
+        return p.Deleted(deleted=params.id)
 
     # -- incidents ----------------------------------------------------------------------
 
-    async def read_incident(self, params: dict[str, Any]) -> dict[str, Any]:
-        p = _ById.model_validate(params)
-        return self.service.store.incidents.read(p.id).to_json()
+    async def read_incident(self, params: p.ById) -> dict[str, Any]:
+        return self.service.store.incidents.read(params.id).to_json()
 
-    async def filter_incidents(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        p = _IncidentFilter.model_validate(params)
+    async def filter_incidents(self, params: p.IncidentFilter) -> list[dict[str, Any]]:
         found = self.service.store.incidents.list(
-            automation_id=p.automation_id, status=p.status, limit=p.limit
+            automation_id=params.automation_id, status=params.status, limit=params.limit
         )
         return [i.to_json() for i in found]
 
-    async def resolve_incident(self, params: dict[str, Any]) -> dict[str, Any]:
-        p = _ById.model_validate(params)
-        return self.service.store.incidents.set_status(p.id, "resolved").to_json()
+    async def resolve_incident(self, params: p.ById) -> dict[str, Any]:
+        return self.service.store.incidents.set_status(params.id, "resolved").to_json()
 
     # -- operations ---------------------------------------------------------------------
 
-    async def admin_checkpoint(self, params: dict[str, Any]) -> dict[str, Any]:
-        _Params.model_validate(params)
+    async def admin_checkpoint(self, params: p.NoParams) -> dict[str, Any]:
         return await self.service.maintain()
 
-    async def admin_backup(self, params: dict[str, Any]) -> dict[str, Any]:
-        p = _Backup.model_validate(params)
-        path = os.path.abspath(os.path.expanduser(p.path))
+    async def admin_backup(self, params: p.Backup) -> dict[str, Any]:
+        path = os.path.abspath(os.path.expanduser(params.path))
         size = await asyncio.to_thread(self.service.store.db.backup, path)
         return {"path": path, "bytes": size}

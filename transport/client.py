@@ -15,27 +15,35 @@ import asyncio
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 import zmq
 
+from marmot.actors.clock import SYSTEM_CLOCK
+from marmot.config import DEFAULT_INGEST_URL, DEFAULT_RPC_URL
+from marmot.engine.clock import Clock
 from marmot.engine.errors import DaemonUnavailable
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.blocks import BlockDocument
 from marmot.engine.models.events import Event
-from marmot.transport.codec import encode_events
+from marmot.engine.models.explain import Explanation
+from marmot.transport.codec import events_frame
 from marmot.transport.curve import ClientCurve
+from marmot.transport.protocol import METHODS, AutomationView, Method
 from marmot.transport.rpc import AsyncRpcClient, RpcClient
 
-DEFAULT_RPC_URL = "tcp://127.0.0.1:7601"
-DEFAULT_INGEST_URL = "tcp://127.0.0.1:7600"
 # How often wait_ready asks a daemon that is not serving yet.
 READY_POLL_S = 0.2
 
 ProgressCallback = Callable[[dict[str, Any]], None]
+T = TypeVar("T")
+
+AutomationLike = Automation | Mapping[str, Any]
+EventLike = Event | Mapping[str, Any]
 
 
 def _rpc_url(url: str | None) -> str:
@@ -55,45 +63,295 @@ def _curve(server_key: str | None, client_key: str | None) -> ClientCurve | None
     )
 
 
-def _automation_doc(automation: Automation | Mapping[str, Any]) -> dict[str, Any]:
+def _automation_doc(automation: AutomationLike) -> dict[str, Any]:
     if isinstance(automation, Automation):
         return automation.model_dump(mode="json")
     return dict(automation)
 
 
-def _event_doc(event: Event | Mapping[str, Any]) -> dict[str, Any]:
+def _event_doc(event: EventLike) -> dict[str, Any]:
     if isinstance(event, Event):
         return event.model_dump(mode="json", exclude={"received"})
     return dict(event)
 
 
-def _filter_params(**params: Any) -> dict[str, Any]:
-    return {k: v for k, v in params.items() if v is not None and v != []}
+def _template_param(template: str | Mapping[str, Any]) -> str | dict[str, Any]:
+    # A mapping is the event's JSON, with Jinja in its strings; the daemon writes it out.
+    return template if isinstance(template, str) else dict(template)
+
+
+def _block_doc(block: BlockDocument | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(block, BlockDocument):
+        return block.create_document()
+    return dict(block)
 
 
 def is_serving(health: Mapping[str, Any]) -> bool:
     """Whether a ``health`` reply says the daemon serves every method."""
-    # Daemons from before start-up states reply without "state" once serving.
-    return health.get("ok") is True and health.get("state", "serving") == "serving"
+    return health.get("ok") is True and health.get("state") == "serving"
+
+
+@dataclass(frozen=True, slots=True)
+class Request(Generic[T]):
+    """One call, ready to send: the method, its params (validated against the method's
+    params model before sending) and how to read the reply's result."""
+
+    method: Method[Any, Any]
+    params: dict[str, Any]
+    read: Callable[[Any], T]
+
+
+def _request(method_name: str, read: Callable[[Any], T], /, **params: Any) -> Request[T]:
+    method = METHODS[method_name]
+    given = {k: v for k, v in params.items() if v is not None}
+    # Checked here too: a bad argument fails before it travels.
+    method.params.model_validate(given)
+    return Request(method, given, read)
+
+
+def _typed(name: str) -> Callable[[Any], Any]:
+    return METHODS[name].load
+
+
+def _automation(result: Any) -> Automation:
+    view: AutomationView = METHODS["automations.read"].load(result)
+    return view.automation()
+
+
+def _block(result: Any) -> BlockDocument:
+    # The server masks secrets: they arrive (and stay) as "********".
+    return BlockDocument.model_validate(result)
+
+
+def _document(result: Any) -> dict[str, Any]:
+    return dict(result)
+
+
+def _documents(result: Any) -> list[dict[str, Any]]:
+    return [dict(row) for row in result]
+
+
+def _nothing(result: Any) -> None:
+    return None
+
+
+class Requests:
+    """Every call of the RPC API as a ``Request``: what both clients send.
+
+    ``Client`` and ``AsyncClient`` expose one method per request here and
+    differ only in how they wait for the reply.
+    """
+
+    @staticmethod
+    def health() -> Request[dict[str, Any]]:
+        return _request("health", _document)
+
+    @staticmethod
+    def status() -> Request[dict[str, Any]]:
+        return _request("status", _document)
+
+    @staticmethod
+    def create_automation(automation: AutomationLike) -> Request[Automation]:
+        return _request("automations.create", _automation, automation=_automation_doc(automation))
+
+    @staticmethod
+    def read_automation(automation_id: UUID | str) -> Request[Automation]:
+        return _request("automations.read", _automation, id=str(automation_id))
+
+    @staticmethod
+    def read_automation_by_name(name: str) -> Request[Automation]:
+        return _request("automations.read_by_name", _automation, name=name)
+
+    @staticmethod
+    def list_automations(
+        name_prefix: str | None = None,
+        enabled: bool | None = None,
+        tags: Sequence[str] = (),
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> Request[list[AutomationView]]:
+        return _request(
+            "automations.filter",
+            _typed("automations.filter"),
+            name_prefix=name_prefix,
+            enabled=enabled,
+            tags=list(tags) or None,
+            limit=limit,
+            offset=offset,
+        )
+
+    @staticmethod
+    def update_automation(
+        automation_id: UUID | str, automation: AutomationLike
+    ) -> Request[Automation]:
+        document = _automation_doc(automation)
+        document.pop("id", None)
+        return _request(
+            "automations.update", _automation, id=str(automation_id), automation=document
+        )
+
+    @staticmethod
+    def delete_automation(automation_id: UUID | str) -> Request[None]:
+        return _request("automations.delete", _nothing, id=str(automation_id))
+
+    @staticmethod
+    def pause_automation(automation_id: UUID | str) -> Request[Automation]:
+        return _request("automations.pause", _automation, id=str(automation_id))
+
+    @staticmethod
+    def resume_automation(automation_id: UUID | str) -> Request[Automation]:
+        return _request("automations.resume", _automation, id=str(automation_id))
+
+    @staticmethod
+    def explain(automation_id: UUID | str) -> Request[Explanation]:
+        return _request("automations.explain", _typed("automations.explain"), id=str(automation_id))
+
+    @staticmethod
+    def emit(events: Iterable[EventLike]) -> Request[list[int]]:
+        documents = [_event_doc(e) for e in events]
+        return _request("events.emit", lambda r: list(r["seqs"]), events=documents)
+
+    @staticmethod
+    def filter_events(
+        names: Sequence[str] = (),
+        resource_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        after_seq: int | None = None,
+        by_arrival: bool = False,
+    ) -> Request[list[dict[str, Any]]]:
+        return _request(
+            "events.filter",
+            _documents,
+            names=list(names) or None,
+            resource_id=resource_id,
+            since=None if since is None else since.isoformat(),
+            until=None if until is None else until.isoformat(),
+            limit=limit,
+            after_seq=after_seq,
+            by_seq=by_arrival or None,
+        )
+
+    @staticmethod
+    def create_block(block: BlockDocument | Mapping[str, Any]) -> Request[BlockDocument]:
+        return _request("blocks.create", _block, block=_block_doc(block))
+
+    @staticmethod
+    def read_block(block_id: UUID | str) -> Request[BlockDocument]:
+        return _request("blocks.read", _block, id=str(block_id))
+
+    @staticmethod
+    def read_block_by_name(block_type_slug: str, name: str) -> Request[BlockDocument]:
+        return _request("blocks.read_by_name", _block, block_type_slug=block_type_slug, name=name)
+
+    @staticmethod
+    def list_blocks(block_type_slug: str | None = None) -> Request[list[dict[str, Any]]]:
+        return _request("blocks.filter", _documents, block_type_slug=block_type_slug)
+
+    @staticmethod
+    def delete_block(block_id: UUID | str) -> Request[None]:
+        return _request("blocks.delete", _nothing, id=str(block_id))
+
+    @staticmethod
+    def create_webhook(
+        name: str, template: str | Mapping[str, Any], description: str = "", enabled: bool = True
+    ) -> Request[dict[str, Any]]:
+        webhook = {
+            "name": name,
+            "template": _template_param(template),
+            "description": description,
+            "enabled": enabled,
+        }
+        return _request("webhooks.create", _document, webhook=webhook)
+
+    @staticmethod
+    def read_webhook(webhook_id: UUID | str) -> Request[dict[str, Any]]:
+        return _request("webhooks.read", _document, id=str(webhook_id))
+
+    @staticmethod
+    def read_webhook_by_name(name: str) -> Request[dict[str, Any]]:
+        return _request("webhooks.read_by_name", _document, name=name)
+
+    @staticmethod
+    def list_webhooks(
+        name_prefix: str | None = None, enabled: bool | None = None
+    ) -> Request[list[dict[str, Any]]]:
+        return _request("webhooks.filter", _documents, name_prefix=name_prefix, enabled=enabled)
+
+    @staticmethod
+    def update_webhook(
+        webhook_id: UUID | str,
+        name: str | None = None,
+        template: str | Mapping[str, Any] | None = None,
+        description: str | None = None,
+        enabled: bool | None = None,
+    ) -> Request[dict[str, Any]]:
+        return _request(
+            "webhooks.update",
+            _document,
+            id=str(webhook_id),
+            name=name,
+            template=None if template is None else _template_param(template),
+            description=description,
+            enabled=enabled,
+        )
+
+    @staticmethod
+    def rotate_webhook(webhook_id: UUID | str) -> Request[dict[str, Any]]:
+        return _request("webhooks.rotate", _document, id=str(webhook_id))
+
+    @staticmethod
+    def delete_webhook(webhook_id: UUID | str) -> Request[None]:
+        return _request("webhooks.delete", _nothing, id=str(webhook_id))
+
+    @staticmethod
+    def list_incidents(
+        automation_id: UUID | str | None = None, status: str | None = None, limit: int = 100
+    ) -> Request[list[dict[str, Any]]]:
+        return _request(
+            "incidents.filter",
+            _documents,
+            automation_id=None if automation_id is None else str(automation_id),
+            status=status,
+            limit=limit,
+        )
+
+    @staticmethod
+    def read_incident(incident_id: UUID | str) -> Request[dict[str, Any]]:
+        return _request("incidents.read", _document, id=str(incident_id))
+
+    @staticmethod
+    def resolve_incident(incident_id: UUID | str) -> Request[dict[str, Any]]:
+        return _request("incidents.resolve", _document, id=str(incident_id))
+
+    @staticmethod
+    def checkpoint() -> Request[dict[str, Any]]:
+        return _request("admin.checkpoint", _document)
+
+    @staticmethod
+    def backup(path: str) -> Request[dict[str, Any]]:
+        return _request("admin.backup", _document, path=path)
 
 
 class _ReadyWait:
     """The deadline and last answer of a ``wait_ready``, shared by both clients."""
 
-    def __init__(self, url: str, timeout_s: float, call_timeout_s: float) -> None:
+    def __init__(self, url: str, timeout_s: float, call_timeout_s: float, clock: Clock) -> None:
         self.url = url
         self.timeout_s = timeout_s
         self.call_timeout_s = call_timeout_s
-        self.deadline = time.monotonic() + timeout_s
+        self._now = clock.monotonic
+        self.deadline = self._now() + timeout_s
         self.last: dict[str, Any] | None = None
 
     def next_call_timeout_s(self) -> float:
         """How long the next ``health`` call may wait: never past the deadline."""
-        return max(min(self.call_timeout_s, self.deadline - time.monotonic()), 0.001)
+        return max(min(self.call_timeout_s, self.deadline - self._now()), 0.001)
 
     def pause_s(self) -> float | None:
         """Seconds to wait before asking again, or None when the deadline has passed."""
-        remaining = self.deadline - time.monotonic()
+        remaining = self.deadline - self._now()
         return None if remaining <= 0 else min(READY_POLL_S, remaining)
 
     def timed_out(self) -> DaemonUnavailable:
@@ -109,78 +367,8 @@ class _ReadyWait:
         )
 
 
-class _Calls:
-    """Request building shared by the sync and async clients."""
-
-    @staticmethod
-    def create(automation: Automation | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-        return "automations.create", {"automation": _automation_doc(automation)}
-
-    @staticmethod
-    def update(
-        automation_id: UUID | str, automation: Automation | Mapping[str, Any]
-    ) -> tuple[str, dict[str, Any]]:
-        document = _automation_doc(automation)
-        document.pop("id", None)
-        return "automations.update", {"id": str(automation_id), "automation": document}
-
-    @staticmethod
-    def emit(events: Iterable[Event | Mapping[str, Any]]) -> tuple[str, dict[str, Any]]:
-        return "events.emit", {"events": [_event_doc(e) for e in events]}
-
-    @staticmethod
-    def create_webhook(
-        name: str, template: str | Mapping[str, Any], description: str, enabled: bool
-    ) -> tuple[str, dict[str, Any]]:
-        webhook = {
-            "name": name,
-            "template": _template_param(template),
-            "description": description,
-            "enabled": enabled,
-        }
-        return "webhooks.create", {"webhook": webhook}
-
-    @staticmethod
-    def update_webhook(
-        webhook_id: UUID | str,
-        name: str | None,
-        template: str | Mapping[str, Any] | None,
-        description: str | None,
-        enabled: bool | None,
-    ) -> tuple[str, dict[str, Any]]:
-        params = _filter_params(
-            id=str(webhook_id),
-            name=name,
-            template=None if template is None else _template_param(template),
-            description=description,
-            enabled=enabled,
-        )
-        return "webhooks.update", params
-
-
-def _template_param(template: str | Mapping[str, Any]) -> str | dict[str, Any]:
-    # A mapping is the event's JSON, with Jinja in its strings; the daemon writes it out.
-    return template if isinstance(template, str) else dict(template)
-
-
-def _block_doc(block: BlockDocument | Mapping[str, Any]) -> dict[str, Any]:
-    if isinstance(block, BlockDocument):
-        return block.create_document()
-    return dict(block)
-
-
-def _block_of(result: Mapping[str, Any]) -> BlockDocument:
-    # The server masks secrets: they arrive (and stay) as "********".
-    return BlockDocument.model_validate(result)
-
-
-def _automation_of(result: Mapping[str, Any]) -> Automation:
-    fields = {k: v for k, v in result.items() if k not in ("created", "updated", "version")}
-    return Automation.model_validate(fields)
-
-
 class Client:
-    """A synchronous client of the daemon's RPC API.
+    """A synchronous client of the daemon's RPC API (every method of ``Requests``).
 
     ``server_key`` (the daemon's public key: Z85 text or its ``.key`` file) and
     ``client_key`` (this client's ``.key_secret`` file) talk CURVE to a daemon
@@ -195,13 +383,16 @@ class Client:
         timeout_s: float = 10.0,
         server_key: str | None = None,
         client_key: str | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.url = _rpc_url(url)
+        self._clock = clock
         self._rpc = RpcClient(
             self.url,
             token=_token(token),
             timeout_s=timeout_s,
             curve=_curve(server_key, client_key),
+            clock=clock,
         )
 
     def __enter__(self) -> Client:
@@ -216,15 +407,14 @@ class Client:
         """Close the socket."""
         self._rpc.close()
 
-    def call(self, method: str, params: Mapping[str, Any] | None = None) -> Any:
-        """Call any RPC method by name."""
-        return self._rpc.call(method, dict(params or {}))
+    def send(self, request: Request[T], *, timeout_s: float | None = None) -> T:
+        """Send a request and wait for its result (the server's errors are raised)."""
+        result = self._rpc.call(request.method.name, request.params, timeout_s=timeout_s)
+        return request.read(result)
 
-    def health(self) -> dict[str, Any]:
-        """The daemon's state: ``{"ok": true, "state": "serving", "version"}`` once it
-        serves; while it starts ``"ok": false, "state": "starting"`` with ``phase``,
-        ``automations_recovered``, ``automations_total`` and ``elapsed_s``."""
-        return dict(self.call("health"))
+    def call(self, method: str, params: Mapping[str, Any] | None = None) -> Any:
+        """Call any RPC method by name; its raw JSON result."""
+        return self._rpc.call(method, dict(params or {}))
 
     def wait_ready(
         self, timeout_s: float = 300.0, *, on_progress: ProgressCallback | None = None
@@ -236,10 +426,10 @@ class Client:
         daemon. Raises ``DaemonUnavailable`` if it does not serve within
         ``timeout_s``, with the last reply as ``details`` (None if none came).
         """
-        wait = _ReadyWait(self.url, timeout_s, self._rpc.timeout_s)
+        wait = _ReadyWait(self.url, timeout_s, self._rpc.timeout_s, self._clock)
         while True:
             try:
-                health = dict(self._rpc.call("health", timeout_s=wait.next_call_timeout_s()))
+                health = self.send(Requests.health(), timeout_s=wait.next_call_timeout_s())
             except DaemonUnavailable:
                 wait.last = None  # no reply (yet, or any more)
             else:
@@ -253,22 +443,28 @@ class Client:
                 raise wait.timed_out()
             time.sleep(pause)
 
+    def health(self) -> dict[str, Any]:
+        """The daemon's state: ``{"ok": true, "state": "serving", "version"}`` once it
+        serves; while it starts ``"ok": false, "state": "starting"`` with ``phase``,
+        ``automations_recovered``, ``automations_total`` and ``elapsed_s``."""
+        return self.send(Requests.health())
+
     def status(self) -> dict[str, Any]:
         """Counts, queue depths and remaining capacity, with ``state: serving``; while
         the daemon starts, its ``state`` (``starting``) and progress (see ``health``)."""
-        return dict(self.call("status"))
+        return self.send(Requests.status())
 
-    def create_automation(self, automation: Automation | Mapping[str, Any]) -> Automation:
+    def create_automation(self, automation: AutomationLike) -> Automation:
         """Create an automation; returns it with its id."""
-        return _automation_of(self.call(*_Calls.create(automation)))
+        return self.send(Requests.create_automation(automation))
 
     def read_automation(self, automation_id: UUID | str) -> Automation:
         """The automation with this id (``NotFound`` otherwise)."""
-        return _automation_of(self.call("automations.read", {"id": str(automation_id)}))
+        return self.send(Requests.read_automation(automation_id))
 
     def read_automation_by_name(self, name: str) -> Automation:
         """The automation with this name (``NotFound`` otherwise)."""
-        return _automation_of(self.call("automations.read_by_name", {"name": name}))
+        return self.send(Requests.read_automation_by_name(name))
 
     def list_automations(
         self,
@@ -277,38 +473,36 @@ class Client:
         enabled: bool | None = None,
         tags: Sequence[str] = (),
         limit: int | None = None,
-    ) -> list[dict[str, Any]]:
+        offset: int | None = None,
+    ) -> list[AutomationView]:
         """Automations with their ``created``/``updated``/``version``, sorted by name."""
-        params = _filter_params(
-            name_prefix=name_prefix, enabled=enabled, tags=list(tags), limit=limit
-        )
-        return list(self.call("automations.filter", params))
+        return self.send(Requests.list_automations(name_prefix, enabled, tags, limit, offset))
 
     def update_automation(
-        self, automation_id: UUID | str, automation: Automation | Mapping[str, Any]
+        self, automation_id: UUID | str, automation: AutomationLike
     ) -> Automation:
         """Replace an automation (its trigger state resets)."""
-        return _automation_of(self.call(*_Calls.update(automation_id, automation)))
+        return self.send(Requests.update_automation(automation_id, automation))
 
     def delete_automation(self, automation_id: UUID | str) -> None:
         """Delete an automation."""
-        self.call("automations.delete", {"id": str(automation_id)})
+        return self.send(Requests.delete_automation(automation_id))
 
     def pause_automation(self, automation_id: UUID | str) -> Automation:
         """Stop evaluating an automation (its state is forgotten)."""
-        return _automation_of(self.call("automations.pause", {"id": str(automation_id)}))
+        return self.send(Requests.pause_automation(automation_id))
 
     def resume_automation(self, automation_id: UUID | str) -> Automation:
         """Start evaluating a paused automation again."""
-        return _automation_of(self.call("automations.resume", {"id": str(automation_id)}))
+        return self.send(Requests.resume_automation(automation_id))
 
-    def explain(self, automation_id: UUID | str) -> dict[str, Any]:
-        """An automation's live buckets and next deadline."""
-        return dict(self.call("automations.explain", {"id": str(automation_id)}))
+    def explain(self, automation_id: UUID | str) -> Explanation:
+        """An automation's live state: buckets per trigger and key, its next deadline."""
+        return self.send(Requests.explain(automation_id))
 
-    def emit(self, events: Iterable[Event | Mapping[str, Any]]) -> list[int]:
+    def emit(self, events: Iterable[EventLike]) -> list[int]:
         """Send events; returns their log sequence numbers once they are durable."""
-        return list(self.call(*_Calls.emit(events))["seqs"])
+        return self.send(Requests.emit(events))
 
     def filter_events(
         self,
@@ -321,42 +515,32 @@ class Client:
         after_seq: int | None = None,
         by_arrival: bool = False,
     ) -> list[dict[str, Any]]:
-        """Events from the log, newest first by ``occurred`` (by arrival with
-        ``by_arrival``), or those after ``after_seq``, oldest first."""
-        params = _filter_params(
-            by_seq=by_arrival or None,
-            names=list(names),
-            resource_id=resource_id,
-            since=since,
-            until=until,
-            limit=limit,
-            after_seq=after_seq,
+        """Events from the log (with their ``seq``), newest first by ``occurred`` (by
+        arrival with ``by_arrival``), or those after ``after_seq``, oldest first; every
+        filter applies either way."""
+        return self.send(
+            Requests.filter_events(names, resource_id, since, until, limit, after_seq, by_arrival)
         )
-        return list(self.call("events.filter", params))
 
     def create_block(self, block: BlockDocument | Mapping[str, Any]) -> BlockDocument:
         """Store a notification block; returns it as stored, secrets masked."""
-        return _block_of(self.call("blocks.create", {"block": _block_doc(block)}))
+        return self.send(Requests.create_block(block))
 
     def read_block(self, block_id: UUID | str) -> BlockDocument:
         """The block with this id, secrets masked (``NotFound`` otherwise)."""
-        return _block_of(self.call("blocks.read", {"id": str(block_id)}))
+        return self.send(Requests.read_block(block_id))
 
     def read_block_by_name(self, block_type_slug: str, name: str) -> BlockDocument:
         """The block of this type and name, secrets masked (``NotFound`` otherwise)."""
-        params = {"block_type_slug": block_type_slug, "name": name}
-        return _block_of(self.call("blocks.read_by_name", params))
+        return self.send(Requests.read_block_by_name(block_type_slug, name))
 
     def list_blocks(self, block_type_slug: str | None = None) -> list[dict[str, Any]]:
         """Blocks (of one type, if given) as public views, sorted by type and name."""
-        params = _filter_params(block_type_slug=block_type_slug)
-        return list(self.call("blocks.filter", params))
+        return self.send(Requests.list_blocks(block_type_slug))
 
     def delete_block(self, block_id: UUID | str) -> None:
         """Delete a block."""
-        self.call("blocks.delete", {"id": str(block_id)})
-
-    # -- webhooks: each is returned as a mapping with its ``url`` --------------------
+        return self.send(Requests.delete_block(block_id))
 
     def create_webhook(
         self,
@@ -369,22 +553,21 @@ class Client:
         """Create a webhook; returns it with its id, slug and ``url`` (Marmot picks the
         slug). ``template`` is a Jinja template rendering to a JSON event, or a mapping
         (the event's JSON, with Jinja in its strings)."""
-        return dict(self.call(*_Calls.create_webhook(name, template, description, enabled)))
+        return self.send(Requests.create_webhook(name, template, description, enabled))
 
     def read_webhook(self, webhook_id: UUID | str) -> dict[str, Any]:
         """The webhook with this id (``NotFound`` otherwise)."""
-        return dict(self.call("webhooks.read", {"id": str(webhook_id)}))
+        return self.send(Requests.read_webhook(webhook_id))
 
     def read_webhook_by_name(self, name: str) -> dict[str, Any]:
         """The webhook with this name (``NotFound`` otherwise)."""
-        return dict(self.call("webhooks.read_by_name", {"name": name}))
+        return self.send(Requests.read_webhook_by_name(name))
 
     def list_webhooks(
         self, *, name_prefix: str | None = None, enabled: bool | None = None
     ) -> list[dict[str, Any]]:
         """Webhooks, sorted by name."""
-        params = _filter_params(name_prefix=name_prefix, enabled=enabled)
-        return list(self.call("webhooks.filter", params))
+        return self.send(Requests.list_webhooks(name_prefix, enabled))
 
     def update_webhook(
         self,
@@ -397,16 +580,15 @@ class Client:
     ) -> dict[str, Any]:
         """Change the given fields of a webhook (``enabled=False`` disables it: its URL
         answers 404 until it is enabled again); its URL stays."""
-        call = _Calls.update_webhook(webhook_id, name, template, description, enabled)
-        return dict(self.call(*call))
+        return self.send(Requests.update_webhook(webhook_id, name, template, description, enabled))
 
     def rotate_webhook(self, webhook_id: UUID | str) -> dict[str, Any]:
         """Give a webhook a new URL; the old one stops working at once."""
-        return dict(self.call("webhooks.rotate", {"id": str(webhook_id)}))
+        return self.send(Requests.rotate_webhook(webhook_id))
 
     def delete_webhook(self, webhook_id: UUID | str) -> None:
         """Delete a webhook."""
-        self.call("webhooks.delete", {"id": str(webhook_id)})
+        return self.send(Requests.delete_webhook(webhook_id))
 
     def list_incidents(
         self,
@@ -416,32 +598,27 @@ class Client:
         limit: int = 100,
     ) -> list[dict[str, Any]]:
         """Declared incidents, newest first."""
-        params = _filter_params(
-            automation_id=None if automation_id is None else str(automation_id),
-            status=status,
-            limit=limit,
-        )
-        return list(self.call("incidents.filter", params))
+        return self.send(Requests.list_incidents(automation_id, status, limit))
 
     def read_incident(self, incident_id: UUID | str) -> dict[str, Any]:
         """One incident."""
-        return dict(self.call("incidents.read", {"id": str(incident_id)}))
+        return self.send(Requests.read_incident(incident_id))
 
     def resolve_incident(self, incident_id: UUID | str) -> dict[str, Any]:
         """Mark an incident resolved."""
-        return dict(self.call("incidents.resolve", {"id": str(incident_id)}))
+        return self.send(Requests.resolve_incident(incident_id))
 
     def checkpoint(self) -> dict[str, Any]:
         """Checkpoint every automation, trim the event log, fold the WAL into the database."""
-        return dict(self.call("admin.checkpoint"))
+        return self.send(Requests.checkpoint())
 
     def backup(self, path: str) -> dict[str, Any]:
         """Copy the daemon's database to a new file at ``path`` (on the daemon's machine)."""
-        return dict(self.call("admin.backup", {"path": path}))
+        return self.send(Requests.backup(path))
 
 
 class AsyncClient:
-    """An asyncio client of the daemon's RPC API (same methods and options, awaitable)."""
+    """An asyncio client of the daemon's RPC API (the same methods as ``Client``, awaitable)."""
 
     def __init__(
         self,
@@ -451,8 +628,10 @@ class AsyncClient:
         timeout_s: float = 10.0,
         server_key: str | None = None,
         client_key: str | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.url = _rpc_url(url)
+        self._clock = clock
         self._rpc = AsyncRpcClient(
             self.url,
             token=_token(token),
@@ -472,26 +651,26 @@ class AsyncClient:
         """Close the socket."""
         self._rpc.close()
 
-    async def call(self, method: str, params: Mapping[str, Any] | None = None) -> Any:
-        """Call any RPC method by name."""
-        return await self._rpc.call(method, dict(params or {}))
+    async def send(self, request: Request[T], *, timeout_s: float | None = None) -> T:
+        """Send a request and wait for its result (the server's errors are raised)."""
+        result = await self._rpc.call(request.method.name, request.params, timeout_s=timeout_s)
+        return request.read(result)
 
-    async def health(self) -> dict[str, Any]:
-        """The daemon's state (see ``Client.health``)."""
-        return dict(await self.call("health"))
+    async def call(self, method: str, params: Mapping[str, Any] | None = None) -> Any:
+        """Call any RPC method by name; its raw JSON result."""
+        return await self._rpc.call(method, dict(params or {}))
 
     async def wait_ready(
         self, timeout_s: float = 300.0, *, on_progress: ProgressCallback | None = None
     ) -> dict[str, Any]:
         """Wait until the daemon serves; returns its health (see ``Client.wait_ready``)."""
-        wait = _ReadyWait(self.url, timeout_s, self._rpc.timeout_s)
+        wait = _ReadyWait(self.url, timeout_s, self._rpc.timeout_s, self._clock)
         while True:
             try:
-                reply = await self._rpc.call("health", timeout_s=wait.next_call_timeout_s())
+                health = await self.send(Requests.health(), timeout_s=wait.next_call_timeout_s())
             except DaemonUnavailable:
                 wait.last = None
             else:
-                health = dict(reply)
                 if is_serving(health):
                     return health
                 wait.last = health
@@ -502,71 +681,104 @@ class AsyncClient:
                 raise wait.timed_out()
             await asyncio.sleep(pause)
 
-    async def status(self) -> dict[str, Any]:
-        """Counts, queue depths and remaining capacity, or the start-up progress."""
-        return dict(await self.call("status"))
+    async def health(self) -> dict[str, Any]:
+        """The daemon's state: ``{"ok": true, "state": "serving", "version"}`` once it
+        serves; while it starts ``"ok": false, "state": "starting"`` with ``phase``,
+        ``automations_recovered``, ``automations_total`` and ``elapsed_s``."""
+        return await self.send(Requests.health())
 
-    async def create_automation(self, automation: Automation | Mapping[str, Any]) -> Automation:
+    async def status(self) -> dict[str, Any]:
+        """Counts, queue depths and remaining capacity, with ``state: serving``; while
+        the daemon starts, its ``state`` (``starting``) and progress (see ``health``)."""
+        return await self.send(Requests.status())
+
+    async def create_automation(self, automation: AutomationLike) -> Automation:
         """Create an automation; returns it with its id."""
-        return _automation_of(await self.call(*_Calls.create(automation)))
+        return await self.send(Requests.create_automation(automation))
 
     async def read_automation(self, automation_id: UUID | str) -> Automation:
-        """The automation with this id."""
-        return _automation_of(await self.call("automations.read", {"id": str(automation_id)}))
+        """The automation with this id (``NotFound`` otherwise)."""
+        return await self.send(Requests.read_automation(automation_id))
 
     async def read_automation_by_name(self, name: str) -> Automation:
-        """The automation with this name."""
-        return _automation_of(await self.call("automations.read_by_name", {"name": name}))
+        """The automation with this name (``NotFound`` otherwise)."""
+        return await self.send(Requests.read_automation_by_name(name))
+
+    async def list_automations(
+        self,
+        *,
+        name_prefix: str | None = None,
+        enabled: bool | None = None,
+        tags: Sequence[str] = (),
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[AutomationView]:
+        """Automations with their ``created``/``updated``/``version``, sorted by name."""
+        return await self.send(Requests.list_automations(name_prefix, enabled, tags, limit, offset))
 
     async def update_automation(
-        self, automation_id: UUID | str, automation: Automation | Mapping[str, Any]
+        self, automation_id: UUID | str, automation: AutomationLike
     ) -> Automation:
         """Replace an automation (its trigger state resets)."""
-        return _automation_of(await self.call(*_Calls.update(automation_id, automation)))
+        return await self.send(Requests.update_automation(automation_id, automation))
 
     async def delete_automation(self, automation_id: UUID | str) -> None:
         """Delete an automation."""
-        await self.call("automations.delete", {"id": str(automation_id)})
+        return await self.send(Requests.delete_automation(automation_id))
 
     async def pause_automation(self, automation_id: UUID | str) -> Automation:
-        """Stop evaluating an automation."""
-        return _automation_of(await self.call("automations.pause", {"id": str(automation_id)}))
+        """Stop evaluating an automation (its state is forgotten)."""
+        return await self.send(Requests.pause_automation(automation_id))
 
     async def resume_automation(self, automation_id: UUID | str) -> Automation:
         """Start evaluating a paused automation again."""
-        return _automation_of(await self.call("automations.resume", {"id": str(automation_id)}))
+        return await self.send(Requests.resume_automation(automation_id))
 
-    async def explain(self, automation_id: UUID | str) -> dict[str, Any]:
-        """An automation's live buckets and next deadline."""
-        return dict(await self.call("automations.explain", {"id": str(automation_id)}))
+    async def explain(self, automation_id: UUID | str) -> Explanation:
+        """An automation's live state: buckets per trigger and key, its next deadline."""
+        return await self.send(Requests.explain(automation_id))
 
-    async def emit(self, events: Iterable[Event | Mapping[str, Any]]) -> list[int]:
-        """Send events; returns their sequence numbers once they are durable."""
-        return list((await self.call(*_Calls.emit(events)))["seqs"])
+    async def emit(self, events: Iterable[EventLike]) -> list[int]:
+        """Send events; returns their log sequence numbers once they are durable."""
+        return await self.send(Requests.emit(events))
+
+    async def filter_events(
+        self,
+        *,
+        names: Sequence[str] = (),
+        resource_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        after_seq: int | None = None,
+        by_arrival: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Events from the log (with their ``seq``), newest first by ``occurred`` (by
+        arrival with ``by_arrival``), or those after ``after_seq``, oldest first; every
+        filter applies either way."""
+        return await self.send(
+            Requests.filter_events(names, resource_id, since, until, limit, after_seq, by_arrival)
+        )
 
     async def create_block(self, block: BlockDocument | Mapping[str, Any]) -> BlockDocument:
         """Store a notification block; returns it as stored, secrets masked."""
-        return _block_of(await self.call("blocks.create", {"block": _block_doc(block)}))
+        return await self.send(Requests.create_block(block))
 
     async def read_block(self, block_id: UUID | str) -> BlockDocument:
-        """The block with this id, secrets masked."""
-        return _block_of(await self.call("blocks.read", {"id": str(block_id)}))
+        """The block with this id, secrets masked (``NotFound`` otherwise)."""
+        return await self.send(Requests.read_block(block_id))
 
     async def read_block_by_name(self, block_type_slug: str, name: str) -> BlockDocument:
-        """The block of this type and name, secrets masked."""
-        params = {"block_type_slug": block_type_slug, "name": name}
-        return _block_of(await self.call("blocks.read_by_name", params))
+        """The block of this type and name, secrets masked (``NotFound`` otherwise)."""
+        return await self.send(Requests.read_block_by_name(block_type_slug, name))
 
     async def list_blocks(self, block_type_slug: str | None = None) -> list[dict[str, Any]]:
         """Blocks (of one type, if given) as public views, sorted by type and name."""
-        params = _filter_params(block_type_slug=block_type_slug)
-        return list(await self.call("blocks.filter", params))
+        return await self.send(Requests.list_blocks(block_type_slug))
 
     async def delete_block(self, block_id: UUID | str) -> None:
         """Delete a block."""
-        await self.call("blocks.delete", {"id": str(block_id)})
-
-    # -- webhooks: each is returned as a mapping with its ``url`` --------------------
+        return await self.send(Requests.delete_block(block_id))
 
     async def create_webhook(
         self,
@@ -576,23 +788,24 @@ class AsyncClient:
         description: str = "",
         enabled: bool = True,
     ) -> dict[str, Any]:
-        """Create a webhook; returns it with its id, slug and ``url``."""
-        return dict(await self.call(*_Calls.create_webhook(name, template, description, enabled)))
+        """Create a webhook; returns it with its id, slug and ``url`` (Marmot picks the
+        slug). ``template`` is a Jinja template rendering to a JSON event, or a mapping
+        (the event's JSON, with Jinja in its strings)."""
+        return await self.send(Requests.create_webhook(name, template, description, enabled))
 
     async def read_webhook(self, webhook_id: UUID | str) -> dict[str, Any]:
         """The webhook with this id (``NotFound`` otherwise)."""
-        return dict(await self.call("webhooks.read", {"id": str(webhook_id)}))
+        return await self.send(Requests.read_webhook(webhook_id))
 
     async def read_webhook_by_name(self, name: str) -> dict[str, Any]:
         """The webhook with this name (``NotFound`` otherwise)."""
-        return dict(await self.call("webhooks.read_by_name", {"name": name}))
+        return await self.send(Requests.read_webhook_by_name(name))
 
     async def list_webhooks(
         self, *, name_prefix: str | None = None, enabled: bool | None = None
     ) -> list[dict[str, Any]]:
         """Webhooks, sorted by name."""
-        params = _filter_params(name_prefix=name_prefix, enabled=enabled)
-        return list(await self.call("webhooks.filter", params))
+        return await self.send(Requests.list_webhooks(name_prefix, enabled))
 
     async def update_webhook(
         self,
@@ -605,16 +818,17 @@ class AsyncClient:
     ) -> dict[str, Any]:
         """Change the given fields of a webhook (``enabled=False`` disables it: its URL
         answers 404 until it is enabled again); its URL stays."""
-        call = _Calls.update_webhook(webhook_id, name, template, description, enabled)
-        return dict(await self.call(*call))
+        return await self.send(
+            Requests.update_webhook(webhook_id, name, template, description, enabled)
+        )
 
     async def rotate_webhook(self, webhook_id: UUID | str) -> dict[str, Any]:
         """Give a webhook a new URL; the old one stops working at once."""
-        return dict(await self.call("webhooks.rotate", {"id": str(webhook_id)}))
+        return await self.send(Requests.rotate_webhook(webhook_id))
 
     async def delete_webhook(self, webhook_id: UUID | str) -> None:
         """Delete a webhook."""
-        await self.call("webhooks.delete", {"id": str(webhook_id)})
+        return await self.send(Requests.delete_webhook(webhook_id))
 
     async def list_incidents(
         self,
@@ -624,28 +838,23 @@ class AsyncClient:
         limit: int = 100,
     ) -> list[dict[str, Any]]:
         """Declared incidents, newest first."""
-        params = _filter_params(
-            automation_id=None if automation_id is None else str(automation_id),
-            status=status,
-            limit=limit,
-        )
-        return list(await self.call("incidents.filter", params))
+        return await self.send(Requests.list_incidents(automation_id, status, limit))
 
     async def read_incident(self, incident_id: UUID | str) -> dict[str, Any]:
         """One incident."""
-        return dict(await self.call("incidents.read", {"id": str(incident_id)}))
+        return await self.send(Requests.read_incident(incident_id))
 
     async def resolve_incident(self, incident_id: UUID | str) -> dict[str, Any]:
         """Mark an incident resolved."""
-        return dict(await self.call("incidents.resolve", {"id": str(incident_id)}))
+        return await self.send(Requests.resolve_incident(incident_id))
 
     async def checkpoint(self) -> dict[str, Any]:
         """Checkpoint every automation, trim the event log, fold the WAL into the database."""
-        return dict(await self.call("admin.checkpoint"))
+        return await self.send(Requests.checkpoint())
 
     async def backup(self, path: str) -> dict[str, Any]:
         """Copy the daemon's database to a new file at ``path`` (on the daemon's machine)."""
-        return dict(await self.call("admin.backup", {"path": path}))
+        return await self.send(Requests.backup(path))
 
 
 class Publisher:
@@ -694,7 +903,7 @@ class Publisher:
     def flush(self) -> None:
         """Send the buffered events as one frame."""
         if self._buffer:
-            self._socket.send(encode_events(self._buffer))
+            self._socket.send(events_frame(self._buffer))
             self.sent += len(self._buffer)
             self._buffer.clear()
 

@@ -1,7 +1,7 @@
 """Bytes <-> values: msgpack (and JSON) ingest frames to events, and RPC value packing.
 
 ``decode_frame`` turns one ingest frame into validated events plus the reasons
-anything in it was refused; it never raises. ``pack``/``unpack`` are the
+anything in it was refused; it never raises. ``pack_rpc``/``unpack_rpc`` are the
 msgpack dialect every RPC frame uses (datetimes as msgpack timestamps).
 """
 
@@ -35,10 +35,10 @@ __all__ = [
     "DecodedFrame",
     "Rejection",
     "decode_frame",
-    "encode_event",
-    "encode_events",
-    "pack",
-    "unpack",
+    "event_frame",
+    "events_frame",
+    "pack_rpc",
+    "unpack_rpc",
 ]
 
 DEFAULT_MAX_FRAME_BYTES: Final = 1_048_576
@@ -139,7 +139,7 @@ def _default(value: object) -> object:
         raise TypeError(f"cannot pack a {type(value).__name__}") from exc
 
 
-def pack(value: Any) -> bytes:
+def pack_rpc(value: Any) -> bytes:
     """Pack a value as msgpack for the RPC wire.
 
     Datetimes become msgpack timestamps (naive ones are taken as UTC), UUIDs
@@ -151,8 +151,8 @@ def pack(value: Any) -> bytes:
     return packed
 
 
-def unpack(data: bytes) -> Any:
-    """Unpack msgpack from ``pack``; timestamps come back as aware UTC datetimes.
+def unpack_rpc(data: bytes) -> Any:
+    """Unpack msgpack from ``pack_rpc``; timestamps come back as aware UTC datetimes.
 
     Raises ``ValidationFailed`` when the bytes are not one complete msgpack value.
     """
@@ -173,13 +173,13 @@ def _event_map(event: Event) -> dict[str, Any]:
     return document
 
 
-def encode_event(event: Event) -> bytes:
+def event_frame(event: Event) -> bytes:
     """One event as an ingest frame: a msgpack map, times as msgpack timestamps."""
     packed: bytes = msgpack.packb(_event_map(event), datetime=True, use_bin_type=True)
     return packed
 
 
-def encode_events(events: Sequence[Event]) -> bytes:
+def events_frame(events: Sequence[Event]) -> bytes:
     """A batch as one ingest frame: a msgpack array of event maps."""
     documents = [_event_map(event) for event in events]
     packed: bytes = msgpack.packb(documents, datetime=True, use_bin_type=True)

@@ -16,38 +16,34 @@ import logging
 import signal
 import socket
 import threading
-import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
 import uvicorn
 
-from marmot.actors.gctune import tune_gc
+from marmot.actors.clock import SYSTEM_CLOCK
+from marmot.actors.gc_thresholds import tune_gc
 from marmot.actors.metrics import Metrics
-from marmot.actors.router import RouterSettings
-from marmot.actors.runtime import RayRuntime, RaySettings
-from marmot.actors.service import Service, ServiceSettings
+from marmot.actors.runtime import RayRuntime
+from marmot.actors.service import Service
 from marmot.actors.startup import StartupPhase, StartupProgress
 from marmot.actors.store import Store
 from marmot.config import MarmotConfig
+from marmot.engine.clock import Clock
 from marmot.engine.errors import DaemonUnavailable
-from marmot.engine.models.events import Event, EventLimits
-from marmot.transport.actions import action_settings, build_runners
+from marmot.engine.models.events import Event
+from marmot.transport.actions import build_runners
 from marmot.transport.api import VERSION, Api
 from marmot.transport.curve import CurveServer
 from marmot.transport.http import build_app
-from marmot.transport.ingest import Ingest, IngestSettings
+from marmot.transport.ingest import Ingest
+from marmot.transport.protocol import METHODS
 from marmot.transport.rpc import RpcServer
 from marmot.transport.starting import StartingApi, starting_health
 from marmot.transport.webhooks import WebhookReceiver, WebhookSettings, hooks_url
 
 log = logging.getLogger(__name__)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class _QuietServer(uvicorn.Server):
@@ -76,8 +72,8 @@ class Daemon:
 
     ``recovery_gate``, when given, holds start-up before any automation is
     recovered until it is set, while RPC and HTTP already answer: for
-    embedders and tests that act on a daemon while it starts. ``clock`` gives
-    monotonic seconds (start-up timing).
+    embedders and tests that act on a daemon while it starts. ``clock`` is the
+    clock every part reads.
     """
 
     def __init__(
@@ -85,18 +81,14 @@ class Daemon:
         config: MarmotConfig,
         *,
         recovery_gate: asyncio.Event | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.progress = StartupProgress(started_at=clock())
+        self.progress = StartupProgress(started_at=clock.monotonic())
         self._clock = clock
         self._recovery_gate = recovery_gate
-        self.limits = EventLimits(
-            max_labels=config.limits.max_labels,
-            max_related=config.limits.max_related,
-            max_payload_bytes=config.limits.max_payload_bytes,
-        )
+        self.limits = config.limits.event_limits()
         # Where webhook URLs start (up to the slug); None without the HTTP server.
         self.hooks_url = hooks_url(config.http) if config.http.enabled else None
         self.store: Store | None = None
@@ -158,7 +150,7 @@ class Daemon:
 
     async def _listen(self) -> None:
         c = self.config
-        self.progress.started_at = self._clock()
+        self.progress.started_at = self._clock.monotonic()
         self.progress.enter(StartupPhase.OPENING_STORE)
         c.data.dir.mkdir(parents=True, exist_ok=True)
         self.store = Store.open(c.data.dir / "marmot.db")
@@ -166,8 +158,10 @@ class Daemon:
         token = c.rpc.token.get_secret_value() if c.rpc.token else None
         if c.curve.secret_key_file is not None:
             self.curve = CurveServer(c.curve.secret_key_file, c.curve.clients_dir)
-        starting = StartingApi(self.progress, Api.methods(), self._clock)
-        self.rpc = RpcServer(c.rpc.url, starting.handlers(), token=token, curve=self.curve)
+        starting = StartingApi(self.progress, METHODS, self._clock)
+        self.rpc = RpcServer(
+            c.rpc.url, starting.handlers(), token=token, curve=self.curve, metrics=self.metrics
+        )
         await self.rpc.start()
         loop = asyncio.get_running_loop()
         self._loops.append(loop.create_task(self.rpc.serve()))
@@ -185,34 +179,13 @@ class Daemon:
         c = self.config
         assert self.store is not None and self.rpc is not None
         self.progress.enter(StartupPhase.STARTING_RAY)
-        runtime = RayRuntime(
-            RaySettings(
-                address=c.ray.address,
-                namespace=c.ray.namespace,
-                num_cpus=c.ray.num_cpus,
-                object_store_memory_mb=c.ray.object_store_memory_mb,
-                log_to_driver=c.ray.log_to_driver,
-            )
-        )
         self.service = Service(
-            runtime,
+            RayRuntime(c.ray),
             self.store,
-            ServiceSettings(
-                data_dir=c.data.dir,
-                automations_per_actor=c.automations_per_actor,
-                resolved_states=c.resolved_states,
-                executor_pool_size=c.executors.pool_size,
-                max_automations=c.max_automations,
-                checkpoint_interval_s=c.data.checkpoint_interval_s,
-                retention_days=c.data.event_retention_days,
-                router=RouterSettings(
-                    batch_max_events=c.router.batch_max_events,
-                    max_inflight_per_actor=c.router.max_inflight_per_actor,
-                ),
-                actions=action_settings(c),
-                runner_factory=build_runners,
-            ),
+            c,
+            runner_factory=build_runners,
             metrics=self.metrics,
+            clock=self._clock,
             progress=self.progress,
             recovery_gate=self._recovery_gate,
         )
@@ -221,23 +194,18 @@ class Daemon:
         # Bound only now: until the automations are recovered, publishers'
         # PUSH sockets hold their events on their side.
         self.ingest = Ingest(
-            IngestSettings(
-                pull_url=c.ingest.pull_url,
-                sub_urls=tuple(c.ingest.sub_urls),
-                sub_topic=c.ingest.sub_topic,
-                high_water_mark=c.ingest.high_water_mark,
-                max_frame_bytes=c.ingest.max_frame_bytes,
-                limits=self.limits,
-            ),
+            c.ingest,
+            self.limits,
             lambda events: self._emit(events),
             self.metrics,
+            clock=self._clock,
             curve=self.curve,
         )
         self.ingest.start()
         self._loops.append(asyncio.get_running_loop().create_task(self.ingest.run()))
         # One step of the loop: no request sees the full API before the state
         # says serving, nor the other way round.
-        api = Api(self.service, self.limits, _now, hooks_url=self.hooks_url)
+        api = Api(self.service, self.limits, self._clock, hooks_url=self.hooks_url)
         self.rpc.swap_handlers(api.handlers())
         self.progress.enter(StartupPhase.SERVING)
         # Everything built so far (Ray, pydantic schemas, automations) lives as
@@ -250,7 +218,7 @@ class Daemon:
             extra={
                 "rpc": self.rpc_endpoint,
                 "ingest": self.ingest_endpoint,
-                "startup_s": round(self.progress.elapsed_s(self._clock()), 3),
+                "startup_s": round(self.progress.elapsed_s(self._clock.monotonic()), 3),
             },
         )
 
@@ -276,6 +244,7 @@ class Daemon:
             self.metrics,
             emit=self._emit_webhook_events,
             is_ready=lambda: progress.is_serving and self.service is not None,
+            clock=self._clock,
         )
 
     async def _emit_webhook_events(self, events: Sequence[Event]) -> None:
@@ -288,7 +257,7 @@ class Daemon:
         """``/healthz``: ok (200) once serving; while starting, not ok (503) with the progress."""
         service = self.service
         if not self.progress.is_serving or service is None:
-            return starting_health(self.progress, self._clock())
+            return starting_health(self.progress, self._clock.monotonic())
         return {
             "ok": True,
             "state": StartupPhase.SERVING.value,

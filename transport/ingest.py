@@ -18,13 +18,14 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import zmq
 
+from marmot.actors.clock import SYSTEM_CLOCK
 from marmot.actors.metrics import Metrics
+from marmot.config import IngestConfig
+from marmot.engine.clock import Clock
 from marmot.engine.models.events import Event, EventLimits
 from marmot.transport.codec import decode_frame
 from marmot.transport.curve import CurveServer
@@ -41,33 +42,23 @@ _SUBMITS_IN_FLIGHT = 4
 _POLLIN = int(zmq.POLLIN)
 
 
-@dataclass(frozen=True, slots=True)
-class IngestSettings:
-    """Where to listen and how much to accept."""
-
-    pull_url: str = "tcp://127.0.0.1:7600"
-    sub_urls: tuple[str, ...] = ()
-    sub_topic: str = ""
-    high_water_mark: int = 10_000
-    max_frame_bytes: int = 1_048_576
-    limits: EventLimits = field(default_factory=EventLimits)
-
-
 class Ingest:
     """Receives event frames and hands validated events to ``submit``."""
 
     def __init__(
         self,
-        settings: IngestSettings,
+        config: IngestConfig,
+        limits: EventLimits,
         submit: Submit,
         metrics: Metrics,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = SYSTEM_CLOCK,
         curve: CurveServer | None = None,
     ) -> None:
-        """``curve``: make the PULL socket a CURVE server (SUB connections, which
-        reach out to publishers, stay plain)."""
-        self.settings = settings
+        """``limits`` bound each event; ``curve``: make the PULL socket a CURVE server
+        (SUB connections, which reach out to publishers, stay plain)."""
+        self.settings = config
+        self._limits = limits
         self._submit = submit
         self._metrics = metrics
         self._context = context or zmq.Context.instance()
@@ -118,12 +109,12 @@ class Ingest:
 
     async def handle_frames(self, frames: Sequence[bytes]) -> None:
         """Decode frames (the last part of each message) and submit the events."""
-        received = self._clock()
+        received = self._clock.now()
         events: list[Event] = []
         for data in frames:
             decoded = decode_frame(
                 data,
-                limits=self.settings.limits,
+                limits=self._limits,
                 max_frame_bytes=self.settings.max_frame_bytes,
                 received=received,
             )

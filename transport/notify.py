@@ -25,7 +25,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from marmot.actors.actionkit import ActionFailed, TransientFailure
+from marmot.actors.action_runs import ActionFailed, TransientFailure
+from marmot.actors.clock import SYSTEM_CLOCK
+from marmot.engine.clock import Clock
 from marmot.engine.models.blocks import (
     BlockDocument,
     EmailNotification,
@@ -224,7 +226,7 @@ def _excerpt(text: str, secrets: Iterable[str], limit: int = EXCERPT_CHARS) -> s
     return _clip(_one_line(_scrub(text, secrets)), limit)
 
 
-def _judge(response: httpx.Response, what: str, secrets: list[str]) -> Delivery:
+def _judge(response: httpx.Response, what: str, secrets: list[str], now: datetime) -> Delivery:
     """A delivery for a 2xx reply; raises for anything else."""
     code = response.status_code
     if 200 <= code < 300:
@@ -236,7 +238,7 @@ def _judge(response: httpx.Response, what: str, secrets: list[str]) -> Delivery:
     excerpt = _excerpt(response.text, secrets)
     reason = f"{what} answered HTTP {code}" + (f": {excerpt}" if excerpt else "")
     if code in (408, 429) or code >= 500:
-        wait = retry_after_s(response.headers.get("retry-after"), datetime.now(UTC))
+        wait = retry_after_s(response.headers.get("retry-after"), now)
         raise TransientFailure(reason, retry_after_s=wait)
     if 300 <= code < 400:
         raise ActionFailed(f"{reason} (redirects are not followed)")
@@ -275,6 +277,7 @@ async def _request(
     content: bytes,
     allow_private_urls: bool,
     verify: bool = True,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> Delivery:
     what = block.describe()
     secrets = _secrets_of(block)
@@ -297,7 +300,7 @@ async def _request(
         raise TransientFailure(
             f"{what} could not be reached: {_excerpt(str(exc), secrets) or type(exc).__name__}"
         ) from None
-    return _judge(response, what, secrets)
+    return _judge(response, what, secrets, clock.now())
 
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -317,6 +320,7 @@ async def call_webhook(
     payload: str,
     *,
     idempotency_key: str | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> Delivery:
     """Call a ``webhook`` block with a rendered payload (see ``webhook_body``);
     returns the delivery, with the reply's status and body. ``idempotency_key``
@@ -337,6 +341,7 @@ async def call_webhook(
         content=content,
         allow_private_urls=data.allow_private_urls,
         verify=data.verify,
+        clock=clock,
     )
 
 
@@ -349,6 +354,7 @@ async def send_notification(
     smtp_timeout_s: float = 30.0,
     message_id: str | None = None,
     idempotency_key: str | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> Delivery:
     """Send a subject and body through a notification block, by its type.
 
@@ -388,6 +394,7 @@ async def send_notification(
         content=json.dumps(message).encode(),
         allow_private_urls=allow_private,
         verify=verify,
+        clock=clock,
     )
 
 

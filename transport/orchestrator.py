@@ -19,7 +19,7 @@ from uuid import UUID
 
 import httpx
 
-from marmot.actors.actionkit import ActionFailed, TransientFailure
+from marmot.actors.action_runs import ActionFailed, TransientFailure
 from marmot.engine.errors import NotFound
 
 __all__ = ["OrchestratorClient", "OrchestratorNotFound", "OrchestrationRefused"]

@@ -2,7 +2,7 @@
 
 A request is ``{"id", "method", "params", "token"?}``; the reply is
 ``{"id", "ok": true, "result"}`` or ``{"id", "ok": false, "error": {code,
-message, details}}``, every frame packed with ``codec.pack``. Clients raise
+message, details}}``, every frame packed with ``codec.pack_rpc``. Clients raise
 the server's error as its ``MarmotError`` subclass, and ``DaemonUnavailable``
 when no reply comes in time. A request is at most ``max_request_bytes``
 packed: clients refuse to send a larger one, the server's socket drops it.
@@ -15,7 +15,6 @@ import hmac
 import logging
 import math
 import threading
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +26,9 @@ import zmq
 import zmq.asyncio
 from pydantic import ValidationError
 
+from marmot.actors.clock import SYSTEM_CLOCK
+from marmot.actors.metrics import Metrics
+from marmot.engine.clock import Clock
 from marmot.engine.errors import (
     DaemonUnavailable,
     InternalError,
@@ -37,7 +39,7 @@ from marmot.engine.errors import (
     ValidationFailed,
     from_wire,
 )
-from marmot.transport.codec import pack, unpack
+from marmot.transport.codec import pack_rpc, unpack_rpc
 from marmot.transport.curve import ClientCurve, CurveServer
 
 __all__ = [
@@ -116,7 +118,7 @@ def _new_request(
 
 def _packed_request(request: dict[str, Any], max_request_bytes: int) -> bytes:
     """The request as it goes on the wire; raises ``LimitExceeded`` when over the limit."""
-    data = pack(request)
+    data = pack_rpc(request)
     if len(data) > max_request_bytes:
         raise LimitExceeded(
             f"a {request['method']} request of {len(data)} bytes is over the limit of "
@@ -129,7 +131,7 @@ def _packed_request(request: dict[str, Any], max_request_bytes: int) -> bytes:
 def _parse_reply(data: bytes) -> dict[str, Any] | None:
     """A reply map, or None for a frame that is not one (it is then ignored)."""
     try:
-        reply = unpack(data)
+        reply = unpack_rpc(data)
     except ValidationFailed:
         log.warning("ignored an undecodable RPC reply")
         return None
@@ -182,10 +184,14 @@ class RpcServer:
         context: zmq.asyncio.Context | None = None,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         curve: CurveServer | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        """``metrics`` counts every request by method and outcome
+        (``marmot_rpc_requests``); ``stats`` keeps the same counts in process."""
         self.endpoint = endpoint
         self.max_request_bytes = max_request_bytes
         self.stats = RpcStats()
+        self._metrics = metrics or Metrics()
         self._handlers = dict(handlers)
         self._token = token
         self._curve = curve
@@ -273,11 +279,12 @@ class RpcServer:
     def _drop(self, why: str) -> None:
         self.stats.malformed += 1
         self.stats.dropped += 1
+        self._metrics.rpc_requests.labels("", "dropped").inc()
         log.warning("dropped a malformed RPC request: %s", why)
 
     async def _answer(self, envelope: list[bytes], body: bytes) -> None:
         try:
-            request = unpack(body)
+            request = unpack_rpc(body)
         except ValidationFailed:
             self._drop("not msgpack")
             return
@@ -307,25 +314,31 @@ class RpcServer:
                 raise NotFound(f"unknown method {method!r}")
             result = await handler(params)
         except MarmotError as exc:
-            return self._fail(request_id, exc)
+            return self._fail(request_id, exc, method)
         except ValidationError as exc:
-            return self._fail(request_id, _validation_error(exc))
+            return self._fail(request_id, _validation_error(exc), method)
         except Exception as exc:
             log.exception("RPC method %s failed", method, extra={"method": method})
-            return self._fail(request_id, InternalError(str(exc) or type(exc).__name__))
+            return self._fail(request_id, InternalError(str(exc) or type(exc).__name__), method)
+        self._metrics.rpc_requests.labels(self._known(method), "ok").inc()
         return {"id": request_id, "ok": True, "result": result}
 
-    def _fail(self, request_id: str | int, error: MarmotError) -> dict[str, Any]:
+    def _known(self, method: str) -> str:
+        # Label values stay bounded: an unknown name is counted as "unknown".
+        return method if method in self._handlers else "unknown"
+
+    def _fail(self, request_id: str | int, error: MarmotError, method: str = "") -> dict[str, Any]:
         self.stats.errors[error.code] += 1
+        self._metrics.rpc_requests.labels(self._known(method) if method else "", error.code).inc()
         return _error_reply(request_id, error)
 
     def _encode(self, reply: dict[str, Any]) -> bytes:
         try:
-            return pack(reply)
+            return pack_rpc(reply)
         except _PACK_ERRORS as exc:
             log.exception("could not encode an RPC reply", extra={"request_id": reply["id"]})
             error = InternalError(f"the reply could not be encoded: {exc}")
-            return pack(self._fail(reply["id"], error))
+            return pack_rpc(self._fail(reply["id"], error))
 
     async def _send(self, envelope: list[bytes], reply: dict[str, Any]) -> None:
         data = self._encode(reply)
@@ -358,12 +371,14 @@ class RpcClient:
         timeout_s: float = 10.0,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         curve: ClientCurve | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
         self.max_request_bytes = max_request_bytes
         self._token = token
         self._curve = curve
+        self._clock = clock
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self._socket: zmq.Socket[bytes] | None = None
         self._lock = threading.Lock()
@@ -420,12 +435,13 @@ class RpcClient:
 
     def _exchange(self, data: bytes, request_id: str, timeout: float) -> dict[str, Any]:
         """Send a request and wait for the reply with its id, until ``timeout`` has passed."""
-        deadline = time.monotonic() + timeout
+        now = self._clock.monotonic
+        deadline = now() + timeout
         socket = self._connected()
-        if not _wait(socket, zmq.POLLOUT, deadline):
+        if not _wait(socket, zmq.POLLOUT, deadline, now):
             raise _timed_out(self.endpoint, timeout)  # not even connected
         socket.send(data, flags=zmq.NOBLOCK)
-        while _wait(socket, zmq.POLLIN, deadline):
+        while _wait(socket, zmq.POLLIN, deadline, now):
             reply = _parse_reply(socket.recv_multipart(flags=zmq.NOBLOCK)[-1])
             if reply is not None and reply.get("id") == request_id:
                 return reply
@@ -451,9 +467,9 @@ def _dealer(context: zmq.Context[_S], endpoint: str, curve: ClientCurve | None =
     return socket
 
 
-def _wait(socket: zmq.Socket[bytes], event: int, deadline: float) -> bool:
-    """Whether ``socket`` becomes ready for ``event`` before ``deadline``."""
-    remaining_ms = math.ceil((deadline - time.monotonic()) * 1000)
+def _wait(socket: zmq.Socket[bytes], event: int, deadline: float, now: Callable[[], float]) -> bool:
+    """Whether ``socket`` becomes ready for ``event`` before ``deadline`` (on ``now``)."""
+    remaining_ms = math.ceil((deadline - now()) * 1000)
     if remaining_ms <= 0:
         return bool(socket.poll(0, event))
     return bool(socket.poll(remaining_ms, event))

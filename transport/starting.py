@@ -9,12 +9,14 @@ same view with a 503.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from marmot.actors.clock import SYSTEM_CLOCK
 from marmot.actors.startup import StartupProgress
+from marmot.engine.clock import Clock
 from marmot.engine.errors import DaemonUnavailable
 from marmot.transport.api import VERSION, Handler
 
@@ -53,15 +55,15 @@ class StartingApi:
 
     ``methods`` are the names of the full API: each of them (but ``health``
     and ``status``) answers ``DaemonUnavailable``; other names stay unknown.
-    ``clock`` gives monotonic seconds.
+    ``clock`` times the start-up (its monotonic seconds).
     """
 
     def __init__(
-        self, progress: StartupProgress, methods: Iterable[str], clock: Callable[[], float]
+        self, progress: StartupProgress, methods: Iterable[str], clock: Clock = SYSTEM_CLOCK
     ) -> None:
         self.progress = progress
         self.methods = tuple(methods)
-        self._now = clock
+        self._now = clock.monotonic
 
     def handlers(self) -> dict[str, Handler]:
         """Method name -> handler, for the RPC server."""

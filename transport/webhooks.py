@@ -13,17 +13,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 
+from marmot.actors.clock import SYSTEM_CLOCK
 from marmot.actors.metrics import Metrics
 from marmot.actors.store.webhooks import StoredWebhook, Webhooks
 from marmot.config import HttpConfig
+from marmot.engine.clock import Clock
 from marmot.engine.errors import MarmotError
 from marmot.engine.models.events import Event, EventLimits
 from marmot.engine.templates.webhooks import (
@@ -107,8 +108,7 @@ class WebhookReceiver:
     renders the webhook's template and emits the event through ``emit``.
 
     ``is_ready`` says whether ``emit`` can take events (not while the daemon
-    starts); ``now`` gives UTC time (the ``received`` stamp) and ``clock``
-    monotonic seconds (render deadlines, log throttling).
+    starts); ``clock`` stamps ``received`` and times renders and log throttling.
     """
 
     def __init__(
@@ -119,16 +119,15 @@ class WebhookReceiver:
         *,
         emit: Emit,
         is_ready: Callable[[], bool],
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.webhooks = webhooks
         self.settings = settings
         self.metrics = metrics
         self._emit = emit
         self._is_ready = is_ready
-        self._now = now
-        self._clock = clock
+        self._now = clock.now
+        self._clock = clock.monotonic
         self._limits = settings.render_limits()
         self._throttle = LogThrottle(_LOG_INTERVAL_S, clock)
 

@@ -17,11 +17,12 @@ from marmot.actors.store.actions import ActionLog, ActionRecord, owner_name
 from marmot.actors.store.automations import Automations, StoredAutomation
 from marmot.actors.store.blocks import Blocks
 from marmot.actors.store.checkpoints import Checkpoints
-from marmot.actors.store.database import Clock, Database
+from marmot.actors.store.database import Database
 from marmot.actors.store.events import EventLog
 from marmot.actors.store.incidents import INCIDENT_STATUSES, Incident, Incidents
 from marmot.actors.store.schema import SCHEMA_VERSION, migrate
 from marmot.actors.store.webhooks import StoredWebhook, Webhooks
+from marmot.engine.clock import Clock
 
 __all__ = [
     "INCIDENT_STATUSES",

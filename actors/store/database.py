@@ -11,20 +11,18 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from marmot.actors.clock import SYSTEM_CLOCK
+from marmot.engine.clock import Clock
 from marmot.engine.errors import Conflict
-from marmot.engine.timestamps import to_us
 
-__all__ = ["BUSY_TIMEOUT_S", "Clock", "Database", "select_in"]
+__all__ = ["BUSY_TIMEOUT_S", "Database", "select_in"]
 
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
 
 # How long a write waits for the database's write lock before failing. The
 # daemon and every automation actor write (appends, checkpoints): with 100
@@ -45,17 +43,13 @@ def select_in(conn: sqlite3.Connection, query: str, values: Sequence[Any]) -> li
     return rows
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 class Database:
     """The connection (autocommit; transactions are explicit), its lock and clock.
 
     Open with ``Database.open``; every method is thread-safe.
     """
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, clock: Clock = _utc_now) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path, clock: Clock = SYSTEM_CLOCK) -> None:
         self.conn = conn
         self.path = path
         self.lock = threading.Lock()
@@ -64,7 +58,7 @@ class Database:
         self._stop_checkpoints = threading.Event()
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, clock: Clock = _utc_now) -> Database:
+    def open(cls, path: str | os.PathLike[str], *, clock: Clock = SYSTEM_CLOCK) -> Database:
         """Open the database at ``path`` (created if missing; ``schema.migrate``
         brings its tables up to date). ``clock`` stamps ``created``/``updated`` times."""
         where = Path(path)
@@ -101,7 +95,7 @@ class Database:
 
     def now_us(self) -> int:
         """The store's clock, in microseconds (for ``created``/``updated`` stamps)."""
-        return to_us(self._clock())
+        return self._clock.now_us()
 
     def schema_version(self) -> int:
         """The schema version of the open database."""

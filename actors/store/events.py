@@ -14,7 +14,7 @@ from fnmatch import fnmatchcase
 from uuid import UUID
 
 from marmot.actors.store.database import Database, select_in
-from marmot.actors.wire import decode_event, encode_event
+from marmot.actors.wire import pack_event, unpack_event
 from marmot.engine.models.events import Event
 from marmot.engine.timestamps import to_us
 
@@ -61,7 +61,7 @@ class EventLog:
     def append(self, events: Sequence[Event], bodies: Sequence[bytes] | None = None) -> list[int]:
         """Append events in one transaction; returns their sequence numbers, in order.
 
-        ``bodies``: the events already packed with ``wire.encode_event`` (the
+        ``bodies``: the events already packed with ``wire.pack_event`` (the
         router packs each event once, for the log and for the actors).
         An event whose id is already in the log is not stored again: its
         existing sequence number is returned, so re-emitting is idempotent.
@@ -69,7 +69,7 @@ class EventLog:
         if not events:
             return []
         if bodies is None:
-            bodies = [encode_event(e) for e in events]
+            bodies = [pack_event(e) for e in events]
         # Rows are built before taking the lock.
         rows: list[_Row] = [
             (
@@ -234,7 +234,7 @@ class EventLog:
 def decode_body(body: bytes) -> Event:
     """The event a log row's ``body`` holds (packed wire bytes). Events were
     validated when they were accepted, so they are rebuilt without validating again."""
-    return decode_event(body)
+    return unpack_event(body)
 
 
 # Rows go in with as few statements as possible. SQLite works on a statement

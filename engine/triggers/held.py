@@ -99,6 +99,9 @@ class HeldEvents:
             del held[:cut]
         if self.within > 0:
             self._trim_slot(held, occurred)
+        if not held:  # a threshold of 0 keeps nothing
+            del self._by_key[key]
+            return
         heapq.heappush(self._due, (held_at, key))
 
     def _trim_slot(self, held: list[HeldEvent], occurred: int) -> None:

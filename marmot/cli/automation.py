@@ -88,12 +88,12 @@ def run_ls(args: argparse.Namespace) -> int:
     with connect(args) as client:
         rows = client.list_automations()
     if args.json:
-        json_lines(rows)
+        json_lines(r.model_dump(mode="json") for r in rows)
         return 0
     table(
         f"{len(rows)} automation(s)",
         ["id", "name", "enabled", "trigger", "updated"],
-        ([r["id"], r["name"], r["enabled"], r["trigger"]["type"], r["updated"]] for r in rows),
+        ([r.id, r.name, r.enabled, r.trigger.type, r.updated.isoformat()] for r in rows),
     )
     return 0
 
@@ -188,7 +188,8 @@ def run_delete(args: argparse.Namespace) -> int:
 
 def run_explain(args: argparse.Namespace) -> int:
     with connect(args) as client:
-        explanation = client.explain(_resolve(client, args.automation).id)
+        explained = client.explain(_resolve(client, args.automation).id)
+    explanation = explained.model_dump(mode="json")
     if args.json:
         json_lines([explanation])
         return 0

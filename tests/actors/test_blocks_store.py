@@ -13,6 +13,7 @@ import pytest
 
 from marmot.actors.store import SCHEMA_VERSION, Store
 from marmot.actors.store.schema import MIGRATIONS
+from marmot.engine.clock import ManualClock
 from marmot.engine.errors import Conflict, NotFound, ValidationFailed
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.blocks import OBFUSCATED, BlockDocument, Webhook
@@ -23,14 +24,9 @@ PASSWORD = "hunter2-but-longer"
 TOKEN = "Bearer top-secret-header-value"
 
 
-class FakeClock:
+def FakeClock(now: datetime = T0) -> ManualClock:
     """A settable clock for the store's created/updated stamps."""
-
-    def __init__(self, now: datetime = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
+    return ManualClock(now)
 
 
 @pytest.fixture

@@ -13,11 +13,10 @@ from uuid import UUID
 
 import pytest
 
-from marmot.actors.actionkit import (
+from marmot.actors.action_runs import (
     ActionFailed,
     ActionResult,
     ActionRun,
-    ActionSettings,
     RegistryRequest,
     Runner,
     RunnerSet,
@@ -26,6 +25,7 @@ from marmot.actors.actionkit import (
 from marmot.actors.executor import ExecutorHost, ExecutorResults, backoff_delay
 from marmot.actors.store import Store
 from marmot.actors.wire import event_to_wire, firing_to_wire, pack, unpack
+from marmot.config import ExecutorsConfig, MarmotConfig
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event
 from marmot.engine.triggers.firing import Firing, TriggerState, firing_id, triggered_event
@@ -82,7 +82,7 @@ class Scripted:
 
         return run
 
-    async def factory(self, settings: ActionSettings, store: Any) -> RunnerSet:
+    async def factory(self, config: MarmotConfig, store: Any) -> RunnerSet:
         async def close() -> None:
             self.closed = True
 
@@ -106,7 +106,7 @@ class Harness:
 
         self.host = ExecutorHost(
             lambda: self.store,
-            ActionSettings(**{"max_retries": 3, **settings}),
+            MarmotConfig.model_validate({"executors": {"max_retries": 3, **settings}}),
             scripted.factory,
             name,
             sleep=fake_sleep,
@@ -467,7 +467,7 @@ def test_claims_left_by_the_last_run_are_spread_over_the_new_pool(tmp_path: Path
 
 
 def test_backoff_is_capped() -> None:
-    settings = ActionSettings(backoff_base_s=1.0, backoff_max_s=5.0)
+    settings = ExecutorsConfig(backoff_base_s=1.0, backoff_max_s=5.0)
     rng = random.Random(1)
     delays = [backoff_delay(attempt, settings, rng) for attempt in range(1, 10)]
     assert all(d <= 5.0 for d in delays)
@@ -483,6 +483,6 @@ def test_results_round_trip() -> None:
 
 @pytest.mark.parametrize("attempt", [1, 2, 3])
 def test_backoff_grows(attempt: int) -> None:
-    settings = ActionSettings(backoff_base_s=1.0, backoff_max_s=100.0)
+    settings = ExecutorsConfig(backoff_base_s=1.0, backoff_max_s=100.0)
     delay = backoff_delay(attempt, settings, random.Random(attempt))
     assert 2 ** (attempt - 1) * 0.5 <= delay <= 2 ** (attempt - 1)

@@ -59,7 +59,7 @@ class Log:
 def buckets(host: AutomationHost) -> Any:
     explained = host.explain(AID)
     assert explained is not None
-    return explained["triggers"]
+    return explained.model_dump(mode="json")["triggers"]
 
 
 def failed(t: float, resource: str = "job.1") -> Event:

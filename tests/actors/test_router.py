@@ -7,11 +7,15 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from marmot.actors.router import Router, RouterSettings
+from marmot.actors.router import Router
+from marmot.actors.runtime import AutomationRef
 from marmot.actors.store import Store
 from marmot.actors.wire import Batch, Outcome
+from marmot.config import RouterConfig
+from marmot.engine.clock import ManualClock
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event
+from marmot.engine.timestamps import from_us
 from marmot.engine.triggers.evaluator import Evaluator
 from tests.engine.factories import event
 
@@ -54,7 +58,7 @@ def received(e: Event) -> Event:
 
 @contextlib.asynccontextmanager
 async def routed_to_held_actor(
-    tmp_path: Path, settings: RouterSettings
+    tmp_path: Path, settings: RouterConfig
 ) -> AsyncIterator[tuple[Router, HeldActor]]:
     """A router over a store in ``tmp_path`` sending the test automation's events
     to a ``HeldActor``; both closed afterwards."""
@@ -63,9 +67,9 @@ async def routed_to_held_actor(
         return None
 
     store = Store.open(tmp_path / "marmot.db")
-    router = Router(store.events, settings, on_outcome, clock_us=lambda: 10_000_000)
+    router = Router(store.events, settings, on_outcome, ManualClock(from_us(10_000_000)))
     actor = HeldActor()
-    router.add_actor("a", actor)
+    router.add_actor("a", AutomationRef(actor))
     router.route(AID, "a", [leaf.matcher for leaf in Evaluator(AUTOMATION).leaves])
     try:
         yield router, actor
@@ -77,7 +81,7 @@ async def routed_to_held_actor(
 def test_sent_upto_stops_before_what_waits_in_the_lane_or_is_held_back(tmp_path: Path) -> None:
     async def main() -> None:
         async with routed_to_held_actor(
-            tmp_path, RouterSettings(batch_max_events=2, max_inflight_per_actor=1)
+            tmp_path, RouterConfig(batch_max_events=2, max_inflight_per_actor=1)
         ) as (router, actor):
             seqs = await router.submit([received(event("job.ran", n)) for n in range(5)])
             await asyncio.sleep(0)
@@ -108,7 +112,7 @@ def test_a_held_follower_reaches_the_actor_after_its_leader_with_its_own_seq(
     tmp_path: Path,
 ) -> None:
     async def main() -> None:
-        async with routed_to_held_actor(tmp_path, RouterSettings()) as (router, actor):
+        async with routed_to_held_actor(tmp_path, RouterConfig()) as (router, actor):
             leader = received(event("job.started", 1))
             follower = received(event("job.finished", 2, follows=leader.id, labels={"n": "7"}))
 
@@ -131,7 +135,7 @@ def test_submits_waiting_on_backpressure_are_logged_in_the_order_they_were_made(
     tmp_path: Path,
 ) -> None:
     async def main() -> None:
-        settings = RouterSettings(batch_max_events=1, max_inflight_per_actor=1, max_queued_events=2)
+        settings = RouterConfig(batch_max_events=1, max_inflight_per_actor=1, max_queued_events=2)
         async with routed_to_held_actor(tmp_path, settings) as (router, actor):
             first = await router.submit([received(event("job.ran", n)) for n in range(4)])
             await asyncio.sleep(0)

@@ -14,6 +14,7 @@ import pytest
 
 from marmot.actors.store import SCHEMA_VERSION, Store
 from marmot.actors.store import events as event_log
+from marmot.engine.clock import ManualClock
 from marmot.engine.errors import Conflict, NotFound, Unsupported, ValidationFailed
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event
@@ -21,26 +22,18 @@ from marmot.engine.models.events import Event
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
 
-class FakeClock:
+def FakeClock(now: datetime = T0) -> ManualClock:
     """A settable clock for the store's created/updated stamps."""
-
-    def __init__(self, now: datetime = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
+    return ManualClock(now)
 
 
 @pytest.fixture
-def clock() -> FakeClock:
+def clock() -> ManualClock:
     return FakeClock()
 
 
 @pytest.fixture
-def store(tmp_path: Path, clock: FakeClock) -> Iterator[Store]:
+def store(tmp_path: Path, clock: ManualClock) -> Iterator[Store]:
     with Store.open(tmp_path / "data" / "marmot.db", clock=clock) as opened:
         yield opened
 
@@ -83,7 +76,7 @@ def test_created_automation_reads_back_by_id_and_name(store: Store) -> None:
 
 
 def test_update_replaces_document_keeps_created_and_increments_version(
-    store: Store, clock: FakeClock
+    store: Store, clock: ManualClock
 ) -> None:
     a = automation("one")
     store.automations.create(a)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from marmot.actors.timer import TimerHost, wall_us
+from marmot.actors.clock import SYSTEM_CLOCK
+from marmot.actors.timer import TimerHost
 
 HOUR_US = 3_600_000_000
 
@@ -20,7 +21,7 @@ def test_the_offset_that_comes_with_a_schedule_is_used_at_once() -> None:
         stream = timer.stream()
         # Events run an hour behind the wall clock: a deadline an hour ahead of
         # the events clock is at the wall clock's "now" + 1 h.
-        await timer.schedule({"late-events": wall_us()}, -HOUR_US)
+        await timer.schedule({"late-events": SYSTEM_CLOCK.now_us()}, -HOUR_US)
         await _settle()
         assert timer._due.empty()  # with no offset it would have been due at once
         assert await timer.pending() == 1
@@ -38,7 +39,7 @@ def test_a_schedule_without_an_offset_keeps_the_last_one() -> None:
     async def main() -> int:
         timer = TimerHost()
         await timer.set_offset(-HOUR_US)
-        await timer.schedule({"k": wall_us() - HOUR_US // 2})
+        await timer.schedule({"k": SYSTEM_CLOCK.now_us() - HOUR_US // 2})
         await _settle()
         assert timer._due.empty()  # half an hour away on the wall clock
         return await timer.pending()

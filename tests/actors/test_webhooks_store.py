@@ -14,6 +14,7 @@ import pytest
 
 from marmot.actors.store import SCHEMA_VERSION, Store
 from marmot.actors.store.schema import MIGRATIONS
+from marmot.engine.clock import ManualClock
 from marmot.engine.errors import Conflict, NotFound
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.webhooks import WebhookSpec
@@ -23,12 +24,9 @@ TEMPLATE = '{"event": "ping", "resource": {"prefect.resource.id": "r.{{ body.id 
 SLUG = re.compile(r"^[A-Za-z0-9_-]{22}$")
 
 
-class FakeClock:
-    def __init__(self, now: datetime = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
+def FakeClock(now: datetime = T0) -> ManualClock:
+    """A settable clock for the store's created/updated stamps."""
+    return ManualClock(now)
 
 
 @pytest.fixture
@@ -37,12 +35,12 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
+def clock() -> ManualClock:
     return FakeClock()
 
 
 @pytest.fixture
-def store(db_path: Path, clock: FakeClock) -> Iterator[Store]:
+def store(db_path: Path, clock: ManualClock) -> Iterator[Store]:
     with Store.open(db_path, clock=clock) as opened:
         yield opened
 
@@ -81,16 +79,16 @@ def test_names_are_unique(store: Store) -> None:
     assert [w.name for w in store.webhooks.list()] == ["a", "b"]
 
 
-def test_update_changes_the_fields_and_keeps_the_slug(store: Store, clock: FakeClock) -> None:
+def test_update_changes_the_fields_and_keeps_the_slug(store: Store, clock: ManualClock) -> None:
     created = store.webhooks.create(spec())
-    clock.now = T0 + timedelta(minutes=5)
+    clock.set(T0 + timedelta(minutes=5))
     changed = store.webhooks.update(
         created.id, spec("gh", description="d", enabled=False, template='{"event": "{{ 1 }}"}')
     )
     assert (changed.name, changed.description, changed.is_enabled) == ("gh", "d", False)
     assert changed.template == '{"event": "{{ 1 }}"}'
     assert changed.slug == created.slug
-    assert (changed.created, changed.updated) == (T0, clock.now)
+    assert (changed.created, changed.updated) == (T0, clock.now())
     assert store.webhooks.for_slug(created.slug) == changed  # the map saw the change
 
 

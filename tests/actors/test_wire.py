@@ -10,13 +10,13 @@ import pytest
 from marmot.actors.wire import (
     Batch,
     Outcome,
-    decode_event,
-    encode_event,
     event_from_wire,
     event_to_wire,
     pack,
     pack_batch,
+    pack_event,
     unpack,
+    unpack_event,
 )
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event
@@ -49,26 +49,18 @@ def test_event_round_trips_without_revalidation() -> None:
 
 def test_packed_event_round_trips_with_ids_as_bytes() -> None:
     event = _event(follows=str(uuid4()))
-    back = decode_event(encode_event(event))
+    back = unpack_event(pack_event(event))
     assert back == event and back.follows == event.follows
     assert str(back.id) == str(event.id) and hash(back.id) == hash(event.id)
 
 
-def test_rows_with_text_ids_from_earlier_versions_still_read() -> None:
-    # Action-log jobs written before ids travelled as 16 bytes hold them as text.
-    event = _event(follows=str(uuid4()))
-    row = event_to_wire(event)
-    row[0], row[6] = str(event.id), str(event.follows)
-    assert event_from_wire(unpack(pack(row))) == event
-
-
 def test_a_batch_of_packed_events_reads_as_a_batch() -> None:
     events = [_event(), _event(follows=str(uuid4()))]
-    packed = [encode_event(e) for e in events]
+    packed = [pack_event(e) for e in events]
     blob = pack_batch([(1, ["a"], packed[0]), (2, ["a", "b"], packed[1])])
     assert Batch.unpack(blob) == [(1, ["a"], events[0]), (2, ["a", "b"], events[1])]
     assert blob == Batch([(1, ["a"], events[0]), (2, ["a", "b"], events[1])]).pack()
-    many = [(k, ["a"], encode_event(events[0])) for k in range(70_000)]  # a 32-bit header
+    many = [(k, ["a"], pack_event(events[0])) for k in range(70_000)]  # a 32-bit header
     assert len(Batch.unpack(pack_batch(many))) == 70_000
 
 

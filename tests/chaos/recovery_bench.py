@@ -95,8 +95,8 @@ def recover_in_process(db: Path, automation_id: UUID) -> tuple[float, int]:
 
 def counted_in_buckets(daemon: DaemonProcess, automation_id: UUID) -> int:
     with Client(daemon.rpc_url, timeout_s=120) as client:
-        buckets = client.explain(automation_id)["triggers"][0]["buckets"]
-    return sum(int(b["count"]) for b in buckets)
+        buckets = client.explain(automation_id).triggers[0].buckets
+    return sum(b.count for b in buckets)
 
 
 def main() -> int:

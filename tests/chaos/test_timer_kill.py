@@ -44,7 +44,7 @@ def test_a_killed_timer_still_fires_the_deadlines_it_held(daemons: DaemonFactory
         assert len(timers) == 1, timers
         client.emit([event("chaos.started", "job.1")])
         wait_for(
-            lambda: client.explain(automation.id)["triggers"][0]["buckets"],
+            lambda: client.explain(automation.id).triggers[0].buckets,
             30,
             "the window to open",
         )

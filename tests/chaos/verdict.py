@@ -309,5 +309,5 @@ def triggered_events(client: Client, automation_id: UUID) -> list[dict[str, Any]
 
 def counted(client: Client, automation_id: UUID) -> int:
     """Events counted in the buckets of the automation's (first) trigger."""
-    buckets = client.explain(automation_id)["triggers"][0]["buckets"]
-    return sum(int(b["count"]) for b in buckets)
+    buckets = client.explain(automation_id).triggers[0].buckets
+    return sum(b.count for b in buckets)

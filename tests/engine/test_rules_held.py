@@ -302,3 +302,11 @@ def test_evaluator_asks_to_be_woken_for_the_held_sweep() -> None:
 
     assert _held(ev) == {}
     assert ev.next_deadline() is None
+
+
+def test_a_threshold_of_zero_holds_nothing_and_explains_cleanly() -> None:
+    # Prefect keeps the first and last `threshold` events of a slot: none at 0.
+    ev = evaluator(_job(threshold=0))
+    ev.apply([event("finished", 5, "job")])
+    assert _held(ev) == {}
+    assert ev.explain().triggers[0].held == []

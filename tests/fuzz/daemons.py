@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from uuid import uuid4
 
-from marmot.actors.runtime import RayRuntime, RaySettings
+from marmot.actors.runtime import RayRuntime
+from marmot.config import RayConfig
 from tests.integration.harness import DaemonThread, make_config
 
 
@@ -18,7 +19,7 @@ def own_daemon(folder: Path, label: str) -> Iterator[DaemonThread]:
     It joins the session's Ray when one is up (in a namespace of its own, so
     its actors' names do not clash), and otherwise starts (and stops) its own.
     """
-    runtime = RayRuntime(RaySettings(num_cpus=2, object_store_memory_mb=100))
+    runtime = RayRuntime(RayConfig(num_cpus=2, object_store_memory_mb=100))
     runtime.start()
     namespace = f"{label}-{uuid4().hex[:8]}"
     running = DaemonThread(make_config(folder, **{"ray.namespace": namespace})).start()

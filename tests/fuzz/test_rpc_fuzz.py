@@ -27,7 +27,7 @@ from zmq.utils.monitor import recv_monitor_message
 from marmot.engine.errors import LimitExceeded, MarmotError, ValidationFailed
 from marmot.transport.api import Api
 from marmot.transport.client import Client
-from marmot.transport.codec import pack, unpack
+from marmot.transport.codec import pack_rpc, unpack_rpc
 from marmot.transport.rpc import DEFAULT_MAX_REQUEST_BYTES, RpcClient
 from tests.fuzz.daemons import own_daemon
 from tests.fuzz.frames import FrameMaker
@@ -120,7 +120,7 @@ class Request:
 def usable_id(body: bytes) -> str | int | None:
     """The id a reply to ``body`` echoes, or None when the server cannot answer it."""
     try:
-        request = unpack(body)
+        request = unpack_rpc(body)
     except ValidationFailed:
         return None
     if not isinstance(request, dict):
@@ -234,7 +234,7 @@ class RequestMaker:
                 rng.randint(0, 300)
             )
         if kind == "not-a-map":
-            return kind, pack(self.hostile() if rng.random() < 0.7 else [request])
+            return kind, pack_rpc(self.hostile() if rng.random() < 0.7 else [request])
         if kind == "no-id":
             request["id"] = rng.choice([None, True, 1.5, [1], {"id": 1}, b"id", math.nan])
             if rng.random() < 0.3:
@@ -266,7 +266,7 @@ class RequestMaker:
             request["params"] = {"names": ["n" * 1_000_000, "m" * 1_000_000]}
         if rng.random() < 0.05:
             request["token"] = self.hostile()
-        return kind, pack(request)
+        return kind, pack_rpc(request)
 
     def request(self) -> Request:
         kind, body = self.body()
@@ -313,7 +313,7 @@ def exchange(socket: zmq.Socket[bytes], wave: list[Request]) -> dict[str | int, 
         remaining_ms = int((deadline - time.monotonic()) * 1000)
         assert remaining_ms > 0 and socket.poll(remaining_ms), f"no reply for {+waiting}"
         parts = socket.recv_multipart()
-        reply = unpack(parts[-1])
+        reply = unpack_rpc(parts[-1])
         replies.setdefault(reply["id"], []).append((parts[:-1], reply))
         waiting[reply["id"]] -= 1
     return replies
@@ -378,7 +378,7 @@ def test_a_frame_over_the_request_limit_is_refused_unread_and_the_server_keeps_s
     assert server is not None
     requests_before = server.stats.requests
     padding = "x" * DEFAULT_MAX_REQUEST_BYTES
-    too_big = pack({"id": "big", "method": "health", "params": {"x": padding}})
+    too_big = pack_rpc({"id": "big", "method": "health", "params": {"x": padding}})
     socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
     socket.setsockopt(zmq.LINGER, 0)
     monitor = socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)

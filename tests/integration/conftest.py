@@ -8,14 +8,15 @@ from uuid import uuid4
 import pytest
 import ray
 
-from marmot.actors.runtime import RayRuntime, RaySettings
+from marmot.actors.runtime import RayRuntime
+from marmot.config import RayConfig
 from tests.integration.harness import DaemonThread, make_config
 from tests.integration.prefect_server import prefect_api  # noqa: F401
 
 
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
-    runtime = RayRuntime(RaySettings(num_cpus=2, object_store_memory_mb=100))
+    runtime = RayRuntime(RayConfig(num_cpus=2, object_store_memory_mb=100))
     runtime.start()
     yield
     runtime.shutdown()

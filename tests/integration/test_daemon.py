@@ -107,21 +107,21 @@ def test_automations_are_created_updated_paused_and_deleted_live(
 ) -> None:
     automation = client.create_automation(_reactive("lifecycle", "test.life", threshold=3))
     client.emit([_event("test.life", "r.life"), _event("test.life", "r.life")])
-    wait_for(lambda: client.explain(automation.id)["open_buckets"] == 1, what="a bucket")
+    wait_for(lambda: client.explain(automation.id).open_buckets == 1, what="a bucket")
     explained = client.explain(automation.id)
-    assert explained["triggers"][0]["buckets"][0]["count"] == 2
+    assert explained.triggers[0].buckets[0].count == 2
 
     client.update_automation(automation.id, _reactive("lifecycle", "test.life", threshold=2))
-    assert client.explain(automation.id)["open_buckets"] == 0  # state resets on change
+    assert client.explain(automation.id).open_buckets == 0  # state resets on change
 
     paused = client.pause_automation(automation.id)
     assert paused.enabled is False
     client.emit([_event("test.life", "r.life"), _event("test.life", "r.life")])
-    assert client.explain(automation.id)["open_buckets"] == 0
+    assert client.explain(automation.id).open_buckets == 0
 
     assert client.resume_automation(automation.id).enabled is True
     client.emit([_event("test.life", "r.life")])
-    wait_for(lambda: client.explain(automation.id)["open_buckets"] == 1, what="resumed evaluation")
+    wait_for(lambda: client.explain(automation.id).open_buckets == 1, what="resumed evaluation")
 
     client.delete_automation(automation.id)
     with pytest.raises(NotFound):
@@ -225,11 +225,12 @@ def test_evaluation_runs_at_the_daemons_priority_and_executors_below_it(
 
     client.create_automation(_reactive("niceness probe", "test.niceness"))
     service = daemon.daemon.service
-    assert service is not None and service._executors and service._actors
-    for executor in service._executors:
-        niceness = ray.get(executor.__ray_call__.remote(_thread_niceness), timeout=30)
+    assert service is not None and service.dispatcher.executors and service.placement.refs()
+    for executor in service.dispatcher.executors:
+        niceness = ray.get(executor.handle.__ray_call__.remote(_thread_niceness), timeout=30)
         assert niceness and set(niceness) == {10}  # executors.nice, by default
-    evaluators = [p.handle for p in service._actors.values()] + [service._timer]
+    assert service.timers.timer is not None
+    evaluators = [ref.handle for ref in service.placement.refs()] + [service.timers.timer.handle]
     for actor in evaluators:
         niceness = ray.get(actor.__ray_call__.remote(_thread_niceness), timeout=30)
         assert niceness and set(niceness) == {0}

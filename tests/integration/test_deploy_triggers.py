@@ -74,7 +74,8 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 def owned(client: Client, deployment_id: str) -> list[dict[str, Any]]:
     owner = f"prefect.deployment.{deployment_id}"
-    return [row for row in client.list_automations() if row["owner_resource"] == owner]
+    rows = client.list_automations()
+    return [row.model_dump(mode="json") for row in rows if row.owner_resource == owner]
 
 
 def runs_of(api: str, deployment_id: str) -> list[dict[str, Any]]:

@@ -84,6 +84,6 @@ def test_a_metric_trigger_fires_on_flow_run_durations(daemon: DaemonThread) -> N
         assert fired["payload"]["triggering_labels"] == {}
         assert fired["payload"]["triggering_event"]["id"] == last_before["id"]
         assert fired["payload"]["late_by_seconds"] == pytest.approx(400, abs=30)
-        [metric] = [t for t in client.explain(automation.id)["triggers"] if t["type"] == "metric"]
-        assert metric["metric"]["state"] == "fired"
-        assert metric["metric"]["value"] == pytest.approx(200.0)
+        [metric] = [t for t in client.explain(automation.id).triggers if t.type == "metric"]
+        assert metric.metric is not None and metric.metric.state == "fired"
+        assert metric.metric.value == pytest.approx(200.0)

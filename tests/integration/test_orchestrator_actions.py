@@ -12,13 +12,13 @@ from uuid import UUID, uuid4
 import jinja2
 import pytest
 
-from marmot.actors.actionkit import (
+from marmot.actors.action_runs import (
     ActionFailed,
     ActionRun,
-    ActionSettings,
     Runner,
     TransientFailure,
 )
+from marmot.config import MarmotConfig
 from marmot.engine.clock import ManualClock
 from marmot.engine.errors import NotFound
 from marmot.engine.models.actions import parse_action
@@ -52,7 +52,7 @@ from tests.transport.notify_servers import RecordingServer, serving
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 AUTOMATION_ID = UUID("0b8f2d4e-6a1c-4e3b-9d7f-5c2a1e0f9b84")
-SETTINGS = ActionSettings(action_timeout_s=10.0)
+CONFIG = MarmotConfig.model_validate({"executors": {"action_timeout_s": 10.0}})
 # Whole seconds, so the times Prefect echoes back compare equal as text.
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -76,7 +76,7 @@ def _renderer(client: OrchestratorClient | None) -> ParameterRenderer:
         from marmot.transport.actions.rendering import Renderer
     except ImportError:
         return JinjaParameters()
-    renderer: ParameterRenderer = Renderer(SETTINGS, client)
+    renderer: ParameterRenderer = Renderer(CONFIG, client)
     return renderer
 
 
@@ -87,7 +87,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 async def client(prefect_api: str) -> AsyncIterator[OrchestratorClient]:
-    orchestrator = OrchestratorClient(prefect_api, timeout_s=SETTINGS.action_timeout_s)
+    orchestrator = OrchestratorClient(prefect_api, timeout_s=CONFIG.executors.action_timeout_s)
     yield orchestrator
     await orchestrator.aclose()
 

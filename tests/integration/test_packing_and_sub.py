@@ -25,7 +25,7 @@ import zmq
 
 from marmot.engine.models.events import Event
 from marmot.transport.client import Client
-from marmot.transport.codec import encode_events
+from marmot.transport.codec import events_frame
 from marmot.transport.daemon import Daemon
 from tests.integration.harness import DaemonThread, make_config, reactive_doc, wait_for
 
@@ -138,7 +138,7 @@ def test_automations_per_actor_packs_automations_into_shard_actors(
         # Its event is emitted with its shard-mates' events but routed nowhere.
         fire_round("round-3", [1, 2], also_emit=[0])
         assert "round-3" not in _fired_for(client, ids[0])
-        assert client.explain(ids[0])["enabled"] is False
+        assert client.explain(ids[0]).enabled is False
 
         # Resumed, it takes its slot in shard-0 again and fires.
         assert client.resume_automation(ids[0]).enabled is True
@@ -208,7 +208,7 @@ def test_sub_socket_receives_events_from_a_publisher(ray_session: None, tmp_path
 
             def publish(name: str, resource: str, *, topic: bytes | None = None) -> str:
                 event_id = str(uuid4())
-                frame = encode_events([Event.model_validate(_event(name, resource, event_id))])
+                frame = events_frame([Event.model_validate(_event(name, resource, event_id))])
                 if topic is None:
                     pub.send(frame)
                 else:

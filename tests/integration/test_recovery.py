@@ -50,7 +50,7 @@ def test_bucket_state_survives_an_automation_actor_crash(ray_session: None, tmp_
         )
         client.emit([event_doc("test.recovery.crash", "job.1") for _ in range(2)])
         wait_for(
-            lambda: client.explain(automation.id)["triggers"][0]["buckets"],
+            lambda: client.explain(automation.id).triggers[0].buckets,
             what="the two events to be counted",
         )
         actor = ray.get_actor(f"automation-{automation.id}", namespace=namespace)
@@ -75,12 +75,12 @@ def test_bucket_state_survives_a_daemon_restart(ray_session: None, tmp_path: Pat
         )
         client.emit([event_doc("test.recovery.restart", "job.7") for _ in range(2)])
         wait_for(
-            lambda: client.explain(automation.id)["triggers"][0]["buckets"],
+            lambda: client.explain(automation.id).triggers[0].buckets,
             what="the two events to be counted",
         )
     with _daemon(tmp_path) as (_, client, _ns):
-        (bucket,) = client.explain(automation.id)["triggers"][0]["buckets"]
-        assert bucket["count"] == 2
+        (bucket,) = client.explain(automation.id).triggers[0].buckets
+        assert bucket.count == 2
         client.emit([event_doc("test.recovery.restart", "job.7")])
         wait_for(lambda: _firings(client, automation.id), what="the firing after the restart")
         assert len(_firings(client, automation.id)) == 1
@@ -107,7 +107,7 @@ def test_a_proactive_deadline_that_passed_while_down_fires_on_recovery(
         started = datetime.now(UTC)
         client.emit([event_doc("test.recovery.started", "job.9")])
         wait_for(
-            lambda: client.explain(automation.id)["triggers"][0]["buckets"],
+            lambda: client.explain(automation.id).triggers[0].buckets,
             what="the window to open",
         )
     # Down past the deadline.

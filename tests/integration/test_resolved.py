@@ -107,4 +107,4 @@ def test_proactive_and_reactive_automations_resolve_and_run_actions_on_resolve(
 
     assert len(wait_for(lambda: executed(proactive.id)[1:], what="both actions")) == 1
     assert len(wait_for(lambda: executed(reactive.id))) == 1
-    assert client.explain(proactive.id)["triggers"][0]["unresolved"] == []
+    assert client.explain(proactive.id).triggers[0].unresolved == []

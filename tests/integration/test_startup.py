@@ -154,7 +154,7 @@ def test_a_recovering_daemon_reports_progress_and_refuses_changes_until_it_serve
         assert "marmot_serving 1.0" in metrics
         assert "marmot_startup_automations_remaining 0.0" in metrics
         # Nothing was created while refused; now changes go through.
-        assert {a["name"] for a in client.list_automations()} == {"waiting 0", "waiting 1"}
+        assert {a.name for a in client.list_automations()} == {"waiting 0", "waiting 1"}
         client.create_automation(reactive_doc("in time", "test.startup.late"))
         assert len(client.emit([event_doc("test.startup")])) == 1
         assert main(["status", "--url", running.rpc_url, "--json"]) == 0

@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from marmot.actors.startup import StartupProgress
-from marmot.transport.api import VERSION, Api
+from marmot.transport.api import VERSION
+from marmot.transport.protocol import METHODS
 from marmot.transport.rpc import Handler, RpcServer
 from marmot.transport.starting import StartingApi
 
@@ -27,6 +28,9 @@ class FakeClock:
         self.now = now
 
     def __call__(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
         return self.now
 
 
@@ -46,7 +50,7 @@ class StartingServer:
 
     def __init__(self, progress: StartupProgress, clock: FakeClock) -> None:
         self.progress = progress
-        self.api = StartingApi(progress, Api.methods(), clock)
+        self.api = StartingApi(progress, METHODS, clock)
         self.loop = asyncio.new_event_loop()
         self.server = RpcServer("tcp://127.0.0.1:*", self.api.handlers())
         self._bound = threading.Event()

@@ -20,10 +20,10 @@ from marmot.transport.codec import (
     DecodedFrame,
     Rejection,
     decode_frame,
-    encode_event,
-    encode_events,
-    pack,
-    unpack,
+    event_frame,
+    events_frame,
+    pack_rpc,
+    unpack_rpc,
 )
 
 OCCURRED = datetime(2024, 5, 1, 12, 30, 15, 123456, tzinfo=UTC)
@@ -126,15 +126,15 @@ def test_encoded_events_decode_to_equal_events() -> None:
         Event.model_validate(event_doc(received=OCCURRED + timedelta(seconds=1))),
         Event.model_validate(event_doc(follows=str(uuid4()))),
     ]
-    assert decode_frame(encode_events(events)).events == events
-    assert decode_frame(encode_event(events[0])).events == events[:1]
+    assert decode_frame(events_frame(events)).events == events
+    assert decode_frame(event_frame(events[0])).events == events[:1]
 
 
 def test_encoded_times_are_msgpack_timestamps() -> None:
     event = Event.model_validate(event_doc())
-    raw = msgpack.unpackb(encode_event(event))
+    raw = msgpack.unpackb(event_frame(event))
     assert isinstance(raw["occurred"], msgpack.Timestamp)
-    [raw_batch_item] = msgpack.unpackb(encode_events([event]))
+    [raw_batch_item] = msgpack.unpackb(events_frame([event]))
     assert isinstance(raw_batch_item["occurred"], msgpack.Timestamp)
     assert raw_batch_item["id"] == str(event.id)
 
@@ -315,7 +315,7 @@ def test_pack_round_trips_datetimes_as_utc_and_uuids_as_strings() -> None:
         "id": uid,
         "nested": [{"when": OCCURRED}],
     }
-    out = unpack(pack(value))
+    out = unpack_rpc(pack_rpc(value))
     assert out["aware"] == OCCURRED
     assert out["aware"].tzinfo is UTC
     assert out["naive"] == datetime(2024, 1, 1, 8, tzinfo=UTC)
@@ -325,7 +325,7 @@ def test_pack_round_trips_datetimes_as_utc_and_uuids_as_strings() -> None:
 
 def test_pack_flattens_models_sets_tuples_and_enums() -> None:
     event = Event.model_validate(event_doc())
-    out = unpack(pack({"event": event, "set": {3}, "tuple": (1, 2), "colour": Colour.RED}))
+    out = unpack_rpc(pack_rpc({"event": event, "set": {3}, "tuple": (1, 2), "colour": Colour.RED}))
     assert Event.model_validate(out["event"]) == event
     assert out["event"]["occurred"] == event.occurred
     assert out["set"] == [3]
@@ -335,10 +335,10 @@ def test_pack_flattens_models_sets_tuples_and_enums() -> None:
 
 def test_pack_refuses_unknown_objects() -> None:
     with pytest.raises(TypeError):
-        pack({"x": object()})
+        pack_rpc({"x": object()})
 
 
 @pytest.mark.parametrize("data", [b"", b"\xc1", b"\x92\x01", b"\x01\x02"])
 def test_unpack_raises_validation_failed_on_bad_bytes(data: bytes) -> None:
     with pytest.raises(ValidationFailed):
-        unpack(data)
+        unpack_rpc(data)

@@ -10,9 +10,10 @@ from uuid import uuid4
 import zmq
 
 from marmot.actors.metrics import Metrics
-from marmot.engine.models.events import Event
-from marmot.transport.codec import encode_events
-from marmot.transport.ingest import _DRAIN_FRAMES, Ingest, IngestSettings
+from marmot.config import IngestConfig
+from marmot.engine.models.events import Event, EventLimits
+from marmot.transport.codec import events_frame
+from marmot.transport.ingest import _DRAIN_FRAMES, Ingest
 
 
 def _frame(name: str) -> bytes:
@@ -24,7 +25,7 @@ def _frame(name: str) -> bytes:
             "resource": {"prefect.resource.id": "test.resource"},
         }
     )
-    return encode_events([event])
+    return events_frame([event])
 
 
 async def _until(predicate: object, timeout_s: float = 20.0) -> None:
@@ -47,7 +48,9 @@ def test_frames_queued_before_and_after_an_idle_spell_all_arrive_in_order() -> N
         async def submit(events: Sequence[Event]) -> None:
             got.extend(e.event for e in events)
 
-        ingest = Ingest(IngestSettings(pull_url="tcp://127.0.0.1:*"), submit, Metrics())
+        ingest = Ingest(
+            IngestConfig(pull_url="tcp://127.0.0.1:*"), EventLimits(), submit, Metrics()
+        )
         ingest.start()
         push = zmq.Context.instance().socket(zmq.PUSH)
         push.setsockopt(zmq.LINGER, 0)

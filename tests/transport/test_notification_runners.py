@@ -12,15 +12,15 @@ import httpx
 import jinja2
 import pytest
 
-from marmot.actors.actionkit import (
+from marmot.actors.action_runs import (
     ActionFailed,
     ActionResult,
     ActionRun,
-    ActionSettings,
     Runner,
     TransientFailure,
 )
 from marmot.actors.store import Store
+from marmot.config import MarmotConfig
 from marmot.engine.errors import NotFound
 from marmot.engine.models.actions import Action, parse_action
 from marmot.engine.models.automations import Automation
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.anyio
 
 SLACK_TOKEN = "T000/B000/slack-secret-token"
 HEADER_SECRET = "Bearer webhook-header-secret"
-SETTINGS = ActionSettings(action_timeout_s=5.0)
+CONFIG = MarmotConfig.model_validate({"executors": {"action_timeout_s": 5.0}})
 
 
 class JinjaRenderer:
@@ -52,7 +52,7 @@ def _renderer() -> Any:
         from marmot.transport.actions.rendering import Renderer
     except ImportError:
         return JinjaRenderer()
-    return Renderer(SETTINGS, None)
+    return Renderer(CONFIG, None)
 
 
 class PrefectBlocks:
@@ -99,7 +99,9 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 def runners(
     store: Store, http: httpx.AsyncClient, orchestrator: PrefectBlocks | None = None
 ) -> dict[str, Runner]:
-    return notification_runners(BlockResolver(store, orchestrator), _renderer(), http, SETTINGS)
+    return notification_runners(
+        BlockResolver(store, orchestrator), _renderer(), http, CONFIG.executors
+    )
 
 
 def save(store: Store, slug: str, name: str, **data: Any) -> BlockDocument:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from marmot.actors.actionkit import ActionFailed, TransientFailure
+from marmot.actors.action_runs import ActionFailed, TransientFailure
 from marmot.engine.models.blocks import BlockDocument
 from marmot.transport.notify import (
     call_webhook,

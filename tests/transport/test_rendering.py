@@ -10,7 +10,8 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from marmot.actors.actionkit import ActionFailed, ActionRun, ActionSettings, TransientFailure
+from marmot.actors.action_runs import ActionFailed, ActionRun, TransientFailure
+from marmot.config import MarmotConfig
 from marmot.engine.errors import NotFound
 from marmot.engine.models.actions import DoNothing
 from marmot.engine.models.automations import Automation
@@ -89,6 +90,9 @@ class FakeClock:
         self.t += self.step
         return self.t
 
+    def monotonic(self) -> float:
+        return self()
+
 
 def flow_run_event(*related: dict[str, str], **labels: str) -> Event:
     return Event.model_validate(
@@ -134,7 +138,16 @@ def action_run(event: Event | None) -> ActionRun:
 def renderer(
     reader: ObjectReader | None, clock: FakeClock | None = None, **settings: Any
 ) -> Renderer:
-    return Renderer(ActionSettings(**settings), reader, clock or FakeClock(0.0))
+    sections = {
+        "template_max_bytes": "limits",
+        "template_timeout_s": "limits",
+        "ui_url": "orchestrator",
+    }
+    document: dict[str, dict[str, Any]] = {}
+    for key, value in settings.items():
+        document.setdefault(sections[key], {})[key] = value
+    config = MarmotConfig.model_validate(document)
+    return Renderer(config, reader, clock or FakeClock(0.0))  # type: ignore[arg-type]
 
 
 def sync(coroutine: Coroutine[Any, Any, T]) -> T:

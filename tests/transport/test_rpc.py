@@ -23,7 +23,7 @@ from marmot.engine.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from marmot.transport.codec import pack, unpack
+from marmot.transport.codec import pack_rpc, unpack_rpc
 from marmot.transport.rpc import AsyncRpcClient, Handler, RpcClient, RpcServer
 
 ANY_PORT = "tcp://127.0.0.1:*"
@@ -367,27 +367,30 @@ def test_malformed_requests_are_answered_or_dropped_and_the_server_keeps_serving
         raw.connect(server.bound_endpoint)
         try:
             # Undecodable, not a map, and a map without an id: dropped and counted.
-            for frame in (b"\xc1\xc1", pack(["echo"]), pack({"method": "echo"})):
+            for frame in (b"\xc1\xc1", pack_rpc(["echo"]), pack_rpc({"method": "echo"})):
                 await raw.send(frame)
             await wait_until(lambda: server.stats.dropped == 3)
             assert server.stats.malformed == 3
 
             # An id but no usable method or params: a structured error.
-            await raw.send(pack({"id": "r1", "method": 7}))
-            reply = unpack(await raw.recv())
+            await raw.send(pack_rpc({"id": "r1", "method": 7}))
+            reply = unpack_rpc(await raw.recv())
             assert reply["id"] == "r1"
             assert reply["ok"] is False
             assert reply["error"]["code"] == "validation_failed"
             assert "method" in reply["error"]["message"]
 
-            await raw.send(pack({"id": 2, "method": "echo", "params": [1]}))
-            reply = unpack(await raw.recv())
+            await raw.send(pack_rpc({"id": 2, "method": "echo", "params": [1]}))
+            reply = unpack_rpc(await raw.recv())
             assert (reply["id"], reply["error"]["code"]) == (2, "validation_failed")
             assert server.stats.malformed == 5
 
             # A REQ-style envelope (empty delimiter) is echoed back intact.
-            await raw.send_multipart([b"", pack({"id": "r3", "method": "echo"})])
-            assert await raw.recv_multipart() == [b"", pack({"id": "r3", "ok": True, "result": {}})]
+            await raw.send_multipart([b"", pack_rpc({"id": "r3", "method": "echo"})])
+            assert await raw.recv_multipart() == [
+                b"",
+                pack_rpc({"id": "r3", "ok": True, "result": {}}),
+            ]
 
             async with AsyncRpcClient(server.bound_endpoint, timeout_s=5) as client:
                 assert await client.call("echo", {"ok": 1}) == {"ok": 1}

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
+from marmot.engine.clock import ManualClock
 from marmot.transport.throttle import LogThrottle
 
 
 def test_one_line_per_key_per_interval_with_the_count_left_out() -> None:
-    now = [100.0]
-    throttle = LogThrottle(5.0, clock=lambda: now[0])
+    clock = ManualClock(datetime(2026, 3, 1, tzinfo=UTC))
+    throttle = LogThrottle(5.0, clock=clock)
     assert throttle.admit("bad_json") == 0  # the first line goes out
     assert throttle.admit("bad_json") is None
     assert throttle.admit("too_big") == 0  # keys are throttled apart
-    now[0] += 4.9
+    clock.advance(timedelta(seconds=4.9))
     assert throttle.admit("bad_json") is None
-    now[0] += 0.1
+    clock.advance(timedelta(seconds=0.1))
     assert throttle.admit("bad_json") == 2  # two left out since the last line
     assert throttle.admit("bad_json") is None

@@ -7,34 +7,14 @@ the orchestrator client) live there.
 
 from __future__ import annotations
 
-from marmot.actors.actionkit import ActionSettings, Runner, RunnerSet
+from marmot.actors.action_runs import Runner, RunnerSet
 from marmot.actors.store import Store
 from marmot.config import MarmotConfig
 
-__all__ = ["action_settings", "build_runners"]
+__all__ = ["build_runners"]
 
 
-def action_settings(config: MarmotConfig) -> ActionSettings:
-    """The part of the daemon's config that actions run with."""
-    executors, limits, orchestrator = config.executors, config.limits, config.orchestrator
-    return ActionSettings(
-        orchestrator_url=orchestrator.api_url,
-        orchestrator_key=(
-            orchestrator.api_key.get_secret_value() if orchestrator.api_key else None
-        ),
-        ui_url=orchestrator.ui_url,
-        action_timeout_s=executors.action_timeout_s,
-        max_retries=executors.max_retries,
-        backoff_base_s=executors.backoff_base_s,
-        backoff_max_s=executors.backoff_max_s,
-        template_max_bytes=limits.template_max_bytes,
-        template_timeout_s=limits.template_timeout_s,
-        max_concurrent_actions=executors.max_concurrent_actions,
-        nice=executors.nice,
-    )
-
-
-async def build_runners(settings: ActionSettings, store: Store) -> RunnerSet:
+async def build_runners(config: MarmotConfig, store: Store) -> RunnerSet:
     """Every action type's runner, sharing one HTTP client and one orchestrator client."""
     # Imported here: the runners (httpx, Jinja, SMTP) load in the executor
     # actors only, never in the daemon's own process.
@@ -46,21 +26,22 @@ async def build_runners(settings: ActionSettings, store: Store) -> RunnerSet:
     from marmot.transport.actions.rendering import Renderer
     from marmot.transport.orchestrator import OrchestratorClient
 
-    http = httpx.AsyncClient(timeout=settings.action_timeout_s, follow_redirects=False)
+    executors, settings = config.executors, config.orchestrator
+    http = httpx.AsyncClient(timeout=executors.action_timeout_s, follow_redirects=False)
     orchestrator = (
         OrchestratorClient(
-            settings.orchestrator_url,
-            api_key=settings.orchestrator_key,
-            timeout_s=settings.action_timeout_s,
+            settings.api_url,
+            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+            timeout_s=executors.action_timeout_s,
         )
-        if settings.orchestrator_url
+        if settings.api_url
         else None
     )
-    renderer = Renderer(settings, orchestrator)
+    renderer = Renderer(config, orchestrator)
     blocks = BlockResolver(store, orchestrator)
     runners: dict[str, Runner] = {
         **orchestration_runners(orchestrator, renderer),
-        **notification_runners(blocks, renderer, http, settings),
+        **notification_runners(blocks, renderer, http, executors),
         **registry_runners(store, renderer),
     }
 

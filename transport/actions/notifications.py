@@ -13,8 +13,9 @@ from uuid import UUID, uuid5
 
 import httpx
 
-from marmot.actors.actionkit import ActionFailed, ActionResult, ActionRun, ActionSettings, Runner
+from marmot.actors.action_runs import ActionFailed, ActionResult, ActionRun, Runner
 from marmot.actors.store import Store
+from marmot.config import ExecutorsConfig
 from marmot.engine.errors import MarmotError, NotFound
 from marmot.engine.models.actions import CallWebhook, SendNotification
 from marmot.engine.models.blocks import BlockDocument, block_from_prefect
@@ -96,7 +97,7 @@ def notification_runners(
     blocks: BlockResolver,
     renderer: TemplateRenderer,
     http: httpx.AsyncClient,
-    settings: ActionSettings,
+    executors: ExecutorsConfig,
 ) -> dict[str, Runner]:
     """Runners for ``send-notification`` and ``call-webhook``."""
 
@@ -114,7 +115,7 @@ def notification_runners(
             block,
             subject,
             body,
-            smtp_timeout_s=settings.action_timeout_s,
+            smtp_timeout_s=executors.action_timeout_s,
             message_id=f"<{uuid5(_MESSAGE_ID_NAMESPACE, run.key)}@marmot>",
             idempotency_key=run.key,
         )

@@ -10,11 +10,12 @@ looks the same in Prefect's UI whichever engine acted on it.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
-from marmot.actors.actionkit import ActionFailed, ActionResult, ActionRun, Runner
+from marmot.actors.action_runs import ActionFailed, ActionResult, ActionRun, Runner
+from marmot.actors.clock import SYSTEM_CLOCK
 from marmot.engine.clock import Clock
 from marmot.engine.models.actions import (
     Action,
@@ -41,7 +42,6 @@ __all__ = [
     "ORCHESTRATION_ACTION_TYPES",
     "SUSPEND_TIMEOUT",
     "ParameterRenderer",
-    "WallClock",
     "orchestration_runners",
 ]
 
@@ -78,19 +78,11 @@ class ParameterRenderer(Protocol):
         ...
 
 
-class WallClock:
-    """The real time, in UTC: what the runners use unless a test gives them a clock."""
-
-    def now(self) -> datetime:
-        """The current time, timezone-aware UTC."""
-        return datetime.now(UTC)
-
-
 def orchestration_runners(
     client: OrchestratorClient | None,
     renderer: ParameterRenderer,
     *,
-    clock: Clock | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> dict[str, Runner]:
     """Runners for every orchestrator action type (:data:`ORCHESTRATION_ACTION_TYPES`).
 
@@ -99,7 +91,7 @@ def orchestration_runners(
     """
     if client is None:
         return {kind: _needs_orchestrator(kind) for kind in ORCHESTRATION_ACTION_TYPES}
-    actions = _OrchestratorActions(client, renderer, clock or WallClock())
+    actions = _OrchestratorActions(client, renderer, clock)
     return {
         "cancel-flow-run": actions.cancel_flow_run,
         "suspend-flow-run": actions.suspend_flow_run,

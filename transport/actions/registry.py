@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from marmot.actors.actionkit import ActionFailed, ActionResult, ActionRun, RegistryRequest, Runner
+from marmot.actors.action_runs import ActionFailed, ActionResult, ActionRun, RegistryRequest, Runner
 from marmot.actors.store import Store
 from marmot.engine.errors import NotFound
 from marmot.engine.models.actions import DeclareIncident

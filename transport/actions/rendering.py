@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 from uuid import UUID
 
-from marmot.actors.actionkit import ActionFailed, ActionRun, ActionSettings, TransientFailure
+from marmot.actors.action_runs import ActionFailed, ActionRun, TransientFailure
+from marmot.actors.clock import SYSTEM_CLOCK
+from marmot.config import MarmotConfig
+from marmot.engine.clock import Clock
 from marmot.engine.errors import NotFound
 from marmot.engine.models.events import RESOURCE_ID, Event
 from marmot.engine.templates import (
@@ -175,17 +177,18 @@ def _excerpt(source: str) -> str:
 
 
 class Renderer:
-    """Renders an action's templates against its run, within the settings' limits."""
+    """Renders an action's templates against its run, within ``limits.template_*``."""
 
     def __init__(
         self,
-        settings: ActionSettings,
+        config: MarmotConfig,
         reader: ObjectReader | None,
-        now: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        self._settings = settings
+        self._limits = config.limits
+        self._ui_url = config.orchestrator.ui_url
         self._reader = reader
-        self._now = now
+        self._now = clock.monotonic
 
     async def render(self, source: str, run: ActionRun) -> str:
         """The template rendered for this run.
@@ -200,7 +203,7 @@ class Renderer:
             # In a worker thread: a slow template must not stall the executor's
             # other actions for its whole time budget.
             return await asyncio.to_thread(
-                self._render, source, context, self._settings.template_timeout_s
+                self._render, source, context, self._limits.template_timeout_s
             )
         except TemplateFailed as exc:
             raise ActionFailed(f"template {_excerpt(source)} failed: {exc}") from exc
@@ -217,7 +220,7 @@ class Renderer:
         if value is None:
             return None
         context = await self._context(parameter_templates(value), run)
-        ends = self._now() + self._settings.template_timeout_s
+        ends = self._now() + self._limits.template_timeout_s
 
         def render_one(source: str) -> str:
             return self._render(source, context, max(ends - self._now(), 0.0))
@@ -231,7 +234,7 @@ class Renderer:
         return render(
             source,
             context,
-            max_bytes=self._settings.template_max_bytes,
+            max_bytes=self._limits.template_max_bytes,
             deadline_s=timeout_s,
             now=self._now,
         )
@@ -255,6 +258,6 @@ class Renderer:
             run.event,
             run.automation,
             objects,
-            self._settings.ui_url,
+            self._ui_url,
             labels=run.firing.labels,
         )

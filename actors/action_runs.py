@@ -4,7 +4,7 @@ The executor (``actors/executor.py``) claims each action in the action log,
 then calls the runner for its type with an :class:`ActionRun`. A runner is an
 async callable; it returns an :class:`ActionResult` or raises
 :class:`ActionFailed` (give up, with the reason) or :class:`TransientFailure`
-(try again after a backoff, up to ``ActionSettings.max_retries`` times).
+(try again after a backoff, up to ``executors.max_retries`` times).
 
 Runners live in ``transport/actions/`` (they do network I/O); the daemon
 hands the executor a picklable factory that builds them inside the executor
@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from marmot.config import MarmotConfig
 from marmot.engine.models.actions import Action
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event
@@ -29,31 +30,12 @@ __all__ = [
     "ActionFailed",
     "ActionResult",
     "ActionRun",
-    "ActionSettings",
     "RegistryRequest",
     "Runner",
     "RunnerFactory",
     "RunnerSet",
     "TransientFailure",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class ActionSettings:
-    """How actions run; built from the daemon's config, picklable."""
-
-    orchestrator_url: str | None = None
-    orchestrator_key: str | None = None
-    ui_url: str | None = None
-    action_timeout_s: float = 30.0
-    max_retries: int = 5
-    backoff_base_s: float = 0.5
-    backoff_max_s: float = 30.0
-    template_max_bytes: int = 65_536
-    template_timeout_s: float = 2.0
-    max_concurrent_actions: int = 64
-    # The executor process's nice value (0 leaves it as it is).
-    nice: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +101,6 @@ class RunnerSet:
     close: Callable[[], Awaitable[None]] = _nothing_to_close
 
 
-# Built inside the executor actor from the settings and the executor's own
-# store connection (action log, blocks, incidents, automations).
-RunnerFactory = Callable[[ActionSettings, "Store"], Awaitable[RunnerSet]]
+# Built inside the executor actor from the daemon's config and the executor's
+# own store connection (action log, blocks, incidents, automations).
+RunnerFactory = Callable[[MarmotConfig, "Store"], Awaitable[RunnerSet]]

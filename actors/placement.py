@@ -1,0 +1,231 @@
+"""Where automations live: the registry of hosted automations and their actors.
+
+``Placement`` puts each enabled automation into an automation actor (one
+each, or ``automations_per_actor`` to an actor), routes its events there,
+takes it out again, recovers automations that Ray restarted empty, runs
+proactive evaluation of due automations, checkpoints every actor and answers
+``explain``. What the actors report goes to ``on_outcome``; recovery
+outcomes to ``on_recovered``; new deadlines to ``on_deadlines``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+
+from marmot.actors.clock import SYSTEM_CLOCK
+from marmot.actors.metrics import Metrics
+from marmot.actors.router import Router
+from marmot.actors.runtime import AutomationRef, RayRuntime
+from marmot.actors.store import Store
+from marmot.actors.tasks import TaskGroup
+from marmot.actors.wire import Outcome
+from marmot.engine.clock import Clock
+from marmot.engine.models.automations import Automation
+from marmot.engine.models.explain import Explanation
+from marmot.engine.triggers.evaluator import Evaluator
+
+log = logging.getLogger(__name__)
+
+__all__ = ["OutcomeHandler", "Placement"]
+
+OutcomeHandler = Callable[[Outcome], Awaitable[None]]
+
+
+@dataclass
+class _Actor:
+    ref: AutomationRef
+    automations: set[str] = field(default_factory=set)
+
+
+class Placement:
+    """The hosted automations (documents included) and the actors hosting them."""
+
+    def __init__(
+        self,
+        runtime: RayRuntime,
+        router: Router,
+        store: Store,
+        *,
+        per_actor: int,
+        resolved_states: bool,
+        on_outcome: OutcomeHandler,
+        on_recovered: OutcomeHandler,
+        on_deadlines: Callable[[dict[str, int | None]], None],
+        metrics: Metrics,
+        tasks: TaskGroup,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self._runtime = runtime
+        self._router = router
+        self._store_factory = partial(Store.open, store.path)
+        self.per_actor = per_actor
+        self._resolved_states = resolved_states
+        self._on_outcome = on_outcome
+        self._on_recovered = on_recovered
+        self._on_deadlines = on_deadlines
+        self._metrics = metrics
+        self._tasks = tasks
+        self._clock = clock
+        self.automations: dict[str, Automation] = {}
+        self.documents: dict[str, str] = {}
+        self._actor_of: dict[str, str] = {}
+        self._actors: dict[str, _Actor] = {}
+
+    @property
+    def actor_count(self) -> int:
+        """How many automation actors are running."""
+        return len(self._actors)
+
+    def refs(self) -> list[AutomationRef]:
+        """Every automation actor."""
+        return [actor.ref for actor in self._actors.values()]
+
+    def automation(self, automation_id: str) -> Automation | None:
+        """A hosted automation, or None."""
+        return self.automations.get(automation_id)
+
+    def _actor_key_for(self, automation_id: str) -> str:
+        if self.per_actor == 1:
+            return f"automation-{automation_id}"
+        for key, actor in self._actors.items():
+            if len(actor.automations) < self.per_actor:
+                return key
+        return f"shard-{next(i for i in itertools.count() if f'shard-{i}' not in self._actors)}"
+
+    async def place(self, automation: Automation, *, recover: bool = False) -> None:
+        """Host an automation in an actor: fresh, or (``recover``) from its checkpoint."""
+        automation_id = str(automation.id)
+        if automation.actions_on_resolve and not self._resolved_states:
+            log.warning(
+                "automation %r has actions_on_resolve, which run only with resolved_states "
+                "on (as in Prefect's server, it never resolves)",
+                automation.name,
+                extra={"automation": automation_id},
+            )
+        key = self._actor_of.get(automation_id) or self._actor_key_for(automation_id)
+        actor = self._actors.get(key)
+        if actor is None:
+            ref = self._runtime.automation_actor(key, self._store_factory, self._resolved_states)
+            actor = self._actors[key] = _Actor(ref)
+            self._router.add_actor(key, ref)
+        actor.automations.add(automation_id)
+        document = automation.model_dump_json()
+        self.automations[automation_id] = automation
+        self.documents[automation_id] = document
+        self._actor_of[automation_id] = key
+        # Submitted before the route exists, so the actor loads before it
+        # applies any event routed to it.
+        if recover:
+            recovered = actor.ref.recover(document, self._clock.now_us())
+            self._router.route(automation_id, key, Evaluator(automation).matchers)
+            await self._on_recovered(await recovered)
+        else:
+            loaded = actor.ref.load(document)
+            self._router.route(automation_id, key, Evaluator(automation).matchers)
+            self._on_deadlines({automation_id: await loaded})
+
+    async def unplace(self, automation_id: str) -> None:
+        """Stop hosting an automation (its actor goes when it hosts nothing else)."""
+        key = self._actor_of.pop(automation_id, None)
+        self._router.unroute(automation_id)
+        self.automations.pop(automation_id, None)
+        self.documents.pop(automation_id, None)
+        self._on_deadlines({automation_id: None})
+        if key is None:
+            return
+        actor = self._actors[key]
+        actor.automations.discard(automation_id)
+        if actor.automations:
+            await actor.ref.unload(automation_id)
+            return
+        del self._actors[key]
+        self._router.remove_actor(key)
+        self._runtime.kill(actor.ref)
+
+    def reload(self, automation_ids: Sequence[str]) -> None:
+        """Put automations back into an actor that Ray restarted empty.
+
+        The recover calls are submitted at once, so they reach the actor
+        before anything sent after them; each restores its checkpoint and
+        replays the log since.
+        """
+        for automation_id in automation_ids:
+            key = self._actor_of.get(automation_id)
+            document = self.documents.get(automation_id)
+            if key is None or document is None or key not in self._actors:
+                continue
+            self._metrics.actor_call_failures.labels("actor_restarted").inc()
+            log.warning("automation actor restarted; recovering", extra={"actor": key})
+            reply = self._actors[key].ref.recover(document, self._clock.now_us())
+            self._tasks.spawn(self._recover_later(reply))
+
+    async def _recover_later(self, reply: Awaitable[Outcome]) -> None:
+        try:
+            outcome = await reply
+        except Exception:  # the next call to the actor finds it empty and tries again
+            self._metrics.actor_call_failures.labels("recover").inc()
+            log.exception("recovering an automation actor failed")
+            return
+        await self._on_recovered(outcome)
+
+    def expire(self, automation_ids: list[str], as_of_us: int, now_us: int) -> None:
+        """Proactive evaluation of due automations, one call per actor hosting them."""
+        by_actor: dict[str, list[str]] = {}
+        for automation_id in automation_ids:
+            key = self._actor_of.get(automation_id)
+            if key is not None:
+                by_actor.setdefault(key, []).append(automation_id)
+        for key, hosted in by_actor.items():
+            actor = self._actors.get(key)
+            if actor is not None:
+                self._tasks.spawn(self._expire(actor.ref, as_of_us, now_us, hosted))
+
+    async def _expire(
+        self, ref: AutomationRef, as_of: int, now: int, automation_ids: list[str]
+    ) -> None:
+        try:
+            outcome = await ref.expire(as_of, now, automation_ids)
+        except Exception:
+            self._metrics.actor_call_failures.labels("expire").inc()
+            log.exception("proactive evaluation failed", extra={"automations": automation_ids})
+            return
+        if outcome.missing:
+            self.reload(outcome.missing)
+        await self._on_outcome(outcome)
+
+    async def checkpoint(self, timeout_s: float = 30.0) -> int:
+        """Checkpoint every automation actor now; returns how many automations were saved."""
+        # Each call is submitted with the actor's safe sequence number, before
+        # anything else is routed: idle automations' checkpoints move on too.
+        calls = [
+            actor.ref.checkpoint(self._router.sent_upto(key)) for key, actor in self._actors.items()
+        ]
+        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), timeout_s)
+        saved = 0
+        for result in results:
+            if isinstance(result, BaseException):
+                self._metrics.actor_call_failures.labels("checkpoint").inc()
+                log.error("checkpoint failed: %s", result)
+            else:
+                saved += int(result)
+        return saved
+
+    async def explain(self, automation_id: str) -> Explanation | None:
+        """A hosted automation's live state (after the events already accepted), or
+        None when it is not hosted."""
+        key = self._actor_of.get(automation_id)
+        if key is None:
+            return None
+        await self._router.drain([key])
+        return await self._actors[key].ref.explain(automation_id)
+
+    def kill_all(self) -> None:
+        """Stop every automation actor for good."""
+        for actor in self._actors.values():
+            self._runtime.kill(actor.ref)
+        self._actors.clear()

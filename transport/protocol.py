@@ -1,0 +1,233 @@
+"""The RPC contract, written once: every method's name, params model and result type.
+
+``METHODS`` maps each ``noun.verb`` name to a ``Method``: the server
+(``transport/api.py``) validates params with ``params`` and dumps what its
+handler returns with ``result``; the clients (``transport/client.py``) build
+params with the same models and read replies with the same adapters. A test
+checks that every method here is served and is on both clients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+from marmot.engine.models.automations import Automation
+from marmot.engine.models.blocks import BlockTypeSlug
+from marmot.engine.models.events import Event
+from marmot.engine.models.explain import Explanation
+
+__all__ = [
+    "METHODS",
+    "AutomationView",
+    "Emitted",
+    "EventView",
+    "Method",
+    "Params",
+]
+
+# SQLite integers are 64-bit signed; larger numbers cannot be bound.
+_SQL_INT_MAX = 2**63 - 1
+
+P = TypeVar("P", bound="Params")
+R = TypeVar("R")
+
+
+class Params(BaseModel):
+    """A method's params: unknown keys are refused, so a typo is an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class NoParams(Params):
+    """No params."""
+
+
+class ById(Params):
+    id: UUID
+
+
+class ByName(Params):
+    name: str
+
+
+class CreateAutomation(Params):
+    automation: dict[str, Any]
+
+
+class UpdateAutomation(Params):
+    id: UUID
+    automation: dict[str, Any]
+
+
+class AutomationFilter(Params):
+    name_prefix: str | None = None
+    enabled: bool | None = None
+    tags: list[str] = Field(default_factory=list, max_length=1000)
+    limit: int | None = Field(default=None, ge=1, le=_SQL_INT_MAX)
+    offset: int = Field(default=0, ge=0, le=_SQL_INT_MAX)
+
+
+class Emit(Params):
+    events: list[dict[str, Any]] = Field(min_length=1, max_length=10_000)
+
+
+class EventFilter(Params):
+    names: list[str] = Field(default_factory=list, max_length=1000)
+    resource_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = Field(default=100, ge=1, le=10_000)
+    descending: bool = True
+    by_seq: bool = False
+    after_seq: int | None = Field(default=None, ge=0, le=_SQL_INT_MAX)
+
+
+class CreateBlock(Params):
+    block: dict[str, Any]
+
+
+class BlockByName(Params):
+    block_type_slug: BlockTypeSlug
+    name: str
+
+
+class BlockFilter(Params):
+    block_type_slug: BlockTypeSlug | None = None
+
+
+class IncidentFilter(Params):
+    automation_id: UUID | None = None
+    status: Literal["open", "resolved"] | None = None
+    limit: int = Field(default=100, ge=1, le=10_000)
+
+
+class CreateWebhook(Params):
+    webhook: dict[str, Any]
+
+
+class UpdateWebhook(Params):
+    # Only the fields given change; the slug is never the user's to set.
+    id: UUID
+    name: str | None = None
+    description: str | None = None
+    enabled: bool | None = None
+    template: str | dict[str, Any] | None = None
+
+
+class WebhookFilter(Params):
+    name_prefix: str | None = None
+    enabled: bool | None = None
+
+
+class Backup(Params):
+    path: str = Field(min_length=1)
+
+
+# -- results ---------------------------------------------------------------------------
+
+
+class AutomationView(Automation):
+    """An automation as the daemon stores it: the document plus its bookkeeping."""
+
+    created: datetime
+    updated: datetime
+    version: int
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_server_fields(cls, data: Any) -> Any:
+        # The bookkeeping is this view's own (an Automation drops Prefect's).
+        return data
+
+    def automation(self) -> Automation:
+        """The document alone."""
+        return Automation.model_validate(self.model_dump(exclude={"created", "updated", "version"}))
+
+
+class EventView(Event):
+    """An event from the log, with its sequence number."""
+
+    seq: int
+
+
+class Emitted(BaseModel):
+    """Events accepted: their sequence numbers in the log and their ids, in order."""
+
+    seqs: list[int]
+    ids: list[UUID]
+
+
+class Deleted(BaseModel):
+    """What was deleted."""
+
+    deleted: UUID
+
+
+Document = dict[str, Any]
+"""A JSON document of its own shape (blocks with secrets masked, webhooks with their URL,
+incidents, status): the domain object's own ``to_json``/``public_view`` writes it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Method(Generic[P, R]):
+    """One RPC method: its name, its params model and how its result travels."""
+
+    name: str
+    params: type[P]
+    result: TypeAdapter[R]
+    # The method of Client, AsyncClient and client.Requests that calls it.
+    client_name: str
+
+    def dump(self, value: R) -> Any:
+        """A handler's result as JSON-safe values, for the reply."""
+        return self.result.dump_python(value, mode="json")
+
+    def load(self, value: Any) -> R:
+        """A reply's result as its type."""
+        return self.result.validate_python(value)
+
+
+def _method(name: str, params: type[P], result: Any, client_name: str) -> Method[P, Any]:
+    return Method(name, params, TypeAdapter(result), client_name)
+
+
+_TABLE = (
+    _method("health", NoParams, Document, "health"),
+    _method("status", NoParams, Document, "status"),
+    _method("automations.create", CreateAutomation, AutomationView, "create_automation"),
+    _method("automations.read", ById, AutomationView, "read_automation"),
+    _method("automations.read_by_name", ByName, AutomationView, "read_automation_by_name"),
+    _method("automations.filter", AutomationFilter, list[AutomationView], "list_automations"),
+    _method("automations.update", UpdateAutomation, AutomationView, "update_automation"),
+    _method("automations.delete", ById, Deleted, "delete_automation"),
+    _method("automations.pause", ById, AutomationView, "pause_automation"),
+    _method("automations.resume", ById, AutomationView, "resume_automation"),
+    _method("automations.explain", ById, Explanation, "explain"),
+    _method("events.emit", Emit, Emitted, "emit"),
+    _method("events.filter", EventFilter, list[EventView], "filter_events"),
+    _method("blocks.create", CreateBlock, Document, "create_block"),
+    _method("blocks.read", ById, Document, "read_block"),
+    _method("blocks.read_by_name", BlockByName, Document, "read_block_by_name"),
+    _method("blocks.filter", BlockFilter, list[Document], "list_blocks"),
+    _method("blocks.delete", ById, Deleted, "delete_block"),
+    _method("webhooks.create", CreateWebhook, Document, "create_webhook"),
+    _method("webhooks.read", ById, Document, "read_webhook"),
+    _method("webhooks.read_by_name", ByName, Document, "read_webhook_by_name"),
+    _method("webhooks.filter", WebhookFilter, list[Document], "list_webhooks"),
+    _method("webhooks.update", UpdateWebhook, Document, "update_webhook"),
+    _method("webhooks.rotate", ById, Document, "rotate_webhook"),
+    _method("webhooks.delete", ById, Deleted, "delete_webhook"),
+    _method("incidents.read", ById, Document, "read_incident"),
+    _method("incidents.filter", IncidentFilter, list[Document], "list_incidents"),
+    _method("incidents.resolve", ById, Document, "resolve_incident"),
+    _method("admin.checkpoint", NoParams, Document, "checkpoint"),
+    _method("admin.backup", Backup, Document, "backup"),
+)
+
+METHODS: dict[str, Method[Any, Any]] = {method.name: method for method in _TABLE}
+"""Every RPC method by name."""
