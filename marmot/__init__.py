@@ -45,7 +45,7 @@ _HOMES: dict[str, str] = {
     "Posture": "marmot.engine.models.triggers",
     "PrefectDeploymentResolver": "marmot.deployment_ids",
     "PrefectMetric": "marmot.engine.models.triggers",
-    "Publisher": "marmot.transport.client",
+    "Publisher": "marmot.transport.publisher",
     "Replay": "marmot.engine.replay",
     "ResourceSpecification": "marmot.engine.models.resources",
     "ResumeAutomation": "marmot.engine.models.actions",
@@ -118,7 +118,8 @@ if TYPE_CHECKING:
     from marmot.engine.triggers.evaluator import Evaluator
     from marmot.engine.triggers.firing import Firing, TriggerState
     from marmot.sdk import Automation
-    from marmot.transport.client import AsyncClient, Client, Publisher
+    from marmot.transport.client import AsyncClient, Client
+    from marmot.transport.publisher import Publisher
 
 __all__ = [
     # automations and triggers

@@ -1,4 +1,4 @@
-"""Python clients of the daemon: ``Client`` (sync), ``AsyncClient`` and ``Publisher``.
+"""Python clients of the daemon's RPC API: ``Client`` (sync) and ``AsyncClient``.
 
 They find the daemon through ``MARMOT_RPC_URL`` (default
 ``tcp://127.0.0.1:7601``), ``MARMOT_INGEST_URL`` (``tcp://127.0.0.1:7600``)
@@ -9,41 +9,46 @@ a daemon that is still starting for every method but ``health`` and
 ``status`` (``wait_ready`` waits until it serves).
 """
 
+# One module over the usual size: the two faces of one API (the methods are
+# one-line calls of client.Requests; a test keeps both faces complete).
+
 from __future__ import annotations
 
 import asyncio
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
-import zmq
-
 from marmot.actors.clock import SYSTEM_CLOCK
-from marmot.config import DEFAULT_INGEST_URL, DEFAULT_RPC_URL
+from marmot.config import DEFAULT_RPC_URL
 from marmot.engine.clock import Clock
 from marmot.engine.errors import DaemonUnavailable
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.blocks import BlockDocument
-from marmot.engine.models.events import Event
 from marmot.engine.models.explain import Explanation
-from marmot.transport.codec import events_frame
-from marmot.transport.curve import ClientCurve
-from marmot.transport.protocol import METHODS, AutomationView, Method
-from marmot.transport.rpc import AsyncRpcClient, RpcClient
+from marmot.transport.curve import client_curve
+from marmot.transport.protocol import AutomationView
+from marmot.transport.publisher import Publisher
+from marmot.transport.requests import (
+    AutomationLike,
+    EventLike,
+    Request,
+    Requests,
+    is_serving,
+)
+from marmot.transport.rpc_clients import AsyncRpcClient, RpcClient
+
+__all__ = ["AsyncClient", "Client", "Publisher", "Requests", "is_serving"]
 
 # How often wait_ready asks a daemon that is not serving yet.
 READY_POLL_S = 0.2
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 T = TypeVar("T")
-
-AutomationLike = Automation | Mapping[str, Any]
-EventLike = Event | Mapping[str, Any]
 
 
 def _rpc_url(url: str | None) -> str:
@@ -52,286 +57,6 @@ def _rpc_url(url: str | None) -> str:
 
 def _token(token: str | None) -> str | None:
     return token if token is not None else os.environ.get("MARMOT_TOKEN") or None
-
-
-def _curve(server_key: str | None, client_key: str | None) -> ClientCurve | None:
-    """CURVE settings from the arguments, else ``MARMOT_SERVER_KEY`` /
-    ``MARMOT_CLIENT_KEY``; None (plain TCP) when no server key is given."""
-    return ClientCurve.from_options(
-        server_key if server_key is not None else os.environ.get("MARMOT_SERVER_KEY"),
-        client_key if client_key is not None else os.environ.get("MARMOT_CLIENT_KEY"),
-    )
-
-
-def _automation_doc(automation: AutomationLike) -> dict[str, Any]:
-    if isinstance(automation, Automation):
-        return automation.model_dump(mode="json")
-    return dict(automation)
-
-
-def _event_doc(event: EventLike) -> dict[str, Any]:
-    if isinstance(event, Event):
-        return event.model_dump(mode="json", exclude={"received"})
-    return dict(event)
-
-
-def _template_param(template: str | Mapping[str, Any]) -> str | dict[str, Any]:
-    # A mapping is the event's JSON, with Jinja in its strings; the daemon writes it out.
-    return template if isinstance(template, str) else dict(template)
-
-
-def _block_doc(block: BlockDocument | Mapping[str, Any]) -> dict[str, Any]:
-    if isinstance(block, BlockDocument):
-        return block.create_document()
-    return dict(block)
-
-
-def is_serving(health: Mapping[str, Any]) -> bool:
-    """Whether a ``health`` reply says the daemon serves every method."""
-    return health.get("ok") is True and health.get("state") == "serving"
-
-
-@dataclass(frozen=True, slots=True)
-class Request(Generic[T]):
-    """One call, ready to send: the method, its params (validated against the method's
-    params model before sending) and how to read the reply's result."""
-
-    method: Method[Any, Any]
-    params: dict[str, Any]
-    read: Callable[[Any], T]
-
-
-def _request(method_name: str, read: Callable[[Any], T], /, **params: Any) -> Request[T]:
-    method = METHODS[method_name]
-    given = {k: v for k, v in params.items() if v is not None}
-    # Checked here too: a bad argument fails before it travels.
-    method.params.model_validate(given)
-    return Request(method, given, read)
-
-
-def _typed(name: str) -> Callable[[Any], Any]:
-    return METHODS[name].load
-
-
-def _automation(result: Any) -> Automation:
-    view: AutomationView = METHODS["automations.read"].load(result)
-    return view.automation()
-
-
-def _block(result: Any) -> BlockDocument:
-    # The server masks secrets: they arrive (and stay) as "********".
-    return BlockDocument.model_validate(result)
-
-
-def _document(result: Any) -> dict[str, Any]:
-    return dict(result)
-
-
-def _documents(result: Any) -> list[dict[str, Any]]:
-    return [dict(row) for row in result]
-
-
-def _nothing(result: Any) -> None:
-    return None
-
-
-class Requests:
-    """Every call of the RPC API as a ``Request``: what both clients send.
-
-    ``Client`` and ``AsyncClient`` expose one method per request here and
-    differ only in how they wait for the reply.
-    """
-
-    @staticmethod
-    def health() -> Request[dict[str, Any]]:
-        return _request("health", _document)
-
-    @staticmethod
-    def status() -> Request[dict[str, Any]]:
-        return _request("status", _document)
-
-    @staticmethod
-    def create_automation(automation: AutomationLike) -> Request[Automation]:
-        return _request("automations.create", _automation, automation=_automation_doc(automation))
-
-    @staticmethod
-    def read_automation(automation_id: UUID | str) -> Request[Automation]:
-        return _request("automations.read", _automation, id=str(automation_id))
-
-    @staticmethod
-    def read_automation_by_name(name: str) -> Request[Automation]:
-        return _request("automations.read_by_name", _automation, name=name)
-
-    @staticmethod
-    def list_automations(
-        name_prefix: str | None = None,
-        enabled: bool | None = None,
-        tags: Sequence[str] = (),
-        limit: int | None = None,
-        offset: int | None = None,
-    ) -> Request[list[AutomationView]]:
-        return _request(
-            "automations.filter",
-            _typed("automations.filter"),
-            name_prefix=name_prefix,
-            enabled=enabled,
-            tags=list(tags) or None,
-            limit=limit,
-            offset=offset,
-        )
-
-    @staticmethod
-    def update_automation(
-        automation_id: UUID | str, automation: AutomationLike
-    ) -> Request[Automation]:
-        document = _automation_doc(automation)
-        document.pop("id", None)
-        return _request(
-            "automations.update", _automation, id=str(automation_id), automation=document
-        )
-
-    @staticmethod
-    def delete_automation(automation_id: UUID | str) -> Request[None]:
-        return _request("automations.delete", _nothing, id=str(automation_id))
-
-    @staticmethod
-    def pause_automation(automation_id: UUID | str) -> Request[Automation]:
-        return _request("automations.pause", _automation, id=str(automation_id))
-
-    @staticmethod
-    def resume_automation(automation_id: UUID | str) -> Request[Automation]:
-        return _request("automations.resume", _automation, id=str(automation_id))
-
-    @staticmethod
-    def explain(automation_id: UUID | str) -> Request[Explanation]:
-        return _request("automations.explain", _typed("automations.explain"), id=str(automation_id))
-
-    @staticmethod
-    def emit(events: Iterable[EventLike]) -> Request[list[int]]:
-        documents = [_event_doc(e) for e in events]
-        return _request("events.emit", lambda r: list(r["seqs"]), events=documents)
-
-    @staticmethod
-    def filter_events(
-        names: Sequence[str] = (),
-        resource_id: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = 100,
-        after_seq: int | None = None,
-        by_arrival: bool = False,
-    ) -> Request[list[dict[str, Any]]]:
-        return _request(
-            "events.filter",
-            _documents,
-            names=list(names) or None,
-            resource_id=resource_id,
-            since=None if since is None else since.isoformat(),
-            until=None if until is None else until.isoformat(),
-            limit=limit,
-            after_seq=after_seq,
-            by_seq=by_arrival or None,
-        )
-
-    @staticmethod
-    def create_block(block: BlockDocument | Mapping[str, Any]) -> Request[BlockDocument]:
-        return _request("blocks.create", _block, block=_block_doc(block))
-
-    @staticmethod
-    def read_block(block_id: UUID | str) -> Request[BlockDocument]:
-        return _request("blocks.read", _block, id=str(block_id))
-
-    @staticmethod
-    def read_block_by_name(block_type_slug: str, name: str) -> Request[BlockDocument]:
-        return _request("blocks.read_by_name", _block, block_type_slug=block_type_slug, name=name)
-
-    @staticmethod
-    def list_blocks(block_type_slug: str | None = None) -> Request[list[dict[str, Any]]]:
-        return _request("blocks.filter", _documents, block_type_slug=block_type_slug)
-
-    @staticmethod
-    def delete_block(block_id: UUID | str) -> Request[None]:
-        return _request("blocks.delete", _nothing, id=str(block_id))
-
-    @staticmethod
-    def create_webhook(
-        name: str, template: str | Mapping[str, Any], description: str = "", enabled: bool = True
-    ) -> Request[dict[str, Any]]:
-        webhook = {
-            "name": name,
-            "template": _template_param(template),
-            "description": description,
-            "enabled": enabled,
-        }
-        return _request("webhooks.create", _document, webhook=webhook)
-
-    @staticmethod
-    def read_webhook(webhook_id: UUID | str) -> Request[dict[str, Any]]:
-        return _request("webhooks.read", _document, id=str(webhook_id))
-
-    @staticmethod
-    def read_webhook_by_name(name: str) -> Request[dict[str, Any]]:
-        return _request("webhooks.read_by_name", _document, name=name)
-
-    @staticmethod
-    def list_webhooks(
-        name_prefix: str | None = None, enabled: bool | None = None
-    ) -> Request[list[dict[str, Any]]]:
-        return _request("webhooks.filter", _documents, name_prefix=name_prefix, enabled=enabled)
-
-    @staticmethod
-    def update_webhook(
-        webhook_id: UUID | str,
-        name: str | None = None,
-        template: str | Mapping[str, Any] | None = None,
-        description: str | None = None,
-        enabled: bool | None = None,
-    ) -> Request[dict[str, Any]]:
-        return _request(
-            "webhooks.update",
-            _document,
-            id=str(webhook_id),
-            name=name,
-            template=None if template is None else _template_param(template),
-            description=description,
-            enabled=enabled,
-        )
-
-    @staticmethod
-    def rotate_webhook(webhook_id: UUID | str) -> Request[dict[str, Any]]:
-        return _request("webhooks.rotate", _document, id=str(webhook_id))
-
-    @staticmethod
-    def delete_webhook(webhook_id: UUID | str) -> Request[None]:
-        return _request("webhooks.delete", _nothing, id=str(webhook_id))
-
-    @staticmethod
-    def list_incidents(
-        automation_id: UUID | str | None = None, status: str | None = None, limit: int = 100
-    ) -> Request[list[dict[str, Any]]]:
-        return _request(
-            "incidents.filter",
-            _documents,
-            automation_id=None if automation_id is None else str(automation_id),
-            status=status,
-            limit=limit,
-        )
-
-    @staticmethod
-    def read_incident(incident_id: UUID | str) -> Request[dict[str, Any]]:
-        return _request("incidents.read", _document, id=str(incident_id))
-
-    @staticmethod
-    def resolve_incident(incident_id: UUID | str) -> Request[dict[str, Any]]:
-        return _request("incidents.resolve", _document, id=str(incident_id))
-
-    @staticmethod
-    def checkpoint() -> Request[dict[str, Any]]:
-        return _request("admin.checkpoint", _document)
-
-    @staticmethod
-    def backup(path: str) -> Request[dict[str, Any]]:
-        return _request("admin.backup", _document, path=path)
 
 
 class _ReadyWait:
@@ -391,7 +116,7 @@ class Client:
             self.url,
             token=_token(token),
             timeout_s=timeout_s,
-            curve=_curve(server_key, client_key),
+            curve=client_curve(server_key, client_key),
             clock=clock,
         )
 
@@ -636,7 +361,7 @@ class AsyncClient:
             self.url,
             token=_token(token),
             timeout_s=timeout_s,
-            curve=_curve(server_key, client_key),
+            curve=client_curve(server_key, client_key),
         )
 
     async def __aenter__(self) -> AsyncClient:
@@ -855,59 +580,3 @@ class AsyncClient:
     async def backup(self, path: str) -> dict[str, Any]:
         """Copy the daemon's database to a new file at ``path`` (on the daemon's machine)."""
         return await self.send(Requests.backup(path))
-
-
-class Publisher:
-    """Sends events to the daemon's ingest socket over ZeroMQ PUSH, in batches.
-
-    Fire and forget (use ``Client.emit`` for acknowledged delivery): events are
-    buffered and sent as one frame when ``batch_size`` is reached, on
-    ``flush()``, and on close.
-    """
-
-    def __init__(
-        self,
-        url: str | None = None,
-        *,
-        batch_size: int = 100,
-        server_key: str | None = None,
-        client_key: str | None = None,
-    ) -> None:
-        """``server_key``/``client_key``: CURVE, as for ``Client``."""
-        self.url = url or os.environ.get("MARMOT_INGEST_URL") or DEFAULT_INGEST_URL
-        self.batch_size = batch_size
-        curve = _curve(server_key, client_key)
-        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-        self._socket = self._context.socket(zmq.PUSH)
-        self._socket.setsockopt(zmq.LINGER, 5000)
-        if curve is not None:
-            curve.secure(self._socket)
-        self._socket.connect(self.url)
-        self._buffer: list[Event] = []
-        self.sent = 0
-
-    def __enter__(self) -> Publisher:
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def publish(self, event: Event | Mapping[str, Any]) -> None:
-        """Queue one event (a model or a Prefect-shaped dict; validated here)."""
-        self._buffer.append(event if isinstance(event, Event) else Event.model_validate(event))
-        if len(self._buffer) >= self.batch_size:
-            self.flush()
-
-    def flush(self) -> None:
-        """Send the buffered events as one frame."""
-        if self._buffer:
-            self._socket.send(events_frame(self._buffer))
-            self.sent += len(self._buffer)
-            self._buffer.clear()
-
-    def close(self) -> None:
-        """Flush and close the socket (waiting up to 5 s for delivery)."""
-        self.flush()
-        self._socket.close()

@@ -26,6 +26,7 @@ from marmot.engine.errors import ValidationFailed
 
 __all__ = [
     "ClientCurve",
+    "client_curve",
     "CurveServer",
     "KeyPair",
     "create_keys",
@@ -185,3 +186,12 @@ def secure_client(
     socket.setsockopt(zmq.CURVE_SERVERKEY, server_key)
     socket.setsockopt(zmq.CURVE_PUBLICKEY, public)
     socket.setsockopt(zmq.CURVE_SECRETKEY, secret)
+
+
+def client_curve(server_key: str | None, client_key: str | None) -> ClientCurve | None:
+    """CURVE settings from the arguments, else ``MARMOT_SERVER_KEY`` /
+    ``MARMOT_CLIENT_KEY``; None (plain TCP) when no server key is given."""
+    return ClientCurve.from_options(
+        server_key if server_key is not None else os.environ.get("MARMOT_SERVER_KEY"),
+        client_key if client_key is not None else os.environ.get("MARMOT_CLIENT_KEY"),
+    )

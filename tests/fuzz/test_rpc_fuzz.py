@@ -28,7 +28,8 @@ from marmot.engine.errors import LimitExceeded, MarmotError, ValidationFailed
 from marmot.transport.api import Api
 from marmot.transport.client import Client
 from marmot.transport.codec import pack_rpc, unpack_rpc
-from marmot.transport.rpc import DEFAULT_MAX_REQUEST_BYTES, RpcClient
+from marmot.transport.rpc import DEFAULT_MAX_REQUEST_BYTES
+from marmot.transport.rpc_clients import RpcClient
 from tests.fuzz.daemons import own_daemon
 from tests.fuzz.frames import FrameMaker
 from tests.integration.harness import DaemonThread, wait_for

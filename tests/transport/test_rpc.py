@@ -24,7 +24,8 @@ from marmot.engine.errors import (
     ValidationFailed,
 )
 from marmot.transport.codec import pack_rpc, unpack_rpc
-from marmot.transport.rpc import AsyncRpcClient, Handler, RpcClient, RpcServer
+from marmot.transport.rpc import Handler, RpcServer
+from marmot.transport.rpc_clients import AsyncRpcClient, RpcClient
 
 ANY_PORT = "tcp://127.0.0.1:*"
 T = TypeVar("T")
