@@ -234,6 +234,11 @@ class Router:
         self.stats.received += len(events)
         now = self._clock.now_us()
         for seq, event, body in zip(seqs, events, bodies, strict=True):
+            if self.causal.is_duplicate(event.id, now):
+                # Processed already (its log row is the first one's): dropped before
+                # anything sees it, the events clock included (SEMANTICS §6).
+                self._metrics.events_dropped.labels("duplicate").inc()
+                continue
             self.events_clock.observe_us(to_us(event.occurred), now)
             ready = self.causal.admit_us(event, now)
             if not ready:

@@ -1,9 +1,22 @@
 """Causal ordering on ``follows`` (SEMANTICS §6), and at-most-once evaluation per event id.
 
-An event that follows another waits until its leader has been processed,
-then both are evaluated in order; a follower whose leader has not come
-within the lookback is evaluated on its own. Released followers are stamped
-``received`` = the time they are released, which is when they are processed.
+Prefect's rules, reproduced:
+
+* An event id already processed within the last 30 minutes is a duplicate:
+  it is dropped before anything else sees it (``is_duplicate``), the events
+  clock included.
+* An event whose ``follows`` names an event not processed within those 30
+  minutes waits for it (unless it follows itself, or was received 15
+  minutes ago or more). A follower delivered again while it waits is still
+  one follower; its wait counts from its latest delivery.
+* When an event is processed, the followers waiting for it are processed
+  right after it, earliest ``occurred`` first, each followed by its own
+  followers, at most 20 levels deep (deeper ones wait on).
+* A follower still waiting 15 minutes after its (latest) delivery is lost:
+  ``release_lost`` processes it on its own.
+
+Released followers are stamped ``received`` = the time they are released,
+which is when they are processed. Times are microseconds (or datetimes).
 """
 
 from __future__ import annotations
@@ -16,17 +29,27 @@ from uuid import UUID
 from marmot.engine.models.events import Event
 from marmot.engine.timestamps import US_PER_S, from_us, to_us
 
+# A follower waits this long for its leader (Prefect's PRECEDING_EVENT_LOOKBACK).
 LOOKBACK_US = 15 * 60 * US_PER_S
+# Processed event ids are remembered this long (Prefect's SEEN_EXPIRATION).
+SEEN_US = 30 * 60 * US_PER_S
+# Followers processed in one chain below an event (MAX_DEPTH_OF_PRECEDING_EVENT).
+MAX_DEPTH = 20
 
 
 class CausalOrdering:
-    """Holds followers until their leaders are processed."""
+    """Holds followers until their leaders are processed; drops duplicates."""
 
-    def __init__(self, lookback_us: int = LOOKBACK_US) -> None:
+    def __init__(self, lookback_us: int = LOOKBACK_US, seen_us: int = SEEN_US) -> None:
         self.lookback = lookback_us
+        self.seen_for = seen_us
         self._seen: OrderedDict[UUID, int] = OrderedDict()
-        self._waiting: dict[UUID, list[Event]] = {}
-        self._lost_heap: list[tuple[int, int, Event]] = []
+        # leader id -> follower id -> follower; follower id -> (its latest delivery in
+        # µs, its leader's id).
+        self._followers: dict[UUID, dict[UUID, Event]] = {}
+        self._waitlist: dict[UUID, tuple[int, UUID]] = {}
+        # (latest delivery, tiebreak, follower id): stale entries are skipped.
+        self._lost_heap: list[tuple[int, int, UUID]] = []
         self._pushes = 0
         self._next_expiry = 4096
         self.duplicates = 0
@@ -34,60 +57,91 @@ class CausalOrdering:
     @property
     def waiting(self) -> int:
         """How many followers are waiting for their leader."""
-        return sum(len(v) for v in self._waiting.values())
+        return len(self._waitlist)
+
+    def is_duplicate(self, event_id: UUID, now_us: int) -> bool:
+        """Whether ``event_id`` was processed within the last 30 minutes (then the
+        delivery is dropped before anything else sees it, and counted)."""
+        if self._was_seen(event_id, now_us):
+            self.duplicates += 1
+            return True
+        return False
 
     def admit(self, event: Event, now: datetime) -> list[Event]:
-        """Offer an arriving event; return the events to evaluate now, in order:
-        none if it must wait, else it and the followers it releases."""
+        """Offer an arriving event (not a duplicate); return the events to evaluate now,
+        in order: none if it must wait, else it and the followers it releases."""
         return self.admit_us(event, to_us(now))
 
     def admit_us(self, event: Event, now_us: int) -> list[Event]:
         """``admit`` with the time in microseconds."""
-        if self._was_seen(event.id, now_us):
-            # Delivered twice: Prefect evaluates an event id once (within the lookback).
-            self.duplicates += 1
-            return []
         leader = event.follows
-        if leader is None and not self._waiting:
-            self._remember(event.id, now_us)
-            return [event]
-        if leader is not None and not self._was_seen(leader, now_us):
+        if leader is not None and leader != event.id and not self._was_seen(leader, now_us):
             received = to_us(event.received) if event.received else now_us
-            if received > now_us - self.lookback:
-                self._waiting.setdefault(leader, []).append(event)
-                self._pushes += 1
-                heapq.heappush(self._lost_heap, (received, self._pushes, event))
+            if now_us - received < self.lookback:
+                self._wait(leader, event, received)
                 return []
+        if event.id in self._waitlist:
+            self._forget(event.id)  # it waited, and now goes anyway
         return self._process(event, from_us(now_us), now_us)
+
+    def _wait(self, leader: UUID, event: Event, received: int) -> None:
+        self._forget(event.id)  # delivered again: the latest delivery counts
+        self._followers.setdefault(leader, {})[event.id] = event
+        self._waitlist[event.id] = (received, leader)
+        self._pushes += 1
+        heapq.heappush(self._lost_heap, (received, self._pushes, event.id))
+
+    def _forget(self, follower_id: UUID) -> Event | None:
+        entry = self._waitlist.pop(follower_id, None)
+        if entry is None:
+            return None
+        leader = entry[1]
+        followers = self._followers[leader]
+        event = followers.pop(follower_id)
+        if not followers:
+            del self._followers[leader]
+        return event
 
     def _process(self, event: Event, now: datetime, now_us: int) -> list[Event]:
         ready: list[Event] = []
-        stack = [event]
-        while stack:
-            current = stack.pop()
-            ready.append(current)
-            self._remember(current.id, now_us)
-            followers = self._waiting.pop(current.id, None) if self._waiting else None
-            if followers:
-                # Depth first, earliest occurred first: a follower's own
-                # followers come right after it.
-                followers.sort(key=lambda e: e.occurred)
-                stack.extend(f.model_copy(update={"received": now}) for f in reversed(followers))
+        self._chain(event, now, now_us, 0, ready)
         return ready
 
+    def _chain(
+        self, event: Event, now: datetime, now_us: int, depth: int, ready: list[Event]
+    ) -> bool:
+        """Process ``event`` and, after it, the followers waiting for it; False when
+        the depth limit stopped the chain."""
+        if depth > MAX_DEPTH:
+            return False
+        ready.append(event)
+        self._remember(event.id, now_us)
+        waiting = self._followers.get(event.id)
+        if not waiting:
+            return True
+        for follower in sorted(waiting.values(), key=lambda e: e.occurred):
+            released = follower.model_copy(update={"received": now})
+            if depth + 1 > MAX_DEPTH:
+                return True  # Prefect stops this leader's followers here; they wait on
+            self._forget(follower.id)
+            if not self._chain(released, now, now_us, depth + 1, ready):
+                return True
+        return True
+
     def release_lost(self, now: datetime) -> list[Event]:
-        """Followers that waited the whole lookback: evaluate them now, by ``occurred``."""
+        """Followers whose latest delivery was 15 minutes ago or more: evaluate them now,
+        earliest ``occurred`` first, each with the followers it releases."""
         now_us = to_us(now)
         self._expire(now_us)
         lost: list[Event] = []
         heap = self._lost_heap
         while heap and heap[0][0] <= now_us - self.lookback:
-            _, _, event = heapq.heappop(heap)
-            followers = self._waiting.get(event.follows) if event.follows else None
-            if followers and event in followers:
-                followers.remove(event)
-                if not followers:
-                    del self._waiting[event.follows]  # type: ignore[arg-type]
+            received, _, follower_id = heapq.heappop(heap)
+            entry = self._waitlist.get(follower_id)
+            if entry is None or entry[0] != received:
+                continue  # delivered again since, or released
+            event = self._forget(follower_id)
+            if event is not None:
                 lost.append(event)
         lost.sort(key=lambda e: e.occurred)
         ready: list[Event] = []
@@ -99,16 +153,16 @@ class CausalOrdering:
         """The wall time at which the oldest waiting follower is given up on."""
         heap = self._lost_heap
         while heap:
-            event = heap[0][2]
-            followers = self._waiting.get(event.follows) if event.follows else None
-            if followers and event in followers:
-                return from_us(heap[0][0] + self.lookback)
+            received, _, follower_id = heap[0]
+            entry = self._waitlist.get(follower_id)
+            if entry is not None and entry[0] == received:
+                return from_us(received + self.lookback)
             heapq.heappop(heap)
         return None
 
     def _was_seen(self, event_id: UUID, now_us: int) -> bool:
         at = self._seen.get(event_id)
-        return at is not None and at >= now_us - self.lookback
+        return at is not None and at > now_us - self.seen_for
 
     def _remember(self, event_id: UUID, now_us: int) -> None:
         seen = self._seen
@@ -120,10 +174,10 @@ class CausalOrdering:
             self._next_expiry = len(seen) + 4096
 
     def _expire(self, now_us: int) -> None:
-        horizon = now_us - self.lookback
+        horizon = now_us - self.seen_for
         seen = self._seen
         while seen:
             _, at = next(iter(seen.items()))
-            if at >= horizon:
+            if at > horizon:
                 break
             seen.popitem(last=False)

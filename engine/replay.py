@@ -157,11 +157,13 @@ class Replay:
             self._run_tick(when)
 
     def _run_tick(self, when: int) -> None:
+        # As Prefect's loops do at a tick: proactive evaluation at ``as_of`` (taken
+        # before anything else moves the events clock), then the periodic pass:
+        # lost followers are evaluated, and the sweep (with that same ``as_of``)
+        # runs after them.
         self.clock = max(self.clock, when)
         now = from_us(self.clock)
         as_of_us = self.clock + self.events_clock.offset_us()
-        for event in self.causal.release_lost(now):
-            self._evaluate(event, to_us(event.occurred))
         as_of = from_us(as_of_us)
         heap = self._deadlines
         due: set[int] = set()
@@ -170,7 +172,11 @@ class Replay:
             if self._current[i] == deadline:
                 due.add(i)
         for i in sorted(due):
-            self._record(i, self.evaluators[i].advance(as_of, now))
+            self._record(i, self.evaluators[i].advance(as_of, now, sweep=False))
+        for event in self.causal.release_lost(now):
+            due |= self._evaluate(event, to_us(event.occurred))
+        for i in sorted(due):
+            self.evaluators[i].sweep(as_of, now)
             self._schedule(i)
 
     # -- events --------------------------------------------------------------------
@@ -189,15 +195,20 @@ class Replay:
             self._next_tick = max(self._next_tick, (arrival - self.start) // self.tick + 1)
         if arrival > self.clock:
             self.clock = arrival
+        if self.causal.is_duplicate(event.id, self.clock):
+            return  # processed already: dropped before anything sees it (SEMANTICS §6)
         self.events_clock.observe_us(occurred, self.clock)
         for ready in self.causal.admit_us(event, self.clock):
             self._evaluate(ready, occurred if ready is event else to_us(ready.occurred))
 
-    def _evaluate(self, event: Event, occurred: int) -> None:
+    def _evaluate(self, event: Event, occurred: int) -> set[int]:
+        """Evaluate one event; returns the evaluators it reached."""
         self.events_clock.observe_us(occurred, self.clock)
-        for i in self.index.route(event):
+        reached = set(self.index.route(event))
+        for i in reached:
             self._record(i, self.evaluators[i].apply_at(event, occurred, self.clock))
             self._schedule(i)
+        return reached
 
     def run(self, events: Iterable[Event], until: datetime) -> list[ReplayFiring]:
         """Feed every event, run the clock to ``until``; return the sorted firings."""

@@ -238,7 +238,7 @@ class BucketTrigger:
     # -- SEMANTICS §3.3: proactive evaluation -------------------------------------
 
     def advance(self, as_of: int, fired_us: int) -> None:
-        """Proactive evaluation at ``as_of`` on the events clock, then the sweep."""
+        """Proactive evaluation at ``as_of`` on the events clock (the sweep is ``sweep``)."""
         if self.is_proactive:
             if not self.has_for_each:
                 self._ensure((), as_of, as_of + self.within, 0, None)
@@ -254,11 +254,15 @@ class BucketTrigger:
             for _, _, key, bucket in due:
                 if self.buckets.get(key) is bucket:
                     self._evaluate(key, bucket, as_of, None, fired_us)
-        self._sweep(as_of - SWEEP_AFTER_US)
-        if self.held is not None:
-            self.held.sweep(fired_us, self._open_until)
         if self.resolutions is not None:
             self.resolutions.advance(as_of, fired_us)
+
+    def sweep(self, as_of: int, now: int) -> None:
+        """SEMANTICS §3.3's periodic sweep at ``as_of``: buckets that ended 60 s ago or
+        more go, and held events past their retention (on the processing clock)."""
+        self._sweep(as_of - SWEEP_AFTER_US)
+        if self.held is not None:
+            self.held.sweep(now, self._open_until)
 
     def _pop_due(self, as_of: int) -> list[tuple[int, int, Key, Bucket]]:
         # Only buckets whose window has ended can change on a proactive pass;

@@ -232,14 +232,26 @@ class Evaluator:
                     now = to_us(event.received) if event.received else occurred
                 leaf.on_event(event, occurred, now)
 
-    def advance(self, as_of: datetime, now: datetime) -> list[Firing]:
-        """Proactive evaluation at ``as_of`` (events clock); firings stamped ``now``."""
+    def advance(self, as_of: datetime, now: datetime, *, sweep: bool = True) -> list[Firing]:
+        """Proactive evaluation at ``as_of`` (events clock), then (unless ``sweep`` is
+        off) the sweep of SEMANTICS §3.3; firings stamped ``now``."""
         if not self.automation.enabled:
             return []
         as_of_us, now_us = to_us(as_of), to_us(now)
         for leaf in self._evaluated:
             leaf.advance(as_of_us, now_us)
+        if sweep:
+            for leaf in self._evaluated:
+                leaf.sweep(as_of_us, now_us)
         return self._drain()
+
+    def sweep(self, as_of: datetime, now: datetime) -> None:
+        """Only the sweep of SEMANTICS §3.3 at ``as_of``: it fires nothing."""
+        if not self.automation.enabled:
+            return
+        as_of_us, now_us = to_us(as_of), to_us(now)
+        for leaf in self._evaluated:
+            leaf.sweep(as_of_us, now_us)
 
     def next_deadline(self) -> datetime | None:
         """When ``advance`` should next run, on the events clock.

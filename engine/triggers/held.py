@@ -66,9 +66,10 @@ class HeldEvents:
         self.horizon = max(RETENTION_US, within_us)
         # Sorted by (occurred, id); a key with no held event has no entry.
         self._by_key: dict[Key, list[HeldEvent]] = {}
-        # (held_at, key): when each key next needs a look from the sweep.
-        # Entries go stale when their events are trimmed; a look then does nothing.
-        self._due: list[tuple[int, Key]] = []
+        # (held_at, key, is_recheck): when each key next needs a look from the sweep
+        # (a recheck: when the bucket that kept its events has ended). Entries go
+        # stale when their events are trimmed or dropped; they are skipped.
+        self._due: list[tuple[int, Key, bool]] = []
 
     def __len__(self) -> int:
         return sum(len(held) for held in self._by_key.values())
@@ -102,7 +103,7 @@ class HeldEvents:
         if not held:  # a threshold of 0 keeps nothing
             del self._by_key[key]
             return
-        heapq.heappush(self._due, (held_at, key))
+        heapq.heappush(self._due, (held_at, key, False))
 
     def _trim_slot(self, held: list[HeldEvent], occurred: int) -> None:
         # Only the new event's slot changed, so only it is trimmed.
@@ -129,14 +130,14 @@ class HeldEvents:
         due = self._due
         looked: set[Key] = set()
         while due and due[0][0] < cutoff:
-            _, key = heapq.heappop(due)
+            _, key, _ = heapq.heappop(due)
             if key in looked or key not in self._by_key:
                 continue
             looked.add(key)
             end = open_until(key)
             if end is not None and end > now:
                 # Look again when that bucket has ended.
-                heapq.heappush(due, (end - RETENTION_US - 1, key))
+                heapq.heappush(due, (end - RETENTION_US - 1, key, True))
                 continue
             self._drop_older(key, cutoff)
 
@@ -150,9 +151,15 @@ class HeldEvents:
     def next_deadline(self) -> int | None:
         """The earliest ``now`` at which ``sweep`` would drop something, or None."""
         due = self._due
-        while due and due[0][1] not in self._by_key:
+        while due and self._is_stale(*due[0]):
             heapq.heappop(due)
         return due[0][0] + RETENTION_US + 1 if due else None
+
+    def _is_stale(self, held_at: int, key: Key, is_recheck: bool) -> bool:
+        held = self._by_key.get(key)
+        if held is None:
+            return True
+        return not is_recheck and all(h.held_at != held_at for h in held)
 
     def items(self) -> Iterator[tuple[Key, list[HeldEvent]]]:
         """Every key with its held events, keys in order."""
@@ -182,7 +189,7 @@ class HeldEvents:
                 continue
             self._by_key[tuple(key)] = held
             for h in held:
-                heapq.heappush(self._due, (h.held_at, tuple(key)))
+                heapq.heappush(self._due, (h.held_at, tuple(key), False))
 
     def clear(self) -> None:
         """Forget every held event."""

@@ -372,6 +372,9 @@ class MetricMonitor:
         self._catch_up(as_of, fired_us)
         self._step(as_of, fired_us)
 
+    def sweep(self, as_of: int, now: int) -> None:
+        """Nothing to sweep: samples leave the window as ``advance`` moves on."""
+
     def next_deadline(self) -> int | None:
         """When ``advance`` would next change anything: a sample leaving the
         window, or a ``firing_for`` ending; ``None`` until another event."""

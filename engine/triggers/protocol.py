@@ -45,6 +45,10 @@ class TriggerLogic(Stateful, Protocol):
         """Evaluate at ``as_of`` on the events clock (``now``: the processing clock)."""
         ...
 
+    def sweep(self, as_of: int, now: int) -> None:
+        """Forget what ended long enough before ``as_of`` (SEMANTICS §3.3's sweep)."""
+        ...
+
     def next_deadline(self) -> int | None:
         """The earliest ``as_of`` at which ``advance`` would change anything: ``-1``
         for as soon as possible, None for not until another event arrives."""

@@ -13,10 +13,12 @@ from marmot.engine.models.triggers import has_proactive
 from marmot.engine.replay import Scenario, load_automations, replay_scenario
 from tests.conftest import conformance_dir
 
-# The first set, and `added/` (scenarios added later, with their own expected/).
+# The first set, `added/` (scenarios added later, with their own expected/), and
+# this project's own, whose expected firings Prefect's engine produced (oracle/).
+ORACLE = Path(__file__).parent / "oracle"
 SCENARIOS = sorted(
     p
-    for folder in (conformance_dir(), conformance_dir() / "added")
+    for folder in (conformance_dir(), conformance_dir() / "added", ORACLE)
     for p in folder.glob("*.json")
     if (p.parent / "expected" / f"{p.stem}.jsonl").exists()
 )
@@ -36,7 +38,7 @@ def _triggered(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def test_the_shared_scenarios_are_present() -> None:
-    assert len(SCENARIOS) >= 100, f"expected the shared scenarios in {conformance_dir()}"
+    assert len(SCENARIOS) >= 106, f"expected the shared scenarios in {conformance_dir()}"
     assert any(p.parent.name == "added" for p in SCENARIOS), "added/ is not covered"
 
 
