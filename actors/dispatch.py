@@ -64,14 +64,13 @@ class Dispatcher:
         automation: Callable[[str], Automation | None],
         document: Callable[[str], str | None],
         emit: Emit,
-        events_now_us: Callable[[], int],
         on_registry: Callable[[RegistryRequest], Awaitable[None]],
         metrics: Metrics,
         tasks: TaskGroup,
     ) -> None:
         """``automation`` / ``document`` look a hosted automation up (None: it was
         deleted or paused while its firing was in flight); ``emit`` logs events as
-        the daemon's own; ``events_now_us`` is the events clock now."""
+        the daemon's own."""
         self._runtime = runtime
         self._store = store
         self._config = config
@@ -79,7 +78,6 @@ class Dispatcher:
         self._automation = automation
         self._document = document
         self._emit = emit
-        self._events_now_us = events_now_us
         self._on_registry = on_registry
         self._metrics = metrics
         self._tasks = tasks
@@ -165,7 +163,6 @@ class Dispatcher:
         triggered event's payload (``late_by_seconds``), for the actions and
         their templates.
         """
-        events_now = self._events_now_us()
         jobs: list[_Job] = []
         triggered: list[Event] = []
         for firing in firings:
@@ -179,7 +176,7 @@ class Dispatcher:
             else:
                 self._metrics.resolutions.labels(automation.name).inc()
             event = triggered_event(automation, firing)
-            late = 0 if firing.deadline_us is None else events_now - firing.deadline_us
+            late = _lateness_us(firing)
             if late > LATE_AFTER_US:
                 event = _marked_late(event, late)
                 self._metrics.late_firings.inc()
@@ -252,6 +249,15 @@ class Dispatcher:
         self._metrics.actor_call_failures.labels("executor").inc()
         log.error("executor call failed: %s", exc, extra={"firings": len(jobs)})
         return isinstance(exc, RayActorError)
+
+
+def _lateness_us(firing: Firing) -> int:
+    """How long after its deadline a firing was evaluated, on the events clock (0 for
+    one without a deadline): measured where it was evaluated, so later moves of the
+    events clock's offset do not change it."""
+    if firing.deadline_us is None or firing.evaluated_us is None:
+        return 0
+    return max(firing.evaluated_us - firing.deadline_us, 0)
 
 
 def _marked_late(event: Event, late_us: int) -> Event:

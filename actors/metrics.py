@@ -24,6 +24,12 @@ class Metrics:
         self.events_dropped = Counter(
             "marmot_events_dropped", "Frames or events dropped, by reason", ["reason"], registry=r
         )
+        self.events_behind = Counter(
+            "marmot_events_behind",
+            "Events that occurred further behind the wall clock than router."
+            "events_clock_max_lag_s (the events clock does not follow them)",
+            registry=r,
+        )
         self.evaluations = Counter(
             "marmot_evaluations", "Event evaluations by automation actors", registry=r
         )

@@ -82,7 +82,9 @@ class Router:
         self.index: InterestIndex[str] = InterestIndex()
         self._actor_of: dict[str, str] = {}
         self._lanes: dict[str, Lane[Row]] = {}
-        self.events_clock = EventsClock()
+        lag = settings.events_clock_max_lag_s
+        self.events_clock = EventsClock(None if lag is None else round(lag * 1_000_000))
+        self._behind_reported = (0, 0)  # (events behind counted, when last logged µs)
         self.causal = CausalOrdering()
         self.stats = RouterStats()
         self._pending: list[tuple[Sequence[Event], list[bytes], asyncio.Future[list[int]]]] = []
@@ -241,6 +243,8 @@ class Router:
                 continue
             self.events_clock.observe_us(to_us(event.occurred), now)
             ready = self.causal.admit_us(event, now)
+            if self.events_clock.behind != self._behind_reported[0]:
+                self._report_behind(event, now)
             if not ready:
                 self._held[event.id] = (seq, body)
                 self._lost_wake.set()
@@ -252,6 +256,25 @@ class Router:
                     self._route_held(item)
         if seqs:
             self._routed_upto = max(self._routed_upto, seqs[-1])
+
+    def _report_behind(self, event: Event, now: int) -> None:
+        """Count events that occurred further behind the wall clock than the events
+        clock may trail it; log at most every 10 s, with how many there were."""
+        counted, logged_at = self._behind_reported
+        fresh = self.events_clock.behind - counted
+        self._metrics.events_behind.inc(fresh)
+        if now - logged_at >= 10_000_000 or logged_at == 0:
+            log.warning(
+                "%d event(s) occurred more than %g s before they arrived (e.g. %s of %s, "
+                "occurred %s): the events clock does not follow them further back",
+                fresh,
+                self.settings.events_clock_max_lag_s or 0,
+                event.event,
+                event.resource_id,
+                event.occurred.isoformat(),
+            )
+            logged_at = now
+        self._behind_reported = (self.events_clock.behind, logged_at)
 
     def sent_upto(self, actor: str) -> int:
         """A sequence number up to which every logged event that ``actor`` must see

@@ -110,7 +110,6 @@ class Service:
             automation=self.placement.automation,
             document=self.placement.documents.get,
             emit=self._emit_own,
-            events_now_us=lambda: clock.now_us() + self.router.offset_us(),
             on_registry=self._apply_registry,
             metrics=self.metrics,
             tasks=self._tasks,

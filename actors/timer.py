@@ -24,6 +24,9 @@ class TimerHost:
         self._clock = clock
         self._heap: list[tuple[int, int, str]] = []
         self._current: dict[str, int] = {}
+        # When each key's deadline was set (wall µs): a deadline already past then
+        # is not late by the time it spent in the past before the timer heard of it.
+        self._set_at: dict[str, int] = {}
         self._pushes = 0
         self._offset_us = 0
         self._changed = asyncio.Event()
@@ -43,11 +46,14 @@ class TimerHost:
         self._ensure_running()
         if offset_us is not None:
             self._offset_us = offset_us
+        now = self._clock.now_us()
         for key, deadline in deadlines.items():
             if deadline is None:
                 self._current.pop(key, None)
+                self._set_at.pop(key, None)
                 continue
             self._current[key] = deadline
+            self._set_at[key] = now
             self._pushes += 1
             heapq.heappush(self._heap, (deadline, self._pushes, key))
         self._changed.set()
@@ -98,7 +104,11 @@ class TimerHost:
             if self._current.get(key) != deadline:
                 continue
             del self._current[key]
-            lateness = now - (max(deadline, 0) - self._offset_us) if deadline >= 0 else 0
+            set_at = self._set_at.pop(key, now)
+            # Lateness measures the timer and the daemon, not the publisher's clock:
+            # from when it was due on the wall clock, or set if that was later.
+            due_wall = max(deadline, 0) - self._offset_us
+            lateness = now - max(due_wall, set_at) if deadline >= 0 else 0
             due.append((key, as_of, lateness))
         if due:
             self._due.put_nowait(due)

@@ -140,12 +140,13 @@ def firing_to_wire(firing: Firing) -> list[Any]:
         firing.state.value,
         [str(c) for c in firing.child_ids],
         firing.deadline_us,
+        firing.evaluated_us,
     ]
 
 
 def firing_from_wire(row: Sequence[Any]) -> Firing:
     """Rebuild a firing from ``firing_to_wire`` output."""
-    fid, aid, path, labels, event, fired_us, posture, state, children, deadline_us = row
+    fid, aid, path, labels, event, fired_us, posture, state, children, deadline_us, evaluated = row
     return Firing(
         id=UUID(fid),
         automation_id=UUID(aid),
@@ -157,6 +158,7 @@ def firing_from_wire(row: Sequence[Any]) -> Firing:
         state=TriggerState(state),
         child_ids=tuple(UUID(c) for c in children),
         deadline_us=deadline_us,
+        evaluated_us=evaluated,
     )
 
 

@@ -65,9 +65,17 @@ class EventsClock:
     ``observe`` every event as it is processed; ``as_of(wall)`` is the time
     proactive evaluation should use: ``wall + offset``, where the offset is
     ``events_clock - last_seen`` (never positive).
+
+    ``max_lag_us`` (Marmot's bound; None: Prefect's rule alone) keeps the
+    offset from going below ``-max_lag_us``: an event that occurred further
+    behind the wall clock counts as if it occurred ``max_lag_us`` ago, so one
+    publisher with a lagging clock (or replaying old events) cannot hold back
+    every proactive deadline. ``behind`` counts such events.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_lag_us: int | None = None) -> None:
+        self.max_lag_us = max_lag_us
+        self.behind = 0
         self._clock: int | None = None
         self._seen_at: int | None = None
 
@@ -79,6 +87,9 @@ class EventsClock:
         """``observe`` in microseconds."""
         # An event from the future is clamped to now, so the clock never runs ahead.
         stamp = occurred if occurred < wall else wall
+        if self.max_lag_us is not None and stamp < wall - self.max_lag_us:
+            stamp = wall - self.max_lag_us
+            self.behind += 1
         if self._clock is None or stamp >= self._clock:
             self._clock = stamp
         self._seen_at = wall

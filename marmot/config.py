@@ -243,6 +243,9 @@ class RouterConfig(_Section):
     max_inflight_per_actor: int = Field(default=2, ge=1)
     # Events accepted and not yet routed; beyond it, publishers wait (backpressure).
     max_queued_events: int = Field(default=100_000, ge=1)
+    # How far the events clock may trail the wall clock (Marmot's bound on
+    # SEMANTICS §6; null: Prefect's rule alone, no bound).
+    events_clock_max_lag_s: float | None = Field(default=120.0, gt=0)
 
 
 class ExecutorsConfig(_Section):

@@ -58,6 +58,8 @@ class Evaluator:
         self._composite_paths: list[str] = []
         self._composite_parents: list[_Parent] = []
         self._out: list[Firing] = []
+        # The events-clock time of the evaluation under way (see Firing.evaluated_us).
+        self._evaluating_us: int | None = None
         self._build(automation.trigger, "trigger", None)
 
     def _build(self, trigger: Trigger, path: str, parent: _Parent) -> None:
@@ -117,6 +119,7 @@ class Evaluator:
             deadline_us=leaf.end
             if self.leaves[index].trigger.posture is Posture.Proactive
             else None,
+            evaluated_us=self._evaluating_us,
         )
         self._propagate(firing, self._leaf_parents[index])
 
@@ -159,6 +162,7 @@ class Evaluator:
             state=fired.state,
             # The end of its firing_for, a deadline on the events clock.
             deadline_us=fired.at,
+            evaluated_us=self._evaluating_us,
         )
         if resolved:
             self._out.append(firing)  # only a top-level metric trigger resolves
@@ -183,6 +187,7 @@ class Evaluator:
                 fired_us=firing.fired_us,
                 child_ids=children,
                 deadline_us=firing.deadline_us,
+                evaluated_us=firing.evaluated_us,
             )
             parent = self._composite_parents[index]
         self._out.append(firing)
@@ -230,6 +235,7 @@ class Evaluator:
                     occurred = to_us(event.occurred)
                 if now is None:
                     now = to_us(event.received) if event.received else occurred
+                self._evaluating_us = occurred
                 leaf.on_event(event, occurred, now)
 
     def advance(self, as_of: datetime, now: datetime, *, sweep: bool = True) -> list[Firing]:
@@ -238,6 +244,7 @@ class Evaluator:
         if not self.automation.enabled:
             return []
         as_of_us, now_us = to_us(as_of), to_us(now)
+        self._evaluating_us = as_of_us
         for leaf in self._evaluated:
             leaf.advance(as_of_us, now_us)
         if sweep:

@@ -50,6 +50,10 @@ class Firing:
     # or a metric firing's (the end of its firing_for): how late it was
     # evaluated is the events clock's time then minus this.
     deadline_us: int | None = None
+    # The events-clock time at which it was evaluated (``as_of`` of a proactive
+    # evaluation, ``occurred`` of an event): past its deadline by over a second,
+    # the evaluation ran late (the daemon or its timer was down).
+    evaluated_us: int | None = None
 
     @property
     def fired_at(self) -> datetime:
@@ -129,6 +133,7 @@ def dump_firing(firing: Firing) -> dict[str, Any]:
         "posture": firing.posture.value if firing.posture else None,
         "children": [str(c) for c in firing.child_ids],
         "deadline_us": firing.deadline_us,
+        "evaluated_us": firing.evaluated_us,
     }
 
 
@@ -145,4 +150,6 @@ def load_firing(data: Mapping[str, Any], automation_id: UUID) -> Firing:
         state=TriggerState.Triggered,
         child_ids=tuple(UUID(c) for c in data["children"]),
         deadline_us=data["deadline_us"],
+        # Checkpoints written before evaluation times were recorded have none.
+        evaluated_us=data.get("evaluated_us"),
     )

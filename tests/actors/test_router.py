@@ -180,3 +180,27 @@ def test_a_redelivered_event_is_dropped_without_holding_anything_back(tmp_path: 
             assert router.sent_upto("a") == seq
 
     asyncio.run(main())
+
+
+def test_events_far_behind_do_not_hold_the_events_clock_back_and_are_counted(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        settings = RouterConfig(events_clock_max_lag_s=60)
+        async with routed_to_held_actor(tmp_path, settings) as (router, actor):
+            # The router's clock stands at 10 s (after the epoch); events from an
+            # hour before it arrive.
+            old = [
+                event("job.ran", t).model_copy(
+                    update={
+                        "occurred": from_us((t - 3600) * 1_000_000),
+                        "received": from_us(10_000_000),
+                    }
+                )
+                for t in range(5)
+            ]
+            await router.submit(old)
+            assert router.offset_us() == -60_000_000  # not -3,600 s
+            assert router._metrics.events_behind._value.get() == 5
+
+    asyncio.run(main())

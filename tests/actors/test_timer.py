@@ -45,3 +45,19 @@ def test_a_schedule_without_an_offset_keeps_the_last_one() -> None:
         return await timer.pending()
 
     assert asyncio.run(main()) == 1
+
+
+def test_a_deadline_already_past_when_set_is_not_counted_late() -> None:
+    # An event from March puts a deadline months in the past: it fires at once,
+    # and the lateness is the timer's, not the publisher's clock's.
+    async def main() -> list[tuple[str, int, int]]:
+        timer = TimerHost()
+        stream = timer.stream()
+        await timer.schedule({"march": SYSTEM_CLOCK.now_us() - 280 * 24 * HOUR_US}, 0)
+        due = await asyncio.wait_for(anext(stream), 10)
+        await stream.aclose()
+        return due
+
+    [(key, _, lateness)] = asyncio.run(main())
+    assert key == "march"
+    assert 0 <= lateness < 5_000_000  # microseconds: well under 5 s, not 280 days

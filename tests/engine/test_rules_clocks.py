@@ -154,3 +154,20 @@ def test_an_event_delivered_twice_is_evaluated_once() -> None:
     # Prefect remembers processed ids for 30 minutes, not the 15-minute lookback.
     assert ordering.is_duplicate(first.id, to_us(at(20 * 60)))
     assert not ordering.is_duplicate(first.id, to_us(at(31 * 60)))
+
+
+def test_a_bounded_events_clock_trails_the_wall_clock_at_most_by_its_bound() -> None:
+    # One publisher sends events an hour old, once a second: under Prefect's rule
+    # alone the offset grows without end; with the bound it stops at -60 s.
+    bounded, unbounded = EventsClock(max_lag_us=60_000_000), EventsClock()
+    for clock in (bounded, unbounded):
+        clock.observe(at(0), at(0))
+        for second in range(1, 121):
+            clock.observe(at(second - 3600), at(second))
+    assert unbounded.offset() == timedelta(seconds=-120)
+    assert bounded.offset() == timedelta(seconds=-60)
+    assert bounded.behind == 120 and unbounded.behind == 0
+    # Events within the bound keep Prefect's rule exactly.
+    exact = EventsClock(max_lag_us=60_000_000)
+    exact.observe(at(0), at(10))
+    assert exact.offset() == timedelta(seconds=-10)

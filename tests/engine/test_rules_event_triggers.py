@@ -348,3 +348,16 @@ def test_buckets_ended_sixty_seconds_ago_are_swept() -> None:
     # SEMANTICS §3.3: inclusive, end <= as_of - 60 s.
     assert ev.advance(at(70), at(70)) == []
     assert ev.explain().open_buckets == 0
+
+
+def test_a_proactive_firing_records_when_it_was_evaluated_against_its_deadline() -> None:
+    on_time = evaluator(_proactive(expect=["x"], within=10))
+    on_time.advance(at(0), at(0))
+    [firing] = on_time.advance(at(10), at(10))
+    assert firing.deadline_us == firing.evaluated_us  # not late
+
+    late = evaluator(_proactive(expect=["x"], within=10))
+    late.advance(at(0), at(0))
+    [firing] = late.advance(at(95), at(95))  # the timer was down for 85 s
+    assert firing.evaluated_us is not None and firing.deadline_us is not None
+    assert firing.evaluated_us - firing.deadline_us == 85_000_000
