@@ -187,7 +187,7 @@ def test_events_far_behind_do_not_hold_the_events_clock_back_and_are_counted(
 ) -> None:
     async def main() -> None:
         settings = RouterConfig(events_clock_max_lag_s=60)
-        async with routed_to_held_actor(tmp_path, settings) as (router, actor):
+        async with routed_to_held_actor(tmp_path, settings) as (router, _):
             # The router's clock stands at 10 s (after the epoch); events from an
             # hour before it arrive.
             old = [
