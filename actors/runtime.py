@@ -87,9 +87,10 @@ class AutomationRef:
         """Host an automation fresh; its next deadline (µs, -1 for due now) or None."""
         return Reply(self.handle.load.remote(document))
 
-    def recover(self, document: str, now_us: int) -> Reply[Outcome]:
-        """Host an automation from its checkpoint, replaying the log since."""
-        return Reply(self.handle.recover.remote(document, now_us), Outcome.unpack)
+    def recover(self, document: str, now_us: int, held: list[int]) -> Reply[Outcome]:
+        """Host an automation from its checkpoint, replaying the log since (but the
+        followers the router holds back, ``held`` by sequence number)."""
+        return Reply(self.handle.recover.remote(document, now_us, held), Outcome.unpack)
 
     def unload(self, automation_id: str) -> Reply[bool]:
         """Stop hosting an automation."""
@@ -107,9 +108,10 @@ class AutomationRef:
         """Checkpoint the automations whose state changed; how many were saved."""
         return Reply(self.handle.checkpoint.remote(upto))
 
-    def explain(self, automation_id: str) -> Reply[Explanation | None]:
-        """An automation's live state, or None when it is not hosted here."""
-        return Reply(self.handle.explain.remote(automation_id))
+    def explain(self, automation_id: str, limit: int, offset: int) -> Reply[Explanation | None]:
+        """An automation's live state (a page of buckets per trigger), or None when it
+        is not hosted here."""
+        return Reply(self.handle.explain.remote(automation_id, limit, offset))
 
 
 class TimerRef:

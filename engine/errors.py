@@ -14,6 +14,8 @@ class MarmotError(Exception):
     """Root of every error Marmot raises on purpose."""
 
     code: ClassVar[str] = "error"
+    # Whether the same request may succeed when sent again, unchanged, later.
+    is_retryable: ClassVar[bool] = False
 
     def __init__(self, message: str, *, details: Any = None) -> None:
         super().__init__(message)
@@ -56,6 +58,41 @@ class DaemonUnavailable(MarmotError):
     """Raised when the daemon cannot be reached in time."""
 
     code = "unavailable"
+    is_retryable = True
+
+
+class AddressInUse(MarmotError):
+    """Raised when an address the daemon must listen on is taken by another process."""
+
+    code = "address_in_use"
+
+
+class DataDirInUse(MarmotError):
+    """Raised when another daemon holds the data folder (one daemon per folder)."""
+
+    code = "data_dir_in_use"
+
+
+class StorageFailed(MarmotError):
+    """Raised when the data folder cannot be written (read-only, an I/O error): nothing
+    was stored."""
+
+    code = "storage_failed"
+
+
+class StorageFull(StorageFailed):
+    """Raised when the disk under the data folder is full: nothing was stored, and the
+    same request succeeds once space is freed."""
+
+    code = "storage_full"
+    is_retryable = True
+
+
+class StorageLost(StorageFailed):
+    """Raised when the data folder was deleted or replaced under the running daemon,
+    which stops serving rather than acknowledge what it could not keep."""
+
+    code = "storage_lost"
 
 
 class LimitExceeded(MarmotError):
@@ -86,6 +123,11 @@ def from_wire(error: dict[str, Any]) -> MarmotError:
             Conflict,
             Unauthorized,
             DaemonUnavailable,
+            AddressInUse,
+            DataDirInUse,
+            StorageFailed,
+            StorageFull,
+            StorageLost,
             LimitExceeded,
             Unsupported,
             InternalError,

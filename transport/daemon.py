@@ -5,6 +5,12 @@ Daemon(config) as daemon: ...``, or from synchronous code (tests, benchmarks,
 notebooks) with ``DaemonThread(config).start()``. RPC and HTTP are bound
 before Ray starts and automations recover, so a starting daemon answers
 ``health``, ``status`` and ``/healthz`` with its progress.
+
+A daemon holds its data folder (``DataDir``: a second one is refused) and
+watches it (``StorageWatch``): while the disk is full, writes are refused
+with ``StorageFull``, health says why, ingest holds what it took and stops
+reading, and the daemon's own events wait to be written; it recovers by
+itself once space is back. A data folder deleted under it stops it serving.
 """
 
 from __future__ import annotations
@@ -16,55 +22,44 @@ import logging
 import signal
 import socket
 import threading
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any
 
-import uvicorn
+import zmq
 
 from marmot.actors.clock import SYSTEM_CLOCK
+from marmot.actors.datadir import DataDir
 from marmot.actors.gc_thresholds import tune_gc
 from marmot.actors.metrics import Metrics
 from marmot.actors.runtime import RayRuntime
 from marmot.actors.service import Service
 from marmot.actors.startup import StartupPhase, StartupProgress
+from marmot.actors.storage_watch import HeldWrites, StorageWatch
 from marmot.actors.store import Store
 from marmot.config import MarmotConfig
 from marmot.engine.clock import Clock
-from marmot.engine.errors import DaemonUnavailable
+from marmot.engine.errors import DaemonUnavailable, StorageLost
 from marmot.engine.models.events import Event
 from marmot.transport.actions import build_runners
-from marmot.transport.api import VERSION, Api
+from marmot.transport.api import Api
 from marmot.transport.curve import CurveServer
-from marmot.transport.http import build_app
+from marmot.transport.health import health_report, lost_handlers
+from marmot.transport.http import build_app, server_config
 from marmot.transport.ingest import Ingest
+from marmot.transport.listeners import (
+    QuietServer,
+    address_in_use,
+    bind_tcp,
+    check_free,
+    is_in_use,
+)
 from marmot.transport.protocol import METHODS
 from marmot.transport.rpc import RpcServer
-from marmot.transport.starting import StartingApi, starting_health
+from marmot.transport.starting import StartingApi
 from marmot.transport.webhooks import WebhookReceiver, WebhookSettings, hooks_url
 
 log = logging.getLogger(__name__)
-
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handlers: the daemon owns SIGINT/SIGTERM."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def _bind_tcp(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host:port``; raises ``OSError`` naming the address."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise OSError(exc.errno, f"cannot serve HTTP on {host}:{port}: {exc.strerror}") from exc
-    return sock
 
 
 class Daemon:
@@ -91,15 +86,22 @@ class Daemon:
         self.limits = config.limits.event_limits()
         # Where webhook URLs start (up to the slug); None without the HTTP server.
         self.hooks_url = hooks_url(config.http) if config.http.enabled else None
+        self.datadir: DataDir | None = None
         self.store: Store | None = None
+        self.storage: StorageWatch | None = None
+        # Set once the data folder is lost: the daemon stops serving for good.
+        self.lost: StorageLost | None = None
         self.service: Service | None = None
+        self._is_service_stopped = False
         self.ingest: Ingest | None = None
         self.rpc: RpcServer | None = None
         self.curve: CurveServer | None = None
-        self._http: uvicorn.Server | None = None
+        self._http: QuietServer | None = None
         self._http_socket: socket.socket | None = None
         self._http_task: asyncio.Task[None] | None = None
         self._loops: list[asyncio.Task[Any]] = []  # the RPC and ingest loops
+        self._ingest_task: asyncio.Task[None] | None = None
+        self._held_ingest = HeldWrites(max_delay_s=1.0)
         self._is_listening = False
         progress = self.progress
         self.metrics.serving.set_function(lambda: float(progress.is_serving))
@@ -152,32 +154,55 @@ class Daemon:
         c = self.config
         self.progress.started_at = self._clock.monotonic()
         self.progress.enter(StartupPhase.OPENING_STORE)
-        c.data.dir.mkdir(parents=True, exist_ok=True)
+        # First of all: one daemon per data folder (a second is refused, naming the first).
+        self.datadir = DataDir.claim(c.data.dir)
+        leftovers = await asyncio.to_thread(self.datadir.clean_leftovers)
+        if leftovers is not None:
+            log.warning("%s", leftovers.describe(), extra={"folder": str(c.data.dir)})
+        # Found now, not once Ray has started and the automations are recovered.
+        check_free("ingest.pull_url", c.ingest.pull_url)
         self.store = Store.open(c.data.dir / "marmot.db")
         self.store.db.start_checkpointer()
+        self.storage = StorageWatch(
+            self.store.db, self._storage_lost, registry=self.metrics.registry
+        )
+        self.storage.start()
         token = c.rpc.token.get_secret_value() if c.rpc.token else None
         if c.curve.secret_key_file is not None:
-            self.curve = CurveServer(c.curve.secret_key_file, c.curve.clients_dir)
+            self.curve = CurveServer(
+                c.curve.secret_key_file, c.curve.clients_dir, metrics=self.metrics
+            )
         starting = StartingApi(self.progress, METHODS, self._clock)
         self.rpc = RpcServer(
-            c.rpc.url, starting.handlers(), token=token, curve=self.curve, metrics=self.metrics
+            c.rpc.url,
+            starting.handlers(),
+            token=token,
+            curve=self.curve,
+            metrics=self.metrics,
+            max_reply_bytes=c.rpc.max_reply_bytes,
+            max_unread_bytes=c.rpc.max_unread_bytes,
         )
-        await self.rpc.start()
+        try:
+            await self.rpc.start()
+        except zmq.ZMQError as exc:
+            if is_in_use(exc):
+                raise address_in_use("rpc.url", c.rpc.url) from None
+            raise
         loop = asyncio.get_running_loop()
         self._loops.append(loop.create_task(self.rpc.serve()))
         if c.http.enabled:
             # Bound here, not by uvicorn: on a busy port uvicorn calls sys.exit,
             # which would end the event loop instead of failing the start.
-            self._http_socket = _bind_tcp(c.http.host, c.http.port)
+            self._http_socket = bind_tcp(c.http.host, c.http.port, "http.port")
             app = build_app(self.metrics.registry, self._health, self._webhook_receiver())
-            self._http = _QuietServer(uvicorn.Config(app, log_level="warning", lifespan="off"))
+            self._http = QuietServer(server_config(app, c.http, self.metrics))
             self._http_task = loop.create_task(self._http.serve(sockets=[self._http_socket]))
         self._is_listening = True
         log.info("marmot is starting", extra={"rpc": self.rpc_endpoint})
 
     async def _start(self) -> None:
         c = self.config
-        assert self.store is not None and self.rpc is not None
+        assert self.store is not None and self.rpc is not None and self.datadir is not None
         self.progress.enter(StartupPhase.STARTING_RAY)
         self.service = Service(
             RayRuntime(c.ray),
@@ -189,7 +214,14 @@ class Daemon:
             progress=self.progress,
             recovery_gate=self._recovery_gate,
         )
-        await self.service.start()
+        if c.ray.address is None:
+            # The embedded Ray's processes outlive a daemon killed with SIGKILL:
+            # marked and recorded, the next daemon on this data folder ends them.
+            with self.datadir.marking_ray() as marker:
+                await self.service.start()
+            await asyncio.to_thread(self.datadir.record_ray, marker)
+        else:
+            await self.service.start()
         self.progress.enter(StartupPhase.STARTING_INGEST)
         # Bound only now: until the automations are recovered, publishers'
         # PUSH sockets hold their events on their side.
@@ -201,12 +233,22 @@ class Daemon:
             clock=self._clock,
             curve=self.curve,
         )
-        self.ingest.start()
-        self._loops.append(asyncio.get_running_loop().create_task(self.ingest.run()))
+        try:
+            self.ingest.start()
+        except zmq.ZMQError as exc:
+            if is_in_use(exc):
+                raise address_in_use("ingest.pull_url", c.ingest.pull_url) from None
+            raise
+        self._ingest_task = asyncio.get_running_loop().create_task(self.ingest.run())
+        self._loops.append(self._ingest_task)
+        if self.lost is not None:
+            raise self.lost  # lost while starting: nothing may be acknowledged
         # One step of the loop: no request sees the full API before the state
         # says serving, nor the other way round.
         api = Api(self.service, self.limits, self._clock, hooks_url=self.hooks_url)
-        self.rpc.swap_handlers(api.handlers())
+        handlers = api.handlers()
+        handlers["health"] = self._health_rpc  # the store's faults included
+        self.rpc.swap_handlers(handlers)
         self.progress.enter(StartupPhase.SERVING)
         # Everything built so far (Ray, pydantic schemas, automations) lives as
         # long as the daemon: keep it out of the cyclic collector's full passes,
@@ -222,9 +264,14 @@ class Daemon:
             },
         )
 
-    async def _emit(self, events: Any) -> None:
-        assert self.service is not None
-        await self.service.emit(events, source="ingest")
+    async def _emit(self, events: Sequence[Event]) -> None:
+        """Ingest's submit. A batch the store refuses for a while (a full disk) is held
+        and sent again until it is logged, and later batches wait behind it: ingest
+        has only a few submits in flight, so it stops reading its sockets, and
+        publishers' sockets hold what follows."""
+        service = self.service
+        assert service is not None
+        await self._held_ingest(lambda: service.emit(events, source="ingest"))
 
     def _webhook_receiver(self) -> WebhookReceiver:
         """``/hooks/<slug>``: events go through the service like any other (logged,
@@ -236,6 +283,7 @@ class Daemon:
             max_body_bytes=c.http.max_body_bytes,
             template_max_bytes=c.limits.template_max_bytes,
             template_timeout_s=c.limits.template_timeout_s,
+            body_timeout_s=c.http.body_timeout_s,
         )
         progress = self.progress
         return WebhookReceiver(
@@ -243,7 +291,7 @@ class Daemon:
             settings,
             self.metrics,
             emit=self._emit_webhook_events,
-            is_ready=lambda: progress.is_serving and self.service is not None,
+            is_ready=lambda: progress.is_serving and self.service is not None and self.lost is None,
             clock=self._clock,
         )
 
@@ -254,16 +302,45 @@ class Daemon:
         await service.emit(events, source="webhook")
 
     def _health(self) -> dict[str, Any]:
-        """``/healthz``: ok (200) once serving; while starting, not ok (503) with the progress."""
+        """``/healthz`` and ``health``: see ``health_report``."""
         service = self.service
-        if not self.progress.is_serving or service is None:
-            return starting_health(self.progress, self._clock.monotonic())
-        return {
-            "ok": True,
-            "state": StartupPhase.SERVING.value,
-            "version": VERSION,
-            "automations": service.status()["automations_loaded"],
-        }
+        serving = service is not None and self.progress.is_serving
+        return health_report(
+            self.progress,
+            self._clock.monotonic(),
+            fault=self.lost or (self.storage.fault if self.storage is not None else None),
+            is_stopped=self.lost is not None,
+            automations=len(service.placement.automations) if serving and service else None,
+        )
+
+    async def _health_rpc(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The ``health`` RPC method: what ``/healthz`` says."""
+        METHODS["health"].params.model_validate(params)
+        return self._health()
+
+    async def _storage_lost(self, lost: StorageLost) -> None:
+        """The data folder was deleted or replaced: stop serving, for good. Every RPC
+        method but ``health`` and ``status`` fails with the reason, ingest stops
+        reading (publishers' sockets hold their events) and the actors stop."""
+        if self.lost is not None:
+            return
+        self.lost = lost
+        log.error("stopped serving: %s", lost.message, extra={"folder": str(self.config.data.dir)})
+        if not self.progress.is_serving:
+            return  # the start fails when it gets there
+        if self.rpc is not None:
+            self.rpc.swap_handlers(lost_handlers(lost, METHODS, self._health_rpc))
+        if self._ingest_task is not None:
+            self._ingest_task.cancel()
+            await asyncio.gather(self._ingest_task, return_exceptions=True)
+        if self.ingest is not None:
+            self.ingest.close()
+        if self.service is not None and not self._is_service_stopped:
+            self._is_service_stopped = True
+            try:
+                await self.service.stop()
+            except Exception:
+                log.exception("stopping the service after the data folder was lost failed")
 
     async def stop(self) -> None:
         """Close the sockets, stop the actors, close the store (whatever was started)."""
@@ -283,10 +360,16 @@ class Daemon:
         if self.curve is not None:
             self.curve.stop()
         if self.service is not None:
-            await self.service.stop()
+            if not self._is_service_stopped:
+                self._is_service_stopped = True
+                await self.service.stop()
             self.service.runtime.shutdown()
+        if self.storage is not None:
+            await self.storage.stop()
         if self.store is not None:
             self.store.close()
+        if self.datadir is not None:
+            self.datadir.release()
 
     async def __aenter__(self) -> Daemon:
         await self.start()

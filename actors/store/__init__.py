@@ -3,7 +3,8 @@
 ``Store.open(path)`` opens (creating or upgrading) the database and gives
 ``store.automations``, ``.blocks``, ``.checkpoints``, ``.events`` (the
 durable event log), ``.actions`` (the action log), ``.incidents`` and
-``.webhooks``; ``store.db`` holds the connection, its lock, upkeep (WAL
+``.webhooks`` and ``.followers`` (followers held back); ``store.db`` holds
+the connection, its lock, upkeep (WAL
 checkpoints, backups) and the meta table. Every method is thread-safe.
 """
 
@@ -19,6 +20,7 @@ from marmot.actors.store.blocks import Blocks
 from marmot.actors.store.checkpoints import Checkpoints
 from marmot.actors.store.database import Database
 from marmot.actors.store.events import EventLog
+from marmot.actors.store.followers import HeldFollowers
 from marmot.actors.store.incidents import INCIDENT_STATUSES, Incident, Incidents
 from marmot.actors.store.schema import SCHEMA_VERSION, migrate
 from marmot.actors.store.webhooks import StoredWebhook, Webhooks
@@ -48,6 +50,7 @@ class Store:
         self.actions = ActionLog(db)
         self.incidents = Incidents(db)
         self.webhooks = Webhooks(db)
+        self.followers = HeldFollowers(db)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, clock: Clock | None = None) -> Store:

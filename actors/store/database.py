@@ -3,6 +3,11 @@
 One WAL-mode file in the data dir, shared by the daemon's threads (the lock
 serialises them) and opened separately by executor and automation actor
 processes. The repositories (automations, events, ...) are built on it.
+
+A write the disk or the folder refuses raises a ``StorageFailed`` (``StorageFull``
+for a full disk) instead of SQLite's error, and ``fault`` reports it until a
+write succeeds again; a data folder deleted or replaced since the database was
+opened fails every write from then on with ``StorageLost``.
 """
 
 from __future__ import annotations
@@ -11,14 +16,16 @@ import logging
 import os
 import sqlite3
 import threading
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from marmot.actors.clock import SYSTEM_CLOCK
+from marmot.actors.store.faults import FolderIdentity, storage_failure
 from marmot.engine.clock import Clock
-from marmot.engine.errors import Conflict
+from marmot.engine.errors import Conflict, StorageFailed, StorageLost
 
 __all__ = ["BUSY_TIMEOUT_S", "Database", "select_in"]
 
@@ -31,6 +38,17 @@ BUSY_TIMEOUT_S = 30.0
 
 # Well under SQLite's limit on bound parameters in one statement.
 _VALUES_PER_QUERY = 500
+
+# A WAL that grew while checkpoints failed (a full disk) is cut back to this
+# size when it is next reset; in normal running the background checkpointer
+# keeps it far smaller.
+WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
+
+# A failing WAL checkpoint is tried again after a back-off doubling up to this.
+CHECKPOINT_MAX_BACKOFF_S = 10.0
+
+# The meta key ``check_writable`` writes.
+_PROBE_KEY = "storage_probe"
 
 
 def select_in(conn: sqlite3.Connection, query: str, values: Sequence[Any]) -> list[Any]:
@@ -49,23 +67,46 @@ class Database:
     Open with ``Database.open``; every method is thread-safe.
     """
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: Path,
+        clock: Clock = SYSTEM_CLOCK,
+        *,
+        identity: FolderIdentity | None = None,
+    ) -> None:
         self.conn = conn
         self.path = path
         self.lock = threading.Lock()
         self._clock = clock
+        self._identity = identity if identity is not None else FolderIdentity.of(path)
         self._checkpointer: threading.Thread | None = None
         self._stop_checkpoints = threading.Event()
+        # The last write refused (until one succeeds), the last checkpoint that
+        # failed for want of storage (until one succeeds), and a lost folder (for good).
+        self._write_fault: StorageFailed | None = None
+        self._checkpoint_fault: StorageFailed | None = None
+        self._lost: StorageLost | None = None
+        self._refusals = 0  # writes refused since the last one accepted
+        # Writes and checkpoints refused, by error code (read as a metric).
+        self.failures: Counter[str] = Counter()
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, clock: Clock = SYSTEM_CLOCK) -> Database:
         """Open the database at ``path`` (created if missing; ``schema.migrate``
-        brings its tables up to date). ``clock`` stamps ``created``/``updated`` times."""
+        brings its tables up to date). ``clock`` stamps ``created``/``updated`` times.
+
+        Raises ``StorageFailed`` (``StorageFull`` on a full disk) naming the folder
+        when it cannot be created, opened or written.
+        """
         where = Path(path)
-        where.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(
-            where, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-        )
+        try:
+            where.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                where, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise _opening_failure(exc, where) from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             conn.execute("PRAGMA journal_mode = WAL")
@@ -75,23 +116,95 @@ class Database:
             # checkpoints (default 4 MB) and a 32 MB page cache append ~1.6x faster.
             conn.execute("PRAGMA wal_autocheckpoint = 10000")
             conn.execute("PRAGMA cache_size = -32768")
-        except BaseException:
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
+            identity = FolderIdentity.of(where)
+        except BaseException as exc:
             conn.close()
+            if isinstance(exc, OSError | sqlite3.Error):
+                raise _opening_failure(exc, where) from exc
             raise
-        return cls(conn, where, clock)
+        return cls(conn, where, clock, identity=identity)
+
+    @property
+    def folder(self) -> Path:
+        """The data folder the database file is in."""
+        return self.path.parent
+
+    @property
+    def fault(self) -> StorageFailed | None:
+        """Why the store cannot keep what it is given now, or None: the data folder
+        lost, the last write refused (until a write succeeds), or WAL checkpoints
+        failing for want of space (until one succeeds)."""
+        return self._lost or self._write_fault or self._checkpoint_fault
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """Hold the lock and a write transaction; commit on success, roll back on error."""
+        """Hold the lock and a write transaction; commit on success, roll back on error.
+
+        Raises ``StorageFull`` when the disk refuses the write, another
+        ``StorageFailed`` when the folder does (nothing is committed either way),
+        and ``StorageLost``, before committing, once the data folder was deleted or
+        replaced since the database was opened (checked on every write: two ``stat``
+        calls, so nothing is acknowledged that went to a deleted file).
+        """
         with self.lock:
-            self.conn.execute("BEGIN IMMEDIATE")
+            if self._lost is not None:
+                raise self._lost
             try:
-                yield self.conn
-                self.conn.execute("COMMIT")
-            except BaseException:
-                if self.conn.in_transaction:
+                if self.conn.in_transaction:  # left open by a rollback that failed
                     self.conn.execute("ROLLBACK")
-                raise
+                self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self.conn
+                    self._identity.check()
+                    self.conn.execute("COMMIT")
+                except BaseException:
+                    if self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
+                    raise
+            except (sqlite3.Error, StorageFailed) as exc:
+                failure = self._refused(exc)
+                if failure is None or failure is exc:
+                    raise
+                raise failure from exc
+            if self._write_fault is not None:
+                log.warning(
+                    "writes to %s accepted again after %d refused", self.folder, self._refusals
+                )
+                self._write_fault, self._refusals = None, 0
+
+    def _refused(self, exc: BaseException) -> StorageFailed | None:
+        """Record a write the storage refused (None: ``exc`` is no storage failure)."""
+        failure = storage_failure(exc, self.folder)
+        if failure is None:
+            return None
+        self.failures[failure.code] += 1
+        self._refusals += 1
+        if isinstance(failure, StorageLost):
+            if self._lost is None:
+                log.error("%s", failure.message, extra={"folder": str(self.folder)})
+            self._lost = failure
+            self._stop_checkpoints.set()  # nothing to fold into a file that is gone
+        elif self._write_fault is None:
+            log.error("writes refused: %s", failure.message, extra={"folder": str(self.folder)})
+            self._write_fault = failure
+        return failure
+
+    def check_identity(self) -> None:
+        """Raise ``StorageLost`` (and fail every write from now on) when the data folder
+        or the database file was deleted or replaced since the database was opened."""
+        try:
+            self._identity.check()
+        except StorageLost as exc:
+            with self.lock:
+                self._refused(exc)
+            raise
+
+    def check_writable(self) -> None:
+        """Write a probe row (in the meta table); raises the ``StorageFailed`` that
+        refuses it. One that succeeds ends a write fault, so a daemon whose writes
+        were refused finds out by itself when space is back."""
+        self.set_meta(_PROBE_KEY, str(self.now_us()))
 
     def now_us(self) -> int:
         """The store's clock, in microseconds (for ``created``/``updated`` stamps)."""
@@ -126,6 +239,11 @@ class Database:
         own connection checkpoints (PASSIVE: never blocking writers) every
         ``interval_s``, and this connection stops checkpointing on commit.
 
+        A checkpoint that fails (a full disk: the database file cannot grow) is
+        tried again after a back-off doubling up to ``CHECKPOINT_MAX_BACKOFF_S``,
+        for as long as the database is open; one that fails for want of storage
+        is reported by ``fault`` until one succeeds.
+
         Measured (bench/daemon.py): an automatic checkpoint inside an append
         stalls it for 100-200 ms, which is what publish-to-firing p99 saw.
         """
@@ -133,27 +251,60 @@ class Database:
             return
         with self.lock:
             self.conn.execute("PRAGMA wal_autocheckpoint = 0")
-        path = self.path
-        stop = self._stop_checkpoints
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_forever, args=(interval_s,), name="marmot-wal", daemon=True
+        )
+        self._checkpointer.start()
 
-        def run() -> None:
-            conn = sqlite3.connect(path, timeout=5.0, isolation_level=None)
-            try:
-                while not stop.wait(interval_s):
+    def _checkpoint_forever(self, interval_s: float) -> None:
+        conn: sqlite3.Connection | None = None
+        delay_s, failed = interval_s, 0
+        try:
+            while not self._stop_checkpoints.wait(delay_s):
+                try:
+                    if conn is None:
+                        conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            except sqlite3.Error as exc:  # reported; the next daemon start restarts it
-                log.error("WAL checkpoints stopped: %s", exc)
-            finally:
+                except sqlite3.Error as exc:
+                    failed += 1
+                    delay_s = min(max(delay_s, interval_s) * 2, CHECKPOINT_MAX_BACKOFF_S)
+                    self._checkpoint_failed(exc, failed, delay_s)
+                    continue
+                if failed:
+                    log.warning("WAL checkpoints resumed after %d failed", failed)
+                    self._checkpoint_fault = None
+                delay_s, failed = interval_s, 0
+        finally:
+            if conn is not None:
                 conn.close()
 
-        self._checkpointer = threading.Thread(target=run, name="marmot-wal", daemon=True)
-        self._checkpointer.start()
+    def _checkpoint_failed(self, exc: sqlite3.Error, failed: int, delay_s: float) -> None:
+        failure = storage_failure(exc, self.folder)
+        self.failures["wal_checkpoint"] += 1
+        if failure is not None and not isinstance(failure, StorageLost):
+            self._checkpoint_fault = failure
+        if failed == 1:
+            log.error(
+                "WAL checkpoint failed (tried again with back-off up to %g s): %s",
+                CHECKPOINT_MAX_BACKOFF_S,
+                exc,
+                extra={"folder": str(self.folder)},
+            )
+        else:
+            log.debug("WAL checkpoint failed again (%d in a row; next in %g s)", failed, delay_s)
 
     def wal_checkpoint(self) -> tuple[int, int]:
         """Copy the write-ahead log into the database file and truncate it; returns
         ``(WAL pages, pages copied)``. Writers wait while it runs."""
         with self.lock:
-            busy, pages, copied = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            try:
+                row = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.Error as exc:
+                failure = storage_failure(exc, self.folder)
+                if failure is None:
+                    raise
+                raise failure from exc
+        busy, pages, copied = row
         if busy:
             raise Conflict("the database is busy; try the checkpoint again")
         return int(pages), int(copied)
@@ -184,3 +335,14 @@ class Database:
             self._checkpointer = None
         with self.lock:
             self.conn.close()
+
+
+def _opening_failure(exc: OSError | sqlite3.Error, path: Path) -> StorageFailed:
+    """Why the database at ``path`` could not be opened, naming its folder."""
+    failure = storage_failure(exc, path.parent)
+    if failure is not None:
+        return failure
+    return StorageFailed(
+        f"cannot open the database {path.name} in the data folder {path.parent}: {exc}",
+        details={"folder": str(path.parent)},
+    )

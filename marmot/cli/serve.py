@@ -1,4 +1,10 @@
-"""``marmot serve``: run the daemon until interrupted."""
+"""``marmot serve``: run the daemon until interrupted.
+
+A start that fails for a reason of the machine (the data folder held by
+another daemon, read-only or on a full disk, an address in use) ends with one
+line naming it, and for a setting, the flag, variable and key that set it;
+exit code 1 (``marmot.cli.main`` prints a ``MarmotError``).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,17 @@ import asyncio
 import logging
 from typing import Any
 
-from marmot.config import load_config
+from marmot.config import environment_names, load_config
+from marmot.engine.errors import AddressInUse, DataDirInUse
+
+# The configuration key each flag sets (``--data-dir`` sets ``data.dir``).
+FLAGS = {
+    "data.dir": "--data-dir",
+    "rpc.url": "--rpc-url",
+    "ingest.pull_url": "--ingest-url",
+    "http.port": "--http-port",
+    "ray.address": "--ray-address",
+}
 
 
 def register(commands: Any) -> None:
@@ -24,6 +40,15 @@ def register(commands: Any) -> None:
     serve.add_argument("--http-port", type=int, help="HTTP port (config http.port)")
     serve.add_argument("--ray-address", help="join this Ray cluster (config ray.address)")
     serve.set_defaults(handler=run_serve)
+
+
+def how_to_set(key: str) -> str:
+    """Where the configuration ``key`` is set: ``--rpc-url, MARMOT_RPC_URL or rpc.url
+    in the config``."""
+    variables = [name for name, k in environment_names().items() if k == key]
+    ways = [FLAGS[key]] if key in FLAGS else []
+    ways += variables[:1]
+    return ", ".join(ways) + (" or " if ways else "") + f"{key} in the config"
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -45,5 +70,13 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     from marmot.transport.daemon import Daemon
 
-    asyncio.run(Daemon(config).run_until_signalled())
+    try:
+        asyncio.run(Daemon(config).run_until_signalled())
+    except AddressInUse as exc:
+        key = str((exc.details or {}).get("key", ""))
+        raise AddressInUse(f"{exc} (set it with {how_to_set(key)})", details=exc.details) from None
+    except DataDirInUse as exc:
+        raise DataDirInUse(
+            f"{exc} (set it with {how_to_set('data.dir')})", details=exc.details
+        ) from None
     return 0

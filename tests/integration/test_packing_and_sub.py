@@ -23,6 +23,7 @@ import ray
 import ray._private.state
 import zmq
 
+from marmot.engine.errors import AddressInUse
 from marmot.engine.models.events import Event
 from marmot.transport.client import Client
 from marmot.transport.codec import events_frame
@@ -274,7 +275,7 @@ def test_a_daemon_whose_ingest_cannot_bind_leaves_no_actors_behind(
 
         async def start_then_clean_up() -> list[str]:
             try:
-                with pytest.raises(zmq.ZMQError):
+                with pytest.raises(AddressInUse, match=f"ingest.pull_url tcp://127.0.0.1:{port}"):
                     async with daemon:
                         pass
                 return [n for n in ("timer", "executor-0") if not _actor_gone(namespace, n)]
@@ -300,7 +301,7 @@ def test_a_daemon_whose_http_port_is_taken_fails_to_start_and_cleans_up(
 
         async def start_then_clean_up() -> list[str]:
             try:
-                with pytest.raises(OSError, match=f"cannot serve HTTP on 127.0.0.1:{port}"):
+                with pytest.raises(AddressInUse, match=f"http.port 127.0.0.1:{port} is in use"):
                     async with daemon:
                         pass
                 return [n for n in ("timer", "executor-0") if not _actor_gone(namespace, n)]

@@ -25,7 +25,7 @@ import zmq
 from marmot.actors.store import Store
 from marmot.cli import EXIT_STARTING, main
 from marmot.config import MarmotConfig
-from marmot.engine.errors import DaemonUnavailable
+from marmot.engine.errors import AddressInUse, DaemonUnavailable
 from marmot.engine.models.automations import Automation
 from marmot.transport.client import Client
 from marmot.transport.daemon import Daemon
@@ -145,7 +145,12 @@ def test_a_recovering_daemon_reports_progress_and_refuses_changes_until_it_serve
 
         _release(running, gate)
         ready = client.wait_ready(120)
-        assert ready == {"ok": True, "state": "serving", "version": health["version"]}
+        assert ready == {
+            "ok": True,
+            "state": "serving",
+            "version": health["version"],
+            "automations": 2,
+        }
         status = client.status()
         assert status["state"] == "serving" and status["automations_loaded"] == 2
         code, body = _http(config, "/healthz")
@@ -173,7 +178,7 @@ def test_a_failed_start_closes_the_sockets_it_bound_early(
         daemon = Daemon(config)
 
         async def start() -> None:
-            with pytest.raises(zmq.ZMQError):
+            with pytest.raises(AddressInUse, match=f"ingest.pull_url tcp://127.0.0.1:{port}"):
                 await daemon.start()
 
         asyncio.run(asyncio.wait_for(start(), 120))
