@@ -20,12 +20,16 @@ from pydantic import TypeAdapter
 from marmot.actors.clock import SYSTEM_CLOCK
 from marmot.actors.service import Service
 from marmot.actors.store import StoredAutomation, StoredWebhook
+from marmot.actors.store.events import EventLog, LogPosition
 from marmot.engine.clock import Clock
+from marmot.engine.errors import LimitExceeded
 from marmot.engine.models.blocks import BlockDocument
 from marmot.engine.models.events import Event, EventLimits
 from marmot.engine.models.explain import Explanation
 from marmot.engine.templates.checks import validated_automation, validated_webhook
+from marmot.engine.timestamps import to_us
 from marmot.transport import protocol as p
+from marmot.transport.codec import pack_rpc
 from marmot.transport.protocol import METHODS, AutomationView, Method
 
 __all__ = ["VERSION", "Api", "Handler", "automation_view"]
@@ -34,7 +38,9 @@ VERSION = version("marmot")
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
-_EVENTS: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
+# The events of events.emit, validated where their errors name the field:
+# "events.0.occurred", as the request has it.
+_EMITTED: TypeAdapter[dict[str, list[Event]]] = TypeAdapter(dict[str, list[Event]])
 
 
 def automation_view(stored: StoredAutomation) -> AutomationView:
@@ -46,6 +52,68 @@ def automation_view(stored: StoredAutomation) -> AutomationView:
             "updated": stored.updated,
             "version": stored.version,
         }
+    )
+
+
+# What an events.filter reply holds besides its events: the reply's map and id,
+# the page's map and cursor, the array's header.
+_EVENTS_REPLY_OVERHEAD = 512
+
+
+def _filtered_events(
+    log: EventLog, params: p.EventFilter, page_bytes: int
+) -> list[p.EventView] | p.EventPage:
+    """``events.filter``'s result: a page of at most ``page_bytes``, or the whole
+    list, refused (``LimitExceeded``) when over ``page_bytes``.
+
+    The log stops reading at that many bytes of stored events (the wire form
+    is never smaller); each event is then measured as it will travel.
+    """
+    budget = page_bytes - _EVENTS_REPLY_OVERHEAD
+    after_seq = params.after_seq
+    after = None if after_seq is None else LogPosition(after_seq, 0)
+    if params.cursor is not None:
+        last_seq, last_occurred_us = params.cursor.split(".")
+        after = LogPosition(int(last_seq), int(last_occurred_us))
+    found = log.page(
+        names=params.names,
+        resource_id=params.resource_id,
+        since=params.since,
+        until=params.until,
+        limit=params.limit,
+        descending=params.descending and after_seq is None,
+        by_seq=params.by_seq or after_seq is not None,
+        after=after,
+        max_bytes=max(budget, 1),
+    )
+    # Stopped by its byte budget (not by ``limit``): a list would be over it.
+    is_cut = found.has_more and len(found.rows) < params.limit
+    if is_cut and not params.is_paged:
+        raise _over_page(params.limit, page_bytes)
+    views: list[p.EventView] = []
+    size = 0
+    for seq, event in found.rows:
+        view = p.EventView.model_construct(seq=seq, **dict(event))
+        size += len(pack_rpc(view.model_dump(mode="json")))
+        if views and size > budget:
+            break
+        views.append(view)
+    if not params.is_paged:
+        if len(views) < len(found.rows):
+            raise _over_page(params.limit, page_bytes)
+        return views
+    cursor = None
+    if views and (len(views) < len(found.rows) or found.has_more):
+        last = views[-1]
+        cursor = f"{last.seq}.{to_us(last.occurred)}"
+    return p.EventPage(events=views, next=cursor)
+
+
+def _over_page(limit: int, page_bytes: int) -> LimitExceeded:
+    return LimitExceeded(
+        f"the {limit} events asked for are over the reply limit of {page_bytes} bytes "
+        "(rpc.page_bytes); ask for fewer or read them in pages (page: true)",
+        details={"limit": page_bytes},
     )
 
 
@@ -155,32 +223,23 @@ class Api:
     async def resume(self, params: p.ById) -> AutomationView:
         return automation_view(await self.service.set_enabled(params.id, True))
 
-    async def explain(self, params: p.ById) -> Explanation:
-        return await self.service.explain(params.id)
+    async def explain(self, params: p.ExplainAutomation) -> Explanation:
+        return await self.service.explain(params.id, limit=params.limit, offset=params.offset)
 
     # -- events ------------------------------------------------------------------------
 
     async def emit(self, params: p.Emit) -> p.Emitted:
         context = {"limits": self.limits, "received": self._clock.now()}
-        events = _EVENTS.validate_python(params.events, context=context)
+        events = _EMITTED.validate_python({"events": params.events}, context=context)["events"]
         seqs = await self.service.emit(events)
         return p.Emitted(seqs=seqs, ids=[e.id for e in events])
 
-    async def filter_events(self, params: p.EventFilter) -> list[p.EventView]:
-        log = self.service.store.events
-        if params.after_seq is not None:
-            rows = log.read_after(params.after_seq, limit=params.limit)
-        else:
-            rows = log.filter(
-                names=params.names,
-                resource_id=params.resource_id,
-                since=params.since,
-                until=params.until,
-                limit=params.limit,
-                descending=params.descending,
-                by_seq=params.by_seq,
-            )
-        return [p.EventView.model_validate({**e.model_dump(), "seq": seq}) for seq, e in rows]
+    async def filter_events(self, params: p.EventFilter) -> list[p.EventView] | p.EventPage:
+        # Off the event loop: a page may take tens of milliseconds to read and build.
+        rpc = self.service.config.rpc
+        return await asyncio.to_thread(
+            _filtered_events, self.service.store.events, params, rpc.page_bytes
+        )
 
     # -- blocks: results are public views, secrets always masked ------------------------
 

@@ -36,6 +36,7 @@ from marmot.transport.publisher import Publisher
 from marmot.transport.requests import (
     AutomationLike,
     EventLike,
+    EventPages,
     Request,
     Requests,
     is_serving,
@@ -73,6 +74,12 @@ class _ReadyWait:
     def next_call_timeout_s(self) -> float:
         """How long the next ``health`` call may wait: never past the deadline."""
         return max(min(self.call_timeout_s, self.deadline - self._now()), 0.001)
+
+    def no_reply(self) -> None:
+        """A ``health`` call got no answer: the daemon stopped answering, unless the
+        call was the one cut short by the deadline (then the last reply stands)."""
+        if self._now() < self.deadline:
+            self.last = None
 
     def pause_s(self) -> float | None:
         """Seconds to wait before asking again, or None when the deadline has passed."""
@@ -156,7 +163,7 @@ class Client:
             try:
                 health = self.send(Requests.health(), timeout_s=wait.next_call_timeout_s())
             except DaemonUnavailable:
-                wait.last = None  # no reply (yet, or any more)
+                wait.no_reply()
             else:
                 if is_serving(health):
                     return health
@@ -221,9 +228,10 @@ class Client:
         """Start evaluating a paused automation again."""
         return self.send(Requests.resume_automation(automation_id))
 
-    def explain(self, automation_id: UUID | str) -> Explanation:
-        """An automation's live state: buckets per trigger and key, its next deadline."""
-        return self.send(Requests.explain(automation_id))
+    def explain(self, automation_id: UUID | str, limit: int = 1000, offset: int = 0) -> Explanation:
+        """An automation's live state: buckets per trigger and key (a page of ``limit``
+        from ``offset``; ``buckets_total`` says how many), its next deadline."""
+        return self.send(Requests.explain(automation_id, limit, offset))
 
     def emit(self, events: Iterable[EventLike]) -> list[int]:
         """Send events; returns their log sequence numbers once they are durable."""
@@ -242,10 +250,13 @@ class Client:
     ) -> list[dict[str, Any]]:
         """Events from the log (with their ``seq``), newest first by ``occurred`` (by
         arrival with ``by_arrival``), or those after ``after_seq``, oldest first; every
-        filter applies either way."""
-        return self.send(
+        filter applies either way. Read in pages the daemon bounds by bytes."""
+        pages = EventPages(
             Requests.filter_events(names, resource_id, since, until, limit, after_seq, by_arrival)
         )
+        while pages.request is not None:
+            pages.add(self.send(pages.request))
+        return pages.events
 
     def create_block(self, block: BlockDocument | Mapping[str, Any]) -> BlockDocument:
         """Store a notification block; returns it as stored, secrets masked."""
@@ -394,7 +405,7 @@ class AsyncClient:
             try:
                 health = await self.send(Requests.health(), timeout_s=wait.next_call_timeout_s())
             except DaemonUnavailable:
-                wait.last = None
+                wait.no_reply()
             else:
                 if is_serving(health):
                     return health
@@ -459,9 +470,12 @@ class AsyncClient:
         """Start evaluating a paused automation again."""
         return await self.send(Requests.resume_automation(automation_id))
 
-    async def explain(self, automation_id: UUID | str) -> Explanation:
-        """An automation's live state: buckets per trigger and key, its next deadline."""
-        return await self.send(Requests.explain(automation_id))
+    async def explain(
+        self, automation_id: UUID | str, limit: int = 1000, offset: int = 0
+    ) -> Explanation:
+        """An automation's live state: buckets per trigger and key (a page of ``limit``
+        from ``offset``; ``buckets_total`` says how many), its next deadline."""
+        return await self.send(Requests.explain(automation_id, limit, offset))
 
     async def emit(self, events: Iterable[EventLike]) -> list[int]:
         """Send events; returns their log sequence numbers once they are durable."""
@@ -480,10 +494,13 @@ class AsyncClient:
     ) -> list[dict[str, Any]]:
         """Events from the log (with their ``seq``), newest first by ``occurred`` (by
         arrival with ``by_arrival``), or those after ``after_seq``, oldest first; every
-        filter applies either way."""
-        return await self.send(
+        filter applies either way. Read in pages the daemon bounds by bytes."""
+        pages = EventPages(
             Requests.filter_events(names, resource_id, since, until, limit, after_seq, by_arrival)
         )
+        while pages.request is not None:
+            pages.add(await self.send(pages.request))
+        return pages.events
 
     async def create_block(self, block: BlockDocument | Mapping[str, Any]) -> BlockDocument:
         """Store a notification block; returns it as stored, secrets masked."""

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.blocks import BlockTypeSlug
@@ -25,6 +25,7 @@ __all__ = [
     "METHODS",
     "AutomationView",
     "Emitted",
+    "EventPage",
     "EventView",
     "Method",
     "Params",
@@ -32,6 +33,9 @@ __all__ = [
 
 # SQLite integers are 64-bit signed; larger numbers cannot be bound.
 _SQL_INT_MAX = 2**63 - 1
+# An events.filter cursor: the sequence number and the occurred time (µs) of the
+# last event of a page, "<seq>.<occurred_us>".
+CURSOR_PATTERN = r"^[0-9]{1,19}\.-?[0-9]{1,19}$"
 
 P = TypeVar("P", bound="Params")
 R = TypeVar("R")
@@ -53,6 +57,13 @@ class ById(Params):
 
 class ByName(Params):
     name: str
+
+
+class ExplainAutomation(Params):
+    id: UUID
+    # Buckets per trigger in the reply (``buckets_total`` says how many there are).
+    limit: int = Field(default=1000, ge=1, le=10_000)
+    offset: int = Field(default=0, ge=0, le=_SQL_INT_MAX)
 
 
 class CreateAutomation(Params):
@@ -77,6 +88,15 @@ class Emit(Params):
 
 
 class EventFilter(Params):
+    """Events from the log, newest first by ``occurred`` (by arrival with
+    ``by_seq``), or those after ``after_seq`` by arrival; every filter applies.
+
+    A reply holds at most ``rpc.page_bytes`` of events (and one at least). With
+    ``page`` (or a ``cursor``) the result is an ``EventPage``: at most ``limit``
+    events, with the cursor of the next page. Without, it is the list of the
+    ``limit`` events, refused (``limit_exceeded``) when they are over that size.
+    """
+
     names: list[str] = Field(default_factory=list, max_length=1000)
     resource_id: str | None = None
     since: datetime | None = None
@@ -85,6 +105,21 @@ class EventFilter(Params):
     descending: bool = True
     by_seq: bool = False
     after_seq: int | None = Field(default=None, ge=0, le=_SQL_INT_MAX)
+    page: bool = False
+    # An EventPage's ``next``, as it was: the page read starts after it.
+    cursor: str | None = Field(default=None, pattern=CURSOR_PATTERN)
+
+    @field_validator("cursor")
+    @classmethod
+    def _cursor_in_range(cls, cursor: str | None) -> str | None:
+        if cursor is not None and any(abs(int(n)) > _SQL_INT_MAX for n in cursor.split(".")):
+            raise ValueError("not a cursor events.filter returned")
+        return cursor
+
+    @property
+    def is_paged(self) -> bool:
+        """Whether the reply is an ``EventPage``."""
+        return self.page or self.cursor is not None
 
 
 class CreateBlock(Params):
@@ -155,6 +190,14 @@ class EventView(Event):
     seq: int
 
 
+class EventPage(BaseModel):
+    """A page of ``events.filter``: its events, and the cursor that reads on past
+    the last one (None: no more events match)."""
+
+    events: list[EventView]
+    next: str | None = None
+
+
 class Emitted(BaseModel):
     """Events accepted: their sequence numbers in the log and their ids, in order."""
 
@@ -207,9 +250,9 @@ _TABLE = (
     _method("automations.delete", ById, Deleted, "delete_automation"),
     _method("automations.pause", ById, AutomationView, "pause_automation"),
     _method("automations.resume", ById, AutomationView, "resume_automation"),
-    _method("automations.explain", ById, Explanation, "explain"),
+    _method("automations.explain", ExplainAutomation, Explanation, "explain"),
     _method("events.emit", Emit, Emitted, "emit"),
-    _method("events.filter", EventFilter, list[EventView], "filter_events"),
+    _method("events.filter", EventFilter, list[EventView] | EventPage, "filter_events"),
     _method("blocks.create", CreateBlock, Document, "create_block"),
     _method("blocks.read", ById, Document, "read_block"),
     _method("blocks.read_by_name", BlockByName, Document, "read_block_by_name"),

@@ -11,15 +11,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
-from uuid import UUID
+from uuid import UUID, uuid4
 
+from marmot.actors.clock import SYSTEM_CLOCK
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.blocks import BlockDocument
 from marmot.engine.models.events import Event
 from marmot.engine.models.explain import Explanation
 from marmot.transport.protocol import METHODS, AutomationView, Method
 
-__all__ = ["AutomationLike", "EventLike", "Request", "Requests", "is_serving"]
+__all__ = ["AutomationLike", "EventLike", "EventPages", "Request", "Requests", "is_serving"]
 
 T = TypeVar("T")
 
@@ -36,7 +37,11 @@ def _automation_doc(automation: AutomationLike) -> dict[str, Any]:
 def _event_doc(event: EventLike) -> dict[str, Any]:
     if isinstance(event, Event):
         return event.model_dump(mode="json", exclude={"received"})
-    return dict(event)
+    # As Prefect's clients: an event without an id or a time gets them when sent.
+    document = dict(event)
+    document.setdefault("id", str(uuid4()))
+    document.setdefault("occurred", SYSTEM_CLOCK.now().isoformat())
+    return document
 
 
 def _template_param(template: str | Mapping[str, Any]) -> str | dict[str, Any]:
@@ -97,6 +102,43 @@ def _documents(result: Any) -> list[dict[str, Any]]:
 
 def _nothing(result: Any) -> None:
     return None
+
+
+EventPage = tuple[list[dict[str, Any]], str | None]
+"""A page of events and the cursor of the next one (None: no more events match)."""
+
+
+def _event_page(result: Any) -> EventPage:
+    return [dict(row) for row in result["events"]], result.get("next")
+
+
+class EventPages:
+    """The pages of one ``events.filter`` query, read one after the other.
+
+    The daemon bounds a page by bytes (``rpc.page_bytes``), so a large
+    ``limit`` may take several calls: ``request`` is the next one to send (None
+    once ``limit`` events are in, or no more match), ``add`` takes its reply,
+    and ``events`` are those of the query so far.
+    """
+
+    def __init__(self, query: Request[list[dict[str, Any]]]) -> None:
+        self.events: list[dict[str, Any]] = []
+        self._query = query
+        self._limit: int = query.params.get("limit", 100)
+        self.request: Request[EventPage] | None = self._page(None)
+
+    def _page(self, cursor: str | None) -> Request[EventPage]:
+        params = {**self._query.params, "page": True, "limit": self._limit - len(self.events)}
+        if cursor is not None:
+            params["cursor"] = cursor
+        return Request(self._query.method, params, _event_page)
+
+    def add(self, page: EventPage) -> None:
+        """Take a page: the next ``request`` asks for what follows it."""
+        events, cursor = page
+        self.events += events
+        is_done = cursor is None or not events or len(self.events) >= self._limit
+        self.request = None if is_done else self._page(cursor)
 
 
 class Requests:
@@ -167,8 +209,16 @@ class Requests:
         return _request("automations.resume", _automation, id=str(automation_id))
 
     @staticmethod
-    def explain(automation_id: UUID | str) -> Request[Explanation]:
-        return _request("automations.explain", _typed("automations.explain"), id=str(automation_id))
+    def explain(
+        automation_id: UUID | str, limit: int = 1000, offset: int = 0
+    ) -> Request[Explanation]:
+        return _request(
+            "automations.explain",
+            _typed("automations.explain"),
+            id=str(automation_id),
+            limit=limit,
+            offset=offset,
+        )
 
     @staticmethod
     def emit(events: Iterable[EventLike]) -> Request[list[int]]:

@@ -1,5 +1,9 @@
 """RPC clients on a DEALER socket: ``RpcClient`` (sync, one call at a time) and
-``AsyncRpcClient`` (many concurrent calls), matching replies to calls by id."""
+``AsyncRpcClient`` (many concurrent calls), matching replies to calls by id.
+
+A request's map carries ``id``, ``method``, ``token`` (when set) and then
+``params``, so that the server checks the token before it reads the params.
+"""
 
 from __future__ import annotations
 
@@ -39,9 +43,11 @@ log = logging.getLogger(__name__)
 def _new_request(
     method: str, params: Mapping[str, Any] | None, token: str | None
 ) -> dict[str, Any]:
-    request: dict[str, Any] = {"id": uuid4().hex, "method": method, "params": dict(params or {})}
+    request: dict[str, Any] = {"id": uuid4().hex, "method": method}
     if token is not None:
+        # Ahead of params: the server reads the token without reading past it.
         request["token"] = token
+    request["params"] = dict(params or {})
     return request
 
 

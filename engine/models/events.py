@@ -26,6 +26,15 @@ MAX_EVENT_NAME = 1024
 MAX_PAYLOAD_DEPTH = 100
 # The error type of a payload over ``max_payload_bytes`` (ingest's drop reason).
 PAYLOAD_TOO_LARGE = "payload_too_large"
+# The calendar an ``occurred`` must fall in. Prefect's schema bounds it only by
+# what its datetime type parses (years 1 to 9999) and clamps the events clock to
+# now (triggers.update_events_clock); windows of up to ten years (MAX_WITHIN)
+# then end past year 9999 and overflow. The engine counts microseconds from the
+# Unix epoch and takes a negative deadline for "due now", so time starts there;
+# and a window opened before OCCURRED_END still ends on the calendar, nested
+# composite windows included.
+OCCURRED_START = datetime(1970, 1, 1, tzinfo=UTC)
+OCCURRED_END = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 class EventLimits(MarmotModel):
@@ -134,6 +143,9 @@ def _check_labels(labels: dict[str, str], where: str, limits: EventLimits) -> No
 class Event(MarmotModel):
     """One event: something that happened to a resource, at a time.
 
+    ``occurred`` must be on or after ``OCCURRED_START`` (the Unix epoch) and
+    before ``OCCURRED_END`` (year 9000); naive times are taken as UTC.
+
     Validate with ``context={"limits": EventLimits(...), "received": now}`` to
     apply other limits and stamp the time of acceptance. Given limits, the
     payload is checked too (JSON values only, depth, size): edges pass them,
@@ -145,7 +157,9 @@ class Event(MarmotModel):
     model_config = MarmotModel.model_config | {"frozen": True}
 
     id: UUID = Field(default_factory=uuid4)
-    occurred: datetime
+    # Checked by pydantic's own datetime validator (no Python call per event),
+    # so a refusal names the field: "occurred: Input should be less than ...".
+    occurred: datetime = Field(ge=OCCURRED_START, lt=OCCURRED_END)
     event: str = Field(min_length=1, max_length=MAX_EVENT_NAME)
     resource: dict[str, str]
     related: list[dict[str, str]] = Field(default_factory=list)

@@ -9,6 +9,7 @@ actor.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import urllib.request
@@ -404,6 +405,11 @@ def http_get(daemon: DaemonThread, path: str) -> bytes:
         return body
 
 
+# Drops of events ingest accepted and the log acknowledged: a re-sent id is
+# dropped after it was logged (once), so these are not frames ingest refused.
+_AFTER_ACKNOWLEDGING = frozenset({"duplicate", "duplicate_id_other_content"})
+
+
 def ingest_counters(daemon: DaemonThread) -> Counter[str]:
     """Events accepted from ingest (``accepted``) and drops by reason, from /metrics."""
     counters: Counter[str] = Counter()
@@ -412,7 +418,10 @@ def ingest_counters(daemon: DaemonThread) -> Counter[str]:
             if sample.name == "marmot_events_received_total":
                 if sample.labels.get("source") == "ingest":
                     counters["accepted"] += int(sample.value)
-            elif sample.name == "marmot_events_dropped_total":
+            elif (
+                sample.name == "marmot_events_dropped_total"
+                and sample.labels["reason"] not in _AFTER_ACKNOWLEDGING
+            ):
                 counters[sample.labels["reason"]] += int(sample.value)
     return counters
 
@@ -484,8 +493,9 @@ def test_a_daemon_counts_every_hostile_frame_and_fires_every_good_event(
         after.subtract(before)
         return +after
 
-    seen = wait_for(lambda: counted() == expected and counted(), 60, "every frame to be counted")
-    assert seen == expected  # nothing lost between socket and log (no submit_failed)
+    with contextlib.suppress(AssertionError):  # the comparison below shows the difference
+        wait_for(lambda: counted() == expected, 60, "every frame to be counted")
+    assert counted() == expected  # nothing lost between socket and log (no submit_failed)
     assert json.loads(http_get(daemon, "/healthz"))["ok"] is True
     wait_for(
         lambda: len(firings_of(client, automation.id)) >= len(fired),

@@ -66,6 +66,8 @@ PARAM_NAMES = (
     "block_type_slug",
     "automation_id",
     "status",
+    "page",
+    "cursor",
 )
 # Each method's own parameters, to reach past the check for unknown ones;
 # a method not listed gets names from PARAM_NAMES.
@@ -86,6 +88,8 @@ METHOD_PARAMS: dict[str, tuple[str, ...]] = {
         "descending",
         "by_seq",
         "after_seq",
+        "page",
+        "cursor",
     ),
     "blocks.read": ("id",),
     "blocks.read_by_name": ("block_type_slug", "name"),
@@ -155,7 +159,9 @@ class RequestMaker:
             lambda: rng.choice([0, -1, 1, 2**63 - 1, -(2**63), 2**64 - 1, 10_001]),
             lambda: rng.choice([math.nan, math.inf, -math.inf, 1.5, -0.0]),
             lambda: self.frames.text(),
-            lambda: rng.choice(["", "x" * 70_000, "\x00", "é" * 300, "prefect.flow-run.*"]),
+            lambda: rng.choice(
+                ["", "x" * 70_000, "\x00", "é" * 300, "prefect.flow-run.*", "12.1700000000000000"]
+            ),
             lambda: str(UUID(int=rng.getrandbits(128))),
             lambda: rng.randbytes(rng.randint(0, 12)),
             lambda: datetime(rng.choice([1, 1970, 2026, 9999]), 1, 1, tzinfo=UTC),
