@@ -5,7 +5,9 @@ event is in the durable event log, ``400`` with a short reason when its
 template fails or does not make an event (reported in the stream too, as a
 ``marmot.webhook.failed`` event), and ``404`` for a URL that is unknown or
 whose webhook is disabled, without saying which. Marmot adds ``413`` for a
-body over ``http.max_body_bytes`` and ``503`` while the daemon starts.
+body over ``http.max_body_bytes``, ``408`` (closing the connection) for a body
+that takes longer than ``http.body_timeout_s`` to arrive, and ``503`` while
+the daemon starts.
 """
 
 from __future__ import annotations
@@ -66,13 +68,15 @@ def hooks_url(http: HttpConfig) -> str:
 
 @dataclass(frozen=True, slots=True)
 class WebhookSettings:
-    """How much a webhook request may carry: the event limits, the body's size in bytes,
-    and the template's output size and render time (``limits.template_*``)."""
+    """How much a webhook request may carry: the event limits, the body's size in bytes
+    and the seconds it may take to arrive, and the template's output size and render
+    time (``limits.template_*``)."""
 
     limits: EventLimits
     max_body_bytes: int
     template_max_bytes: int
     template_timeout_s: float
+    body_timeout_s: float = 30.0
 
     def render_limits(self) -> WebhookLimits:
         """The template's limits: its output may be as large as a body (a pass-through
@@ -88,18 +92,21 @@ class _TooLarge(Exception):
     pass
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, read up to ``limit`` bytes; raises ``_TooLarge`` past it."""
+async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The body, read up to ``limit`` bytes within ``timeout_s``; raises ``_TooLarge``
+    past the size and ``TimeoutError`` past the time (a sender trickling bytes
+    would otherwise hold its connection and a task for as long as it likes)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise _TooLarge
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
+    async with asyncio.timeout(timeout_s):
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge
+            chunks.append(chunk)
     return b"".join(chunks)
 
 
@@ -146,12 +153,21 @@ class WebhookReceiver:
                 "the daemon is starting", status_code=503, headers={"Retry-After": "5"}
             )
         received = self._now()
+        settings = self.settings
         try:
-            body = await _read_body(request, self.settings.max_body_bytes)
+            body = await _read_body(request, settings.max_body_bytes, settings.body_timeout_s)
         except _TooLarge:
             view = webhook_request(request.method, request.headers.items(), b"")
-            reason = f"the request body is larger than {self.settings.max_body_bytes} bytes"
+            reason = f"the request body is larger than {settings.max_body_bytes} bytes"
             return await self._refuse(webhook, view, reason, None, received, 413, "too_large")
+        except TimeoutError:
+            self.metrics.http_refused.labels("body_timeout").inc()
+            view = webhook_request(request.method, request.headers.items(), b"")
+            reason = f"the request body did not arrive within {settings.body_timeout_s} s"
+            response = await self._refuse(webhook, view, reason, None, received, 408, "timeout")
+            # The rest of the body may never come: do not wait for it on this connection.
+            response.headers["connection"] = "close"
+            return response
         except ClientDisconnect:
             self._count(webhook, "error")
             return Response(status_code=400)

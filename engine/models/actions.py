@@ -214,7 +214,7 @@ class ResumeDeployment(DeploymentAction):
 class ChangeFlowRunState(Action):
     """Moves the triggering flow run into the given state."""
 
-    template_fields = ("name", "message")
+    # Not templates: Prefect sends the state name and message as written.
     type: Literal["change-flow-run-state"] = "change-flow-run-state"
     name: str | None = None
     state: StateType

@@ -11,7 +11,14 @@ from datetime import date
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from jinja2 import ChainableUndefined, TemplateSyntaxError, Undefined, nodes, pass_eval_context
+from jinja2 import (
+    ChainableUndefined,
+    StrictUndefined,
+    TemplateSyntaxError,
+    Undefined,
+    nodes,
+    pass_eval_context,
+)
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -37,7 +44,7 @@ from marmot.engine.templates.limits import (
 if TYPE_CHECKING:
     from jinja2 import Environment
 
-__all__ = ["ENVIRONMENT", "looks_like_template", "template_problem"]
+__all__ = ["ENVIRONMENT", "STRICT_ENVIRONMENT", "looks_like_template", "template_problem"]
 
 _CLOCK_READERS = frozenset({"now", "today", "utcnow"})
 
@@ -162,10 +169,10 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     intercepted_binops = frozenset({"*", "**", "+", "%"})
 
-    def __init__(self) -> None:
+    def __init__(self, undefined: type[Undefined] = ChainableUndefined) -> None:
         # optimized=False: no constant folding, so no filter ever runs at compile time.
         super().__init__(
-            undefined=ChainableUndefined,
+            undefined=undefined,
             autoescape=False,
             finalize=_finalize,
             optimized=False,
@@ -231,7 +238,18 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         raise TemplateFailed("templates cannot include, import or extend other templates")
 
 
+class _StrictChainableUndefined(ChainableUndefined, StrictUndefined):
+    """Undefined that may be walked into (``body.repository.name``, so ``| default``
+    can still catch it) but fails when rendered, tested or iterated."""
+
+    __slots__ = ()
+
+
 ENVIRONMENT = _Sandbox()
+"""Action templates, as Prefect renders them: a missing variable renders empty."""
+STRICT_ENVIRONMENT = _Sandbox(_StrictChainableUndefined)
+"""Webhook templates: a missing variable fails the render, unless the template gives a
+``default``: an event made of blanks (``github.unknown``) is worse than none."""
 
 
 # --- checking a template's source ----------------------------------------------------------------

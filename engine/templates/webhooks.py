@@ -207,6 +207,7 @@ def render_webhook_event(
             max_bytes=limits.max_output_bytes,
             deadline_s=limits.timeout_s,
             now=clock,
+            strict=True,
         )
     except TemplateFailed as exc:
         raise WebhookFailed(f"the template failed: {exc.message}") from None

@@ -72,3 +72,17 @@ def test_a_webhook_template_is_checked_at_its_field() -> None:
     [error] = caught.value.errors()
     assert error["loc"] == ("template",)
     assert "line 1" in error["msg"]
+
+
+def test_a_state_name_and_message_are_not_templates_as_in_prefect() -> None:
+    automation = validated_automation(
+        _automation(
+            {
+                "type": "change-flow-run-state",
+                "state": "FAILED",
+                "name": "Stuck {{ ",
+                "message": "{% not a template",
+            }
+        )
+    )
+    assert automation.actions[0].type == "change-flow-run-state"

@@ -189,7 +189,7 @@ def test_the_pass_through_template_accepts_a_partial_prefect_event() -> None:
 def test_headers_are_read_in_any_case_and_authorization_is_hidden() -> None:
     template = (
         '{"event": "e", "resource": {"prefect.resource.id": "{{ headers[\'CoNtEnT-TyPe\'] }}",'
-        ' "auth": "{{ headers.authorization }}|{{ \'Authorization\' in headers }}",'
+        " \"auth\": \"{{ headers.authorization | default('') }}|{{ 'Authorization' in headers }}\","
         ' "tags": "{{ headers[\'x-tag\'] }}"}}'
     )
     req = webhook_request(
@@ -336,9 +336,9 @@ def test_a_render_past_its_time_limit_fails() -> None:
 
 
 def test_a_template_cannot_reach_python_internals() -> None:
-    # The sandbox hides the attribute: nothing renders, so no event.
+    # The sandbox refuses the attribute: the render fails, so no event.
     error = failure("{{ headers.__class__.__mro__ }}{{ body.__init__ }}", request())
-    assert error.rendered == ""
+    assert "not allowed" in error.message and error.rendered is None
 
 
 def test_the_debugging_payload_shrinks_to_the_payload_limit() -> None:
@@ -464,3 +464,17 @@ def test_a_failure_with_a_lone_surrogate_in_its_output_is_still_reported() -> No
     )
     json.dumps(event.payload, ensure_ascii=False).encode("utf-8")
     assert event.event == WEBHOOK_FAILED
+
+
+def test_a_missing_field_fails_the_webhook_render_unless_a_default_is_given() -> None:
+    form = request("POST", b"action=opened", "application/x-www-form-urlencoded")
+    template = (
+        '{"event": "github.{{ body.action }}", "resource": '
+        '{"prefect.resource.id": "github.repo.{{ body.repository.name }}"}}'
+    )
+    problem = failure(template, form)
+    assert "repository" in problem.message
+    with_default = template.replace(
+        "body.repository.name", "body.repository.name | default('unknown')"
+    )
+    assert make(with_default, form).resource["prefect.resource.id"] == "github.repo.unknown"
