@@ -30,6 +30,18 @@ class Metrics:
             "events_clock_max_lag_s (the events clock does not follow them)",
             registry=r,
         )
+        self.followers_released = Counter(
+            "marmot_followers_released",
+            "Followers released without their leader: lost after 15 minutes, or past "
+            "router.max_held_followers (bound)",
+            ["reason"],
+            registry=r,
+        )
+        self.loops_stopped = Counter(
+            "marmot_automation_loops_stopped",
+            "Automations paused for firing on their own events (limits.loop_firings)",
+            registry=r,
+        )
         self.evaluations = Counter(
             "marmot_evaluations", "Event evaluations by automation actors", registry=r
         )
@@ -115,10 +127,38 @@ class Metrics:
             ["method", "outcome"],
             registry=r,
         )
+        self.rpc_requests_dropped = Counter(
+            "marmot_rpc_requests_dropped",
+            "RPC requests dropped without an answer, by reason (no_envelope, undecodable, "
+            "not_a_map, no_id, unread_replies: the peer has not read its earlier replies)",
+            ["reason"],
+            registry=r,
+        )
+        self.rpc_replies_dropped = Counter(
+            "marmot_rpc_replies_dropped",
+            "RPC replies not sent as they were, by reason (too_large: over rpc.max_reply_bytes, "
+            "answered with limit_exceeded instead; unread: over the peer's rpc.max_unread_bytes; "
+            "peer_gone; send_failed)",
+            ["reason"],
+            registry=r,
+        )
         self.webhook_requests = Counter(
             "marmot_webhook_requests",
             "Requests to webhook URLs, by webhook name (empty for an unknown URL) and outcome "
-            "(accepted, failed, too_large, not_found, disabled, unavailable, error)",
+            "(accepted, failed, too_large, timeout, not_found, disabled, unavailable, error)",
             ["webhook", "outcome"],
+            registry=r,
+        )
+        self.http_refused = Counter(
+            "marmot_http_refused",
+            "HTTP connections closed or requests refused by the server's limits, by reason "
+            "(header_timeout, body_timeout, evicted, too_many_connections, bad_request)",
+            ["reason"],
+            registry=r,
+        )
+        self.curve_rejections = Counter(
+            "marmot_curve_rejections",
+            "CURVE clients refused by the daemon's ZAP handler, by reason (unknown_client_key)",
+            ["reason"],
             registry=r,
         )

@@ -155,6 +155,10 @@ def _is_loopback(url: str) -> bool:
         return False  # "*", an interface name or a host name: assume it is reachable
 
 
+def _bind_host(url: str) -> str:
+    return url.partition("://")[2].rpartition(":")[0]
+
+
 ZmqUrl = Annotated[str, AfterValidator(_check_zmq_url)]
 RayAddress = Annotated[str | None, AfterValidator(_check_ray_address)]
 HttpUrl = Annotated[str | None, AfterValidator(_check_http_url)]
@@ -210,6 +214,11 @@ class RpcConfig(_Section):
 
     url: ZmqUrl = DEFAULT_RPC_URL
     token: Secret = None
+    # Replies by bytes: one reply, one events.filter page, and the replies a
+    # connection has not read yet (see transport/rpc.py).
+    max_reply_bytes: int = Field(default=16 * 1024 * 1024, ge=65_536)
+    page_bytes: int = Field(default=4 * 1024 * 1024, ge=65_536)
+    max_unread_bytes: int = Field(default=64 * 1024 * 1024, ge=65_536)
 
 
 class CurveConfig(_Section):
@@ -234,6 +243,13 @@ class HttpConfig(_Section):
     # this server by (behind a proxy), for the webhook URLs shown to users.
     max_body_bytes: int = Field(default=1_048_576, ge=1)
     public_url: HttpUrl = None
+    # Slow or idle clients: a request's headers must arrive within
+    # header_timeout_s (of connecting, or of the previous response), a webhook's
+    # body within body_timeout_s; at most max_connections are open at once
+    # (fewer if the descriptor limit asks for it).
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    max_connections: int = Field(default=1000, ge=1)
 
 
 class RouterConfig(_Section):
@@ -246,6 +262,9 @@ class RouterConfig(_Section):
     # How far the events clock may trail the wall clock (Marmot's bound on
     # SEMANTICS §6; null: Prefect's rule alone, no bound).
     events_clock_max_lag_s: float | None = Field(default=120.0, gt=0)
+    # Followers held back waiting for their leader; past it, the ones delivered
+    # longest ago are evaluated as lost (SEMANTICS §6).
+    max_held_followers: int = Field(default=100_000, ge=1)
 
 
 class ExecutorsConfig(_Section):
@@ -268,6 +287,13 @@ class LimitsConfig(_Section):
     max_payload_bytes: int = Field(default=262_144, ge=1)
     template_max_bytes: int = Field(default=65_536, ge=1)
     template_timeout_s: float = Field(default=2.0, gt=0)
+    # Open buckets (for_each keys) one event trigger keeps; a new key past it
+    # evicts the key opened earliest. null: no cap (as Prefect).
+    max_buckets_per_trigger: int | None = Field(default=100_000, ge=1)
+    # An automation with more firings caused by automation events than this
+    # within loop_window_s fires on its own events: the daemon pauses it.
+    loop_firings: int = Field(default=100, ge=1)
+    loop_window_s: float = Field(default=10.0, gt=0)
 
     def event_limits(self) -> EventLimits:
         """The bounds every accepted event is validated against."""
@@ -308,24 +334,31 @@ class MarmotConfig(BaseModel):
 
     @model_validator(mode="after")
     def _refuse_open_bind_without_token(self) -> Self:
-        if self.rpc.token is not None:
-            return self
         if self.curve.secret_key_file is not None and self.curve.clients_dir is not None:
             return self  # only clients holding listed keys get in
-        for what, key, url in (
-            ("RPC", "rpc.url", self.rpc.url),
-            ("ingest", "ingest.pull_url", self.ingest.pull_url),
-        ):
-            if not _is_loopback(url):
-                host = url.partition("://")[2].rpartition(":")[0]
-                raise PydanticCustomError(
-                    "insecure_bind",
-                    "refusing to bind {what} to {host} without rpc.token: {key} = {url} "
-                    "accepts connections from other machines; set rpc.token "
-                    "(MARMOT_RPC_TOKEN or MARMOT_TOKEN), or curve.secret_key_file with "
-                    "curve.clients_dir, or bind to 127.0.0.1",
-                    {"what": what, "host": host, "key": key, "url": url},
-                )
+        if self.rpc.token is None and not _is_loopback(self.rpc.url):
+            raise PydanticCustomError(
+                "insecure_bind",
+                "refusing to bind RPC to {host} without rpc.token: {key} = {url} "
+                "accepts connections from other machines; set rpc.token "
+                "(MARMOT_RPC_TOKEN or MARMOT_TOKEN), or curve.secret_key_file with "
+                "curve.clients_dir, or bind to 127.0.0.1",
+                {"host": _bind_host(self.rpc.url), "key": "rpc.url", "url": self.rpc.url},
+            )
+        # rpc.token guards RPC requests only: a frame pushed to ingest carries no
+        # token, so only CURVE client keys can tell who may publish.
+        if not _is_loopback(self.ingest.pull_url):
+            raise PydanticCustomError(
+                "insecure_bind",
+                "refusing to bind ingest to {host} without CURVE client keys: {key} = {url} "
+                "takes events from any machine that reaches it (rpc.token does not guard "
+                "ingest); set curve.secret_key_file and curve.clients_dir, or bind to 127.0.0.1",
+                {
+                    "host": _bind_host(self.ingest.pull_url),
+                    "key": "ingest.pull_url",
+                    "url": self.ingest.pull_url,
+                },
+            )
         return self
 
     def redacted(self) -> dict[str, Any]:

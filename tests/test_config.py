@@ -379,8 +379,6 @@ def test_empty_token_in_file_is_refused(tmp_path: Path) -> None:
         ("MARMOT_RPC_URL", "tcp://0.0.0.0:7601"),
         ("MARMOT_RPC_URL", "tcp://*:7601"),
         ("MARMOT_RPC_URL", "tcp://[::]:7601"),
-        ("MARMOT_INGEST_PULL_URL", "tcp://192.168.1.20:7600"),
-        ("MARMOT_INGEST_PULL_URL", "tcp://eth0:7600"),
     ],
 )
 def test_open_bind_without_token_is_refused(variable: str, url: str) -> None:
@@ -428,7 +426,7 @@ def test_loopback_and_local_binds_need_no_token(url: str) -> None:
 
 def test_open_bind_with_token_is_accepted(tmp_path: Path) -> None:
     path = write(tmp_path, "rpc:\n  url: tcp://0.0.0.0:7601\n  token: s3cret-token\n")
-    config = load_config(path, env={"MARMOT_INGEST_PULL_URL": "tcp://0.0.0.0:7600"})
+    config = load_config(path, env={})
     assert config.rpc.url == "tcp://0.0.0.0:7601"
     assert config.rpc.token is not None
     assert config.rpc.token.get_secret_value() == "s3cret-token"

@@ -4,15 +4,20 @@ The daemon holds a key pair (``marmot admin keys`` writes one as ZeroMQ
 certificate files). Its RPC and ingest sockets become CURVE servers: every
 connection is encrypted, and a client must know the daemon's public key.
 With a folder of client public keys, only those clients get in (ZeroMQ's
-ZAP handler checks each connection); without one, any client that knows the
-daemon's public key does. Keys are ZeroMQ's own: files written by
-``zmq.auth.create_certificates`` (and czmq's ``zcert``) work unchanged.
+ZAP handler checks each connection, and each client it refuses is counted in
+``marmot_curve_rejections`` and logged at a limited rate with its address);
+without one, any client that knows the daemon's public key does. Keys are
+ZeroMQ's own: files written by ``zmq.auth.create_certificates`` (and czmq's
+``zcert``) work unchanged.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +27,11 @@ import zmq.auth
 import zmq.utils.z85
 from zmq.auth.thread import ThreadAuthenticator
 
+from marmot.actors.clock import SYSTEM_CLOCK
+from marmot.actors.metrics import Metrics
+from marmot.engine.clock import Clock
 from marmot.engine.errors import ValidationFailed
+from marmot.transport.throttle import LogThrottle
 
 __all__ = [
     "ClientCurve",
@@ -36,7 +45,10 @@ __all__ = [
     "secure_client",
 ]
 
+log = logging.getLogger(__name__)
+
 _Z85_KEY_LENGTH = 40
+_UNKNOWN_CLIENT_KEY = "unknown_client_key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,16 +119,33 @@ class CurveServer:
 
     ``secure`` makes a socket a CURVE server; ``start`` installs ZeroMQ's ZAP
     handler on each context whose sockets are secured (once per context),
-    checking clients against ``clients_dir`` (any client, without one).
+    checking clients against the public keys in ``clients_dir`` (read here,
+    once; any client, without one). A refused client is counted in
+    ``metrics.curve_rejections`` and logged, at most once per 5 s with the
+    number left out.
     """
 
-    def __init__(self, secret_key_file: str | Path, clients_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        secret_key_file: str | Path,
+        clients_dir: str | Path | None = None,
+        *,
+        metrics: Metrics | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         _require_curve()
         self.keys = read_secret_keys(secret_key_file)
         self.clients_dir = Path(clients_dir) if clients_dir is not None else None
-        if self.clients_dir is not None and not self.clients_dir.is_dir():
-            raise ValidationFailed(f"{self.clients_dir}: not a folder of client public keys")
+        self.clients: frozenset[bytes] | None = None
+        if self.clients_dir is not None:
+            if not self.clients_dir.is_dir():
+                raise ValidationFailed(f"{self.clients_dir}: not a folder of client public keys")
+            self.clients = frozenset(zmq.auth.load_certificates(str(self.clients_dir)))
+        self.metrics = metrics if metrics is not None else Metrics()
         self._authenticators: dict[int, ThreadAuthenticator] = {}
+        # One ZAP thread per context reports here.
+        self._throttle = LogThrottle(5.0, clock)
+        self._throttle_lock = threading.Lock()
 
     def start(self, context: zmq.Context[Any]) -> None:
         """Authenticate CURVE connections to ``context``'s sockets (idempotent)."""
@@ -126,11 +155,31 @@ class CurveServer:
         # The handler runs blocking sockets in its own thread: give it a plain
         # context over the same underlying one (the daemon's may be asyncio's).
         shadow: zmq.Context[Any] = zmq.Context.shadow(handle)
-        authenticator = ThreadAuthenticator(shadow)
+        authenticator = _ZapHandler(shadow, self.clients, self._refused)
         authenticator.start()
-        location = str(self.clients_dir) if self.clients_dir else zmq.auth.CURVE_ALLOW_ANY
-        authenticator.configure_curve(domain="*", location=location)
+        if self.clients is None:
+            authenticator.configure_curve(domain="*", location=zmq.auth.CURVE_ALLOW_ANY)
+        else:
+            authenticator.configure_curve_callback(domain="*", credentials_provider=authenticator)
         self._authenticators[handle] = authenticator
+
+    def _refused(self, address: str, client_key: bytes) -> None:
+        """Count and (at a limited rate) log a client refused for its key."""
+        self.metrics.curve_rejections.labels(_UNKNOWN_CLIENT_KEY).inc()
+        with self._throttle_lock:
+            skipped = self._throttle.admit(_UNKNOWN_CLIENT_KEY)
+        if skipped is None:
+            return
+        key = client_key.decode("ascii", "replace")
+        more = f" ({skipped} more since the last report)" if skipped else ""
+        log.warning(
+            "CURVE: refused a client at %s: its public key %s is not in %s%s",
+            address or "an unknown address",
+            key,
+            self.clients_dir,
+            more,
+            extra={"reason": _UNKNOWN_CLIENT_KEY, "peer": address, "client_key": key},
+        )
 
     def secure(self, socket: zmq.Socket[Any]) -> None:
         """Make ``socket`` (not yet bound) a CURVE server with the daemon's keys
@@ -146,6 +195,39 @@ class CurveServer:
         for authenticator in self._authenticators.values():
             authenticator.stop()
         self._authenticators.clear()
+
+
+class _ZapHandler(ThreadAuthenticator):
+    """pyzmq's ZAP handler, checking CURVE clients against a set of public keys (its
+    own credentials provider) and telling ``refused`` the address and key of each
+    client it turns away. Requests are handled one at a time, in its thread."""
+
+    def __init__(
+        self,
+        context: zmq.Context[Any],
+        clients: frozenset[bytes] | None,
+        refused: Callable[[str, bytes], None],
+    ) -> None:
+        super().__init__(context)
+        self._clients = clients or frozenset()
+        self._refused = refused
+        self._address = ""
+
+    async def handle_zap_message(self, msg: list[bytes]) -> None:
+        """Answer one ZAP request (remembering the peer's address while it is checked)."""
+        # ZAP 1.0: version, request id, domain, address, identity, mechanism, credentials.
+        self._address = msg[3].decode("utf-8", "replace") if len(msg) > 3 else ""
+        try:
+            await super().handle_zap_message(msg)
+        finally:
+            self._address = ""
+
+    def callback(self, domain: str, client_key: bytes) -> bool:
+        """Whether the client with this Z85 public key may connect."""
+        if client_key in self._clients:
+            return True
+        self._refused(self._address, client_key)
+        return False
 
 
 @dataclass(frozen=True, slots=True)

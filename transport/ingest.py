@@ -40,6 +40,18 @@ _DRAIN_FRAMES = 256
 # transaction (group commit) and admits submits in the order they were made.
 _SUBMITS_IN_FLIGHT = 4
 _POLLIN = int(zmq.POLLIN)
+# Frames up to this size are received so that one over ``max_frame_bytes`` is
+# counted and logged (as ``too_large``) like any bad frame. Past ZeroMQ's
+# MAXMSGSIZE a frame is never delivered: libzmq drops the sender's connection
+# and tells the socket nothing (a monitor sees only a disconnect, as when a
+# publisher quits). The cap stays because libzmq allocates a frame's announced
+# size before reading it.
+_RECEIVE_CEILING_BYTES = 64 * 1024 * 1024
+
+
+def receive_limit(max_frame_bytes: int) -> int:
+    """The largest frame ZeroMQ delivers to ingest (its MAXMSGSIZE)."""
+    return max(_RECEIVE_CEILING_BYTES, 2 * max_frame_bytes)
 
 
 class Ingest:
@@ -76,7 +88,8 @@ class Ingest:
         pull = self._context.socket(zmq.PULL)
         pull.setsockopt(zmq.RCVHWM, self.settings.high_water_mark)
         pull.setsockopt(zmq.LINGER, 0)
-        pull.setsockopt(zmq.MAXMSGSIZE, self.settings.max_frame_bytes * 2)
+        limit = receive_limit(self.settings.max_frame_bytes)
+        pull.setsockopt(zmq.MAXMSGSIZE, limit)
         if self._curve is not None:
             self._curve.secure(pull)
         pull.bind(self.settings.pull_url)
@@ -86,6 +99,7 @@ class Ingest:
             sub = self._context.socket(zmq.SUB)
             sub.setsockopt(zmq.RCVHWM, self.settings.high_water_mark)
             sub.setsockopt(zmq.LINGER, 0)
+            sub.setsockopt(zmq.MAXMSGSIZE, limit)
             sub.setsockopt_string(zmq.SUBSCRIBE, self.settings.sub_topic)
             sub.connect(url)
             self._sockets.append(sub)
