@@ -23,11 +23,13 @@ from ray.exceptions import RayActorError
 from marmot.actors.lanes import Lane
 from marmot.actors.metrics import Metrics
 from marmot.actors.runtime import AutomationRef, Reply
-from marmot.actors.store.events import EventLog
-from marmot.actors.wire import Outcome, pack_batch, pack_event
+from marmot.actors.store.events import DUPLICATE_ID_OTHER_CONTENT, EventLog
+from marmot.actors.store.followers import HeldFollowers
+from marmot.actors.wire import Outcome, pack_batch, pack_event, unpack_event
 from marmot.config import RouterConfig
 from marmot.engine.causal import CausalOrdering
 from marmot.engine.clock import Clock, EventsClock
+from marmot.engine.errors import MarmotError
 from marmot.engine.interest import InterestIndex
 from marmot.engine.matching import TriggerMatcher
 from marmot.engine.models.events import Event
@@ -72,9 +74,16 @@ class Router:
         clock: Clock,
         on_missing: ReloadHandler = lambda ids: None,
         metrics: Metrics | None = None,
+        followers: HeldFollowers | None = None,
     ) -> None:
+        """``followers`` keeps the followers held back durable (see ``restore``)."""
         self._event_log = event_log
+        self._followers = followers
         self._metrics = metrics or Metrics()
+        # Re-sent ids with other content: acknowledged, not stored, counted here.
+        event_log.count_conflicts_with(
+            self._metrics.events_dropped.labels(DUPLICATE_ID_OTHER_CONTENT).inc
+        )
         self.settings = settings
         self._on_outcome = on_outcome
         self._on_missing = on_missing
@@ -85,10 +94,15 @@ class Router:
         lag = settings.events_clock_max_lag_s
         self.events_clock = EventsClock(None if lag is None else round(lag * 1_000_000))
         self._behind_reported = (0, 0)  # (events behind counted, when last logged µs)
-        self.causal = CausalOrdering()
+        # Marmot's rules on top of Prefect's: a cycle of followers does not wait,
+        # and the followers held are bounded (SEMANTICS §6, docs/semantics.md).
+        self.causal = CausalOrdering(release_cycles=True, max_waiting=settings.max_held_followers)
         self.stats = RouterStats()
         self._pending: list[tuple[Sequence[Event], list[bytes], asyncio.Future[list[int]]]] = []
         self._pending_wake = asyncio.Event()
+        # Submits of the daemon's own events (backpressure off: automation.triggered,
+        # action.*), which a full disk holds back instead of failing.
+        self._own: set[asyncio.Future[list[int]]] = set()
         self._admission = asyncio.Lock()
         self._writer: asyncio.Task[None] | None = None
         self._lost_wake = asyncio.Event()
@@ -97,6 +111,7 @@ class Router:
         # their sequence number and packed event).
         self._routed_upto = 0
         self._held: dict[Any, tuple[int, bytes]] = {}
+        self._released: list[Any] = []  # held followers routed since the store was told
 
     # -- routes ------------------------------------------------------------------
 
@@ -195,6 +210,7 @@ class Router:
                     await self.drain()
                 self._pending.append((events, bodies, done))
         else:
+            self._own.add(done)
             self._pending.append((events, bodies, done))
         self._pending_wake.set()
         if self._writer is None or self._writer.done():
@@ -205,6 +221,7 @@ class Router:
         # Group commit: whatever was submitted while the last transaction ran
         # (ingest, automation.triggered and action events) goes in the next one,
         # then is routed in submission order.
+        held_s = 0.0  # the back-off while the store refuses writes (a full disk)
         while True:
             await self._pending_wake.wait()
             self._pending_wake.clear()
@@ -219,10 +236,24 @@ class Router:
                 else:
                     seqs = await asyncio.to_thread(self._event_log.append, flat, bodies)
             except Exception as exc:  # handed to every submitter; the loop goes on
+                # The daemon's own events wait out a full disk, first in line, written
+                # again after a back-off for as long as it lasts: no firing is lost.
+                # Other submitters get the (retryable) error and send again themselves.
+                hold = isinstance(exc, MarmotError) and exc.is_retryable
+                kept = [p for p in batch if hold and p[2] in self._own and not p[2].done()]
                 for _, _, done in batch:
-                    if not done.done():
+                    if not done.done() and not (hold and done in self._own):
                         done.set_exception(exc)
+                    if done.done():
+                        self._own.discard(done)
+                if kept:
+                    self._pending[:0] = kept
+                    held_s = min(max(held_s * 2, 0.05), 1.0)
+                    await asyncio.sleep(held_s)
+                    self._pending_wake.set()
                 continue
+            held_s = 0.0
+            self._own.difference_update(done for _, _, done in batch)
             self._route_logged(flat, bodies, seqs)
             start = 0
             for events, _, done in batch:
@@ -235,6 +266,7 @@ class Router:
     ) -> None:
         self.stats.received += len(events)
         now = self._clock.now_us()
+        newly_held: list[tuple[Any, int, int]] = []
         for seq, event, body in zip(seqs, events, bodies, strict=True):
             if self.causal.is_duplicate(event.id, now):
                 # Processed already (its log row is the first one's): dropped before
@@ -247,6 +279,7 @@ class Router:
                 self._report_behind(event, now)
             if not ready:
                 self._held[event.id] = (seq, body)
+                newly_held.append((event.id, seq, now))
                 self._lost_wake.set()
                 self._ensure_lost_task()
             for item in ready:
@@ -254,6 +287,12 @@ class Router:
                     self._route_one(seq, event, body)
                 else:
                     self._route_held(item)
+        if self._followers is not None and newly_held:
+            self._followers.hold(newly_held)
+        for item in self.causal.over_bound(from_us(now)):
+            self._metrics.followers_released.labels("bound").inc()
+            self._route_held(item)
+        self._forget_released()
         if seqs:
             self._routed_upto = max(self._routed_upto, seqs[-1])
 
@@ -284,16 +323,57 @@ class Router:
             upto = min(upto, min(seq for seq, _ in self._held.values()) - 1)
         lane = self._lanes.get(actor)
         if lane is not None:
-            first = next((row[0] for row in lane.waiting() if row[0] > 0), None)
+            first = next((abs(row[0]) for row in lane.waiting() if row[0]), None)
             if first is not None:
                 upto = min(upto, first - 1)
         return upto
 
     def _route_held(self, event: Event) -> None:
-        """Route a follower that was held back, with its own sequence number."""
+        """Route a follower that was held back, with its sequence number negated: its
+        place in the log is behind events the actors saw since, so a recovered actor
+        must not take it for one it replayed, while checkpoints still stop before it
+        until it is applied."""
         held = self._held.pop(event.id, None)
-        seq, body = held if held is not None else (0, pack_event(event))
-        self._route_one(seq, event, body)
+        if held is None:
+            self._route_one(0, event, pack_event(event))
+            return
+        self._released.append(event.id)
+        self._route_one(-held[0], event, held[1])
+
+    def _forget_released(self) -> None:
+        if self._followers is not None and self._released:
+            self._followers.release(self._released)
+        self._released = []
+
+    def held_seqs(self) -> list[int]:
+        """The sequence numbers of the followers held back now."""
+        return [seq for seq, _ in self._held.values()]
+
+    def restore_held(self) -> list[int]:
+        """Hold again the followers that were held when the daemon stopped (from the
+        store), with their delivery times; returns their sequence numbers, which a
+        recovery's replay of the log must skip (they are routed when released)."""
+        if self._followers is None:
+            return []
+        rows = self._followers.all()
+        bodies = dict(self._event_log.read_seqs([seq for _, seq, _ in rows]))
+        restored: list[int] = []
+        gone: list[Any] = []
+        for event_id, seq, received in rows:
+            body = bodies.get(seq)
+            if body is None:
+                gone.append(event_id)  # trimmed from the log meanwhile
+                continue
+            event = unpack_event(body)
+            self.causal.hold(event, received)
+            self._held[event.id] = (seq, body)
+            restored.append(seq)
+        self._followers.release(gone)
+        if restored:
+            self._lost_wake.set()
+            self._ensure_lost_task()
+            log.info("holding %d follower(s) again, as before the restart", len(restored))
+        return restored
 
     def _route_one(self, seq: int, event: Event, body: bytes) -> None:
         targets = self.index.route(event)
@@ -340,7 +420,9 @@ class Router:
             now = self._clock.now_us()
             for event in self.causal.release_lost(from_us(now)):
                 self.events_clock.observe_us(to_us(event.occurred), now)
+                self._metrics.followers_released.labels("lost").inc()
                 self._route_held(event)
+            self._forget_released()
 
     async def close(self) -> None:
         """Stop the send loops and the lost-follower timer."""

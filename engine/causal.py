@@ -17,6 +17,12 @@ Prefect's rules, reproduced:
 
 Released followers are stamped ``received`` = the time they are released,
 which is when they are processed. Times are microseconds (or datetimes).
+
+Two of Marmot's own, off by default (replay keeps Prefect's rules exactly;
+the daemon turns them on): ``release_cycles`` processes at once an event
+whose leader waits, directly or not, for that event (Prefect lets such a
+cycle wait out the 15 minutes), and ``max_waiting`` bounds the followers
+held: past it, the ones delivered longest ago are released as lost.
 """
 
 from __future__ import annotations
@@ -40,9 +46,20 @@ MAX_DEPTH = 20
 class CausalOrdering:
     """Holds followers until their leaders are processed; drops duplicates."""
 
-    def __init__(self, lookback_us: int = LOOKBACK_US, seen_us: int = SEEN_US) -> None:
+    def __init__(
+        self,
+        lookback_us: int = LOOKBACK_US,
+        seen_us: int = SEEN_US,
+        *,
+        release_cycles: bool = False,
+        max_waiting: int | None = None,
+    ) -> None:
         self.lookback = lookback_us
         self.seen_for = seen_us
+        self.release_cycles = release_cycles
+        self.max_waiting = max_waiting
+        self.cycles = 0  # followers processed at once because they closed a cycle
+        self.evicted = 0  # followers released early by max_waiting
         self._seen: OrderedDict[UUID, int] = OrderedDict()
         # leader id -> follower id -> follower; follower id -> (its latest delivery in
         # µs, its leader's id).
@@ -78,11 +95,50 @@ class CausalOrdering:
         if leader is not None and leader != event.id and not self._was_seen(leader, now_us):
             received = to_us(event.received) if event.received else now_us
             if now_us - received < self.lookback:
-                self._wait(leader, event, received)
-                return []
+                if self.release_cycles and self._waits_for(leader, event.id):
+                    self.cycles += 1  # its leader waits for it: nothing would ever come
+                else:
+                    self._wait(leader, event, received)
+                    return []
         if event.id in self._waitlist:
             self._forget(event.id)  # it waited, and now goes anyway
         return self._process(event, from_us(now_us), now_us)
+
+    def _waits_for(self, waiter: UUID, target: UUID) -> bool:
+        """Whether ``waiter`` waits, directly or through other followers, for ``target``."""
+        seen: set[UUID] = set()
+        current: UUID | None = waiter
+        while current is not None and current not in seen:
+            seen.add(current)
+            entry = self._waitlist.get(current)
+            if entry is None:
+                return False
+            current = entry[1]
+            if current == target:
+                return True
+        return False
+
+    def hold(self, event: Event, received_us: int) -> None:
+        """Put back a follower that waited when the daemon stopped (its leader unseen),
+        delivered at ``received_us``."""
+        if event.follows is not None:
+            self._wait(event.follows, event, received_us)
+
+    def over_bound(self, now: datetime) -> list[Event]:
+        """Past ``max_waiting``, the followers delivered longest ago, released as lost
+        (evaluate them now, in order, each with what it releases)."""
+        if self.max_waiting is None or len(self._waitlist) <= self.max_waiting:
+            return []
+        now_us = to_us(now)
+        excess = len(self._waitlist) - self.max_waiting
+        oldest = sorted(self._waitlist.items(), key=lambda item: item[1][0])[:excess]
+        released = [e for e in (self._forget(follower_id) for follower_id, _ in oldest) if e]
+        self.evicted += len(released)
+        released.sort(key=lambda e: e.occurred)
+        ready: list[Event] = []
+        for event in released:
+            ready.extend(self._process(event.model_copy(update={"received": now}), now, now_us))
+        return ready
 
     def _wait(self, leader: UUID, event: Event, received: int) -> None:
         self._forget(event.id)  # delivered again: the latest delivery counts

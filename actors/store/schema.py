@@ -122,12 +122,21 @@ def _create_webhooks_table(conn: sqlite3.Connection) -> None:
     )
 
 
+def _create_held_followers_table(conn: sqlite3.Connection) -> None:
+    """Schema migration 6: followers held back, so a restart holds them again."""
+    conn.execute(
+        "CREATE TABLE held_followers ("
+        " event_id BLOB PRIMARY KEY, seq INTEGER NOT NULL, received INTEGER NOT NULL)"
+    )
+
+
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _create_v1,
     _create_v2,
     _create_incidents_table,
     _add_action_owner_and_job,
     _create_webhooks_table,
+    _create_held_followers_table,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -52,6 +52,10 @@ class TriggerView(BaseModel):
     threshold: int | None = None
     within_s: float | None = None
     buckets: list[BucketView] = []
+    # All open buckets, when ``buckets`` is one page of them; and how many keys
+    # the bucket cap (limits.max_buckets_per_trigger) evicted.
+    buckets_total: int = 0
+    evicted_buckets: int = 0
     # With Resolved states on: the windows that fired and have not resolved yet.
     unresolved: list[BucketView] = []
     # Proactive triggers with `after`: the expect-only events held per key.

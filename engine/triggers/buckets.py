@@ -74,7 +74,11 @@ FireSink = Callable[[LeafFiring], None]
 class BucketTrigger:
     """The state and evaluation of one ``event`` trigger."""
 
-    def __init__(self, trigger: EventTrigger, sink: FireSink) -> None:
+    def __init__(
+        self, trigger: EventTrigger, sink: FireSink, *, max_keys: int | None = None
+    ) -> None:
+        """``max_keys`` caps the open buckets (one per ``for_each`` key): a new key
+        past it evicts the key opened earliest (counted in ``evicted``)."""
         self.trigger = trigger
         self.matcher = TriggerMatcher(trigger)
         self.is_proactive = trigger.posture is Posture.Proactive
@@ -91,6 +95,8 @@ class BucketTrigger:
         # Proactive buckets at or over threshold, deleted at the next advance.
         self._full: set[Key] = set()
         self._sink = sink
+        self.max_keys = max_keys
+        self.evicted = 0
         # The states it fired into, until they resolve (opt-in, SEMANTICS §5).
         self.resolutions: Resolutions | None = None
         # SEMANTICS §3.4: a Proactive trigger with `after` holds its expect-only
@@ -128,6 +134,11 @@ class BucketTrigger:
             return bucket
         if self.held is not None:
             count += self.held.count(key, start, end)
+        if self.max_keys is not None and len(self.buckets) >= self.max_keys:
+            # Marmot's bound on memory (limits.max_buckets_per_trigger): the key
+            # opened earliest goes, as if its window had been swept.
+            self._drop(next(iter(self.buckets)))
+            self.evicted += 1
         return self._put(key, Bucket(start, end, count, self._keep(event) if event else None))
 
     def _meets_threshold(self, count: int) -> bool:
@@ -320,7 +331,14 @@ class BucketTrigger:
 
     def items(self) -> Iterator[tuple[Key, Bucket]]:
         """The open buckets, oldest first."""
-        return iter(sorted(self.buckets.items(), key=lambda kv: (kv[1].start, kv[0])))
+        return iter(sorted(self.buckets.items(), key=_by_start))
+
+    def page(self, limit: int | None, offset: int = 0) -> list[tuple[Key, Bucket]]:
+        """``limit`` open buckets from ``offset``, oldest first (all with no limit)."""
+        if limit is None:
+            return list(self.items())[offset:]
+        first = heapq.nsmallest(offset + limit, self.buckets.items(), key=_by_start)
+        return first[offset:]
 
     def snapshot(self) -> dict[str, Any]:
         """The buckets (``[key, start, end, count, last]`` rows, oldest first), the
@@ -367,3 +385,7 @@ def _load_last(data: Any) -> Event | UUID | None:
     if isinstance(data, dict):
         return load_event(data)
     return UUID(data) if data is not None else None
+
+
+def _by_start(item: tuple[Key, Bucket]) -> tuple[int, Key]:
+    return item[1].start, item[0]

@@ -38,13 +38,17 @@ _Parent = tuple[int, int] | None  # (composite index, child position) or top lev
 class Evaluator:
     """Evaluates one automation's trigger tree over events and time."""
 
-    def __init__(self, automation: Automation, *, resolve: bool = False) -> None:
+    def __init__(
+        self, automation: Automation, *, resolve: bool = False, max_keys: int | None = None
+    ) -> None:
         """``resolve`` turns on Resolved states (SEMANTICS §5, Marmot's opt-in
         extension; see ``resolution`` and ``metric``): an automation whose
         trigger is an event or metric trigger then also reports Resolved
-        firings."""
+        firings. ``max_keys`` caps each event trigger's open buckets (see
+        ``BucketTrigger``); None: no cap, as Prefect."""
         self.automation = automation
         self.resolve = resolve
+        self.max_keys = max_keys
         self.leaves: list[BucketTrigger] = []
         self._leaf_paths: list[str] = []
         self._leaf_parents: list[_Parent] = []
@@ -65,7 +69,9 @@ class Evaluator:
     def _build(self, trigger: Trigger, path: str, parent: _Parent) -> None:
         if isinstance(trigger, EventTrigger):
             index = len(self.leaves)
-            leaf = BucketTrigger(trigger, functools.partial(self._leaf_fired, index))
+            leaf = BucketTrigger(
+                trigger, functools.partial(self._leaf_fired, index), max_keys=self.max_keys
+            )
             if self.resolve and parent is None:
                 leaf.resolutions = Resolutions(
                     proactive=leaf.is_proactive,
@@ -338,8 +344,13 @@ class Evaluator:
 
     # -- explain -------------------------------------------------------------------
 
-    def explain(self) -> Explanation:
-        """Every trigger with its open buckets or recorded child firings."""
+    def explain(self, *, limit: int | None = None, offset: int = 0) -> Explanation:
+        """Every trigger with its open buckets or recorded child firings.
+
+        ``limit``/``offset`` page each trigger's buckets (oldest start first;
+        ``buckets_total`` says how many there are), so a trigger with a million
+        keys explains in a page, not all at once.
+        """
         views: list[TriggerView] = []
         for path, leaf in zip(self._leaf_paths, self.leaves, strict=True):
             views.append(
@@ -357,8 +368,10 @@ class Evaluator:
                             count=b.count,
                             last_event_id=b.last_event_id,
                         )
-                        for key, b in leaf.items()
+                        for key, b in leaf.page(limit, offset)
                     ],
+                    buckets_total=len(leaf.buckets),
+                    evicted_buckets=leaf.evicted,
                     unresolved=[
                         BucketView(
                             labels=leaf.matcher.labels(key),

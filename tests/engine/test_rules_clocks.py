@@ -171,3 +171,28 @@ def test_a_bounded_events_clock_trails_the_wall_clock_at_most_by_its_bound() -> 
     exact = EventsClock(max_lag_us=60_000_000)
     exact.observe(at(0), at(10))
     assert exact.offset() == timedelta(seconds=-10)
+
+
+def test_followers_that_wait_for_each_other_are_released_at_once_when_asked() -> None:
+    a_id, b_id = UUID(int=0xA), UUID(int=0xB)
+    a = event("a", 0, id=a_id, follows=b_id)
+    b = event("b", 1, id=b_id, follows=a_id)
+    prefect = CausalOrdering()
+    assert prefect.admit(a, at(0)) == [] and prefect.admit(b, at(1)) == []  # both wait 15 min
+    marmot = CausalOrdering(release_cycles=True)
+    assert marmot.admit(a, at(0)) == []
+    assert [e.id for e in marmot.admit(b, at(1))] == [b_id, a_id]
+    assert marmot.cycles == 1 and marmot.waiting == 0
+    # An event that follows itself never waits, in Prefect too.
+    alone = event("c", 0, id=UUID(int=0xC), follows=UUID(int=0xC))
+    assert prefect.admit(alone, at(2)) == [alone]
+
+
+def test_followers_past_the_bound_are_released_oldest_first() -> None:
+    causal = CausalOrdering(max_waiting=2)
+    followers = [event("f", t, id=UUID(int=100 + t), follows=UUID(int=999)) for t in range(3)]
+    for t, follower in enumerate(followers):
+        assert causal.admit(follower, at(t)) == []
+    released = causal.over_bound(at(3))
+    assert [e.id for e in released] == [followers[0].id]
+    assert causal.waiting == 2 and causal.evicted == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from marmot.engine.models.triggers import Posture
-from marmot.engine.triggers.evaluator import DUE_NOW
+from marmot.engine.triggers.evaluator import DUE_NOW, Evaluator
 from tests.engine.factories import at, buckets, evaluator, event
 
 FOR_EACH_RESOURCE = ["prefect.resource.id"]
@@ -361,3 +361,25 @@ def test_a_proactive_firing_records_when_it_was_evaluated_against_its_deadline()
     [firing] = late.advance(at(95), at(95))  # the timer was down for 85 s
     assert firing.evaluated_us is not None and firing.deadline_us is not None
     assert firing.evaluated_us - firing.deadline_us == 85_000_000
+
+
+def test_a_bucket_cap_evicts_the_key_opened_earliest_and_counts_it() -> None:
+    trigger = _reactive(expect=["x"], threshold=5, within=60, for_each=FOR_EACH_RESOURCE)
+    ev = evaluator(trigger)
+    capped = Evaluator(ev.automation, max_keys=3)
+    stream = [event("x", t, f"r{t}") for t in range(5)]
+    capped.apply(stream)
+    ev.apply(stream)
+
+    assert [b.labels["prefect.resource.id"] for b in buckets(capped)] == ["r2", "r3", "r4"]
+    [view] = capped.explain().triggers
+    assert (view.buckets_total, view.evicted_buckets) == (3, 2)
+    assert len(buckets(ev)) == 5  # no cap: as Prefect
+
+
+def test_explain_pages_the_buckets() -> None:
+    ev = evaluator(_reactive(expect=["x"], threshold=5, within=60, for_each=FOR_EACH_RESOURCE))
+    ev.apply([event("x", t, f"r{t}") for t in range(10)])
+    [view] = ev.explain(limit=3, offset=4).triggers
+    assert [b.labels["prefect.resource.id"] for b in view.buckets] == ["r4", "r5", "r6"]
+    assert view.buckets_total == 10
