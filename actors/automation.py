@@ -44,8 +44,12 @@ class AutomationHost:
     """Evaluates the automations placed in this actor."""
 
     def __init__(
-        self, store_factory: Callable[[], Store] | None = None, resolved_states: bool = False
+        self,
+        store_factory: Callable[[], Store] | None = None,
+        resolved_states: bool = False,
+        max_keys: int | None = None,
     ) -> None:
+        """``max_keys`` caps each event trigger's open buckets (limits.max_buckets_per_trigger)."""
         tune_gc()  # this actor's process evaluates events in bulk
         nice = os.getpriority(os.PRIO_PROCESS, 0)  # this thread runs the actor's calls
         if nice > 0:
@@ -56,6 +60,7 @@ class AutomationHost:
             )
         self._store_factory = store_factory
         self._resolve = resolved_states  # SEMANTICS §5, Marmot's opt-in extension
+        self._max_keys = max_keys
         self._store: Store | None = None
         self._evaluators: dict[str, Evaluator] = {}
         self._fingerprints: dict[str, str] = {}
@@ -84,7 +89,7 @@ class AutomationHost:
         only what came after.
         """
         automation = Automation.model_validate_json(document)
-        evaluator = Evaluator(automation, resolve=self._resolve)
+        evaluator = Evaluator(automation, resolve=self._resolve, max_keys=self._max_keys)
         if state is not None:
             evaluator.restore(state)
         automation_id = str(automation.id)
@@ -95,7 +100,7 @@ class AutomationHost:
         self._checkpoint([automation_id])
         return evaluator.next_deadline_us()
 
-    def recover(self, document: str, now_us: int) -> bytes:
+    def recover(self, document: str, now_us: int, held: list[int] | None = None) -> bytes:
         """Host an automation from its checkpoint, replaying the event log since.
 
         Returns a packed ``Outcome``: the firings the replay produced (their
@@ -103,7 +108,8 @@ class AutomationHost:
         dispatched) and the next deadline; a deadline that passed while the
         automation was down comes back due at once. Without a usable
         checkpoint (none, or one of another version) the automation starts
-        fresh, as ``load`` does.
+        fresh, as ``load`` does. ``held``: sequence numbers of followers the router
+        holds back; the replay skips them (they come when released).
         """
         automation = Automation.model_validate_json(document)
         automation_id = str(automation.id)
@@ -113,12 +119,15 @@ class AutomationHost:
         if store is None or saved is None or state.get("fingerprint") != fingerprint(document):
             deadline = self.load(document)
             return Outcome([], {automation_id: deadline}, self._applied_seq, 0).pack()
-        evaluator = Evaluator(automation, resolve=self._resolve)
+        evaluator = Evaluator(automation, resolve=self._resolve, max_keys=self._max_keys)
         evaluator.restore(state["state"])
         seq, replayed = saved[0], 0
         firings: list[Firing] = []
+        skip = set(held or ())
         while page := store.events.read_after(seq, _REPLAY_PAGE):
-            for _, event in page:
+            for logged_seq, event in page:
+                if logged_seq in skip:
+                    continue
                 occurred = to_us(event.occurred)
                 received = to_us(event.received) if event.received else occurred
                 firings.extend(evaluator.apply_at(event, occurred, received))
@@ -201,6 +210,8 @@ class AutomationHost:
                     continue
                 if 0 < seq <= self._floor[automation_id]:
                     continue  # already replayed from the log on recovery
+                # (A follower that was held back comes with its sequence number
+                # negated: it is never one the replay applied.)
                 firings.extend(evaluator.apply_at(event, occurred, now))
                 touched.add(automation_id)
                 if seq > self._seen[automation_id]:
@@ -228,12 +239,15 @@ class AutomationHost:
             self._dirty.add(automation_id)
         return Outcome(firings, deadlines, self._applied_seq, 0, missing).pack()
 
-    def explain(self, automation_id: str) -> Explanation | None:
-        """The automation's buckets and deadline, or None when it is not hosted here."""
+    def explain(
+        self, automation_id: str, limit: int | None = None, offset: int = 0
+    ) -> Explanation | None:
+        """The automation's buckets (a page of ``limit`` per trigger from ``offset``) and
+        deadline, or None when it is not hosted here."""
         evaluator = self._evaluators.get(automation_id)
         if evaluator is None:
             return None
-        return evaluator.explain()
+        return evaluator.explain(limit=limit, offset=offset)
 
     def snapshot(self) -> dict[str, Any]:
         """Every hosted automation's state plus the last sequence number applied."""

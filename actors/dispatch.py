@@ -18,7 +18,7 @@ from typing import Any
 from ray.exceptions import RayActorError
 
 from marmot.actors.action_runs import RegistryRequest, RunnerFactory
-from marmot.actors.executor import ExecutorResults, action_events_from_blob, firing_key
+from marmot.actors.executor import ExecutorResults, firing_key
 from marmot.actors.lanes import Lane, first_idle
 from marmot.actors.metrics import Metrics
 from marmot.actors.runtime import ExecutorRef, RayRuntime, Reply
@@ -48,7 +48,9 @@ EXECUTOR_LINGER_S = 0.02
 # (automation id, firing, automation.triggered event) in wire form.
 _Job = tuple[str, list[Any], list[Any]]
 
-Emit = Callable[[Sequence[Event]], Awaitable[Any]]
+# Logs the daemon's own events; the flag says whether the call may wait for
+# backpressure (not while an automation actor's results are being handled).
+Emit = Callable[[Sequence[Event], bool], Awaitable[Any]]
 
 
 class Dispatcher:
@@ -190,7 +192,10 @@ class Dispatcher:
         if not jobs:
             return
         if announce:
-            await self._emit(triggered)
+            # Called while an automation actor's outcome is handled: waiting here for
+            # the router's queue would stall the lane that drains it. A runaway loop
+            # is stopped by the loop guard instead (actors/loops.py).
+            await self._emit(triggered, False)
         if self._lanes:
             # As few executors as keep up: on a small machine every process
             # woken costs scheduling delay, and firings queued behind a call in
@@ -206,9 +211,9 @@ class Dispatcher:
         runnable = [job for job in jobs if job[0] in documents]
         return executor.execute(pack([documents, runnable]))
 
-    async def _actions_done(self, lane: Lane[_Job], jobs: list[_Job], blob: bytes) -> None:
-        # The action.triggered events of the actions the executor started.
-        await self._emit(action_events_from_blob(blob))
+    async def _actions_done(self, lane: Lane[_Job], jobs: list[_Job], started: bytes) -> None:
+        # Their action.triggered events come with the results, ahead of each outcome.
+        return None
 
     async def _consume_results(self, index: int) -> None:
         """Read one executor's stream of finished actions, for as long as the daemon runs.
@@ -240,7 +245,7 @@ class Dispatcher:
             self._metrics.actions.labels(str(event.payload.get("action_type")), status).inc()
         for request in results.registry:
             await self._on_registry(request)
-        await self._emit(results.events)
+        await self._emit(results.events, True)
 
     def _executor_failed(self, lane: Lane[_Job], jobs: list[_Job], exc: BaseException) -> bool:
         # An executor that died with the batch is restarted by Ray: the batch goes

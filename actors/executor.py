@@ -39,6 +39,7 @@ from marmot.actors.store import Store
 from marmot.actors.wire import event_from_wire, event_to_wire, firing_from_wire, pack, unpack
 from marmot.config import ExecutorsConfig, MarmotConfig
 from marmot.engine.clock import Clock
+from marmot.engine.errors import MarmotError
 from marmot.engine.models.actions import Action
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import (
@@ -99,8 +100,11 @@ class ExecutorResults:
 
 @dataclass(frozen=True, slots=True)
 class _Finished:
+    """An action's outcome; or, with ``status`` None, its ``action.triggered``
+    announcement, queued before the action starts so the two go out in order."""
+
     key: str
-    status: str
+    status: str | None
     detail: str
     event: Event
     registry: RegistryRequest | None
@@ -172,8 +176,9 @@ class ExecutorHost:
         return self._done
 
     async def execute(self, blob: bytes) -> bytes:
-        """Claim and start the actions of a batch of firings; returns their
-        ``action.triggered`` events (packed wire rows).
+        """Claim and start the actions of a batch of firings; returns how many started
+        (packed). Their ``action.triggered`` events come out of :meth:`results`,
+        each ahead of the action's outcome, so the log has them in that order.
 
         The blob is ``[{automation id: automation JSON}, [[automation id, firing,
         automation.triggered event], ...]]``. Every action is claimed in the
@@ -194,13 +199,16 @@ class ExecutorHost:
                 owner=self.owner,
             ),
         )
-        started: list[Event] = []
+        started = 0
+        done = self._queue()
         for p in planned:
             if p.run.key not in claimed:
                 continue  # delivered before: act once
-            started.append(_action_event("triggered", p.run, p.triggered, self._clock.now()))
+            announced = _action_event("triggered", p.run, p.triggered, self._clock.now())
+            done.put_nowait(_Finished(p.run.key, None, "", announced, None))
             self._start(p, runners)
-        return pack([event_to_wire(e) for e in started])
+            started += 1
+        return pack(started)
 
     async def adopt(self) -> int:
         """Carry out the actions an earlier incarnation of this executor claimed and
@@ -243,13 +251,9 @@ class ExecutorHost:
             chunk = [await done.get()]
             while not done.empty() and len(chunk) < 1000:
                 chunk.append(done.get_nowait())
+            outcomes = [(f.key, f.status, f.detail) for f in chunk if f.status is not None]
             try:
-                await _in_store(
-                    len(chunk),
-                    partial(
-                        self._actions.finish_many, [(f.key, f.status, f.detail) for f in chunk]
-                    ),
-                )
+                await _in_store(len(outcomes), partial(self._actions.finish_many, outcomes))
             except Exception:  # the outcome events still go out
                 log.exception("could not record %d action outcomes", len(chunk))
             yield ExecutorResults(
@@ -372,11 +376,31 @@ _INLINE_ROWS = 64
 _T = TypeVar("_T")
 
 
+# While the store refuses writes for a while (a full disk), a store call is
+# tried again after a back-off doubling up to this, for as long as it takes.
+_STORE_RETRY_MAX_S = 2.0
+
+
 async def _in_store(rows: int, call: Callable[[], _T]) -> _T:
-    """Run a store call for ``rows`` rows: inline when small, else on a thread."""
-    if rows <= _INLINE_ROWS:
-        return call()
-    return await asyncio.to_thread(call)
+    """Run a store call for ``rows`` rows: inline when small, else on a thread.
+
+    A call the store refuses with a retryable error (``StorageFull``) is made
+    again after a back-off until it goes through: a claim or an outcome is
+    recorded late, never dropped (the executor's calls wait meanwhile).
+    """
+    delay_s = 0.0
+    while True:
+        try:
+            if rows <= _INLINE_ROWS:
+                return call()
+            return await asyncio.to_thread(call)
+        except MarmotError as exc:
+            if not exc.is_retryable:
+                raise
+            if not delay_s:
+                log.warning("the action log refuses writes, trying again: %s", exc)
+            delay_s = min(max(delay_s * 2, 0.05), _STORE_RETRY_MAX_S)
+        await asyncio.sleep(delay_s)
 
 
 def _action_event(
@@ -422,11 +446,6 @@ def _action_event(
         related,
         payload,
     )
-
-
-def action_events_from_blob(blob: bytes) -> list[Event]:
-    """The events an ``execute`` call returned."""
-    return [event_from_wire(row) for row in unpack(blob)]
 
 
 def firing_key(firing_id: UUID, index: int) -> str:

@@ -53,6 +53,7 @@ class Placement:
         *,
         per_actor: int,
         resolved_states: bool,
+        max_keys: int | None,
         on_outcome: OutcomeHandler,
         on_recovered: OutcomeHandler,
         on_deadlines: Callable[[dict[str, int | None]], None],
@@ -65,6 +66,7 @@ class Placement:
         self._store_factory = partial(Store.open, store.path)
         self.per_actor = per_actor
         self._resolved_states = resolved_states
+        self._max_keys = max_keys
         self._on_outcome = on_outcome
         self._on_recovered = on_recovered
         self._on_deadlines = on_deadlines
@@ -110,7 +112,9 @@ class Placement:
         key = self._actor_of.get(automation_id) or self._actor_key_for(automation_id)
         actor = self._actors.get(key)
         if actor is None:
-            ref = self._runtime.automation_actor(key, self._store_factory, self._resolved_states)
+            ref = self._runtime.automation_actor(
+                key, self._store_factory, self._resolved_states, self._max_keys
+            )
             actor = self._actors[key] = _Actor(ref)
             self._router.add_actor(key, ref)
         actor.automations.add(automation_id)
@@ -121,7 +125,8 @@ class Placement:
         # Submitted before the route exists, so the actor loads before it
         # applies any event routed to it.
         if recover:
-            recovered = actor.ref.recover(document, self._clock.now_us())
+            held = self._router.held_seqs()
+            recovered = actor.ref.recover(document, self._clock.now_us(), held)
             self._router.route(automation_id, key, Evaluator(automation).matchers)
             await self._on_recovered(await recovered)
         else:
@@ -161,7 +166,9 @@ class Placement:
                 continue
             self._metrics.actor_call_failures.labels("actor_restarted").inc()
             log.warning("automation actor restarted; recovering", extra={"actor": key})
-            reply = self._actors[key].ref.recover(document, self._clock.now_us())
+            reply = self._actors[key].ref.recover(
+                document, self._clock.now_us(), self._router.held_seqs()
+            )
             self._tasks.spawn(self._recover_later(reply))
 
     async def _recover_later(self, reply: Awaitable[Outcome]) -> None:
@@ -215,14 +222,14 @@ class Placement:
                 saved += int(result)
         return saved
 
-    async def explain(self, automation_id: str) -> Explanation | None:
-        """A hosted automation's live state (after the events already accepted), or
-        None when it is not hosted."""
+    async def explain(self, automation_id: str, limit: int, offset: int) -> Explanation | None:
+        """A hosted automation's live state (after the events already accepted; a page
+        of ``limit`` buckets per trigger from ``offset``), or None when it is not hosted."""
         key = self._actor_of.get(automation_id)
         if key is None:
             return None
         await self._router.drain([key])
-        return await self._actors[key].ref.explain(automation_id)
+        return await self._actors[key].ref.explain(automation_id, limit, offset)
 
     def kill_all(self) -> None:
         """Stop every automation actor for good."""

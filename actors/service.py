@@ -22,6 +22,7 @@ from uuid import UUID
 from marmot.actors.action_runs import RegistryRequest, RunnerFactory
 from marmot.actors.clock import SYSTEM_CLOCK
 from marmot.actors.dispatch import Dispatcher
+from marmot.actors.loops import LoopGuard, loop_stopped_event
 from marmot.actors.metrics import Metrics
 from marmot.actors.placement import Placement
 from marmot.actors.router import Router
@@ -38,6 +39,7 @@ from marmot.engine.errors import LimitExceeded
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event
 from marmot.engine.models.explain import Explanation
+from marmot.engine.triggers.firing import Firing
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,7 @@ class Service:
             clock,
             on_missing=lambda ids: self.placement.reload(ids),
             metrics=self.metrics,
+            followers=store.followers,
         )
         self.placement = Placement(
             runtime,
@@ -87,6 +90,7 @@ class Service:
             store,
             per_actor=config.automations_per_actor,
             resolved_states=config.resolved_states,
+            max_keys=config.limits.max_buckets_per_trigger,
             on_outcome=self._on_outcome,
             on_recovered=self._on_recovered,
             on_deadlines=lambda deadlines: self.timers.schedule_soon(deadlines),
@@ -115,6 +119,10 @@ class Service:
             tasks=self._tasks,
         )
         self.upkeep = Upkeep(store, config.data, self.checkpoint, self.metrics, clock)
+        self._loops = LoopGuard(
+            config.limits.loop_firings, round(config.limits.loop_window_s * 1_000_000)
+        )
+        self._stopping: set[str] = set()
         # Read when /metrics is scraped.
         self.metrics.queue_depth.set_function(lambda: self.router.queued)
         self.metrics.executor_queue_depth.set_function(lambda: self.dispatcher.queued)
@@ -128,6 +136,8 @@ class Service:
         self.timers.start()
         self.dispatcher.start()
         self.upkeep.start(self._tasks)
+        # Before any automation recovers: their replays skip what is held again.
+        self.router.restore_held()
         enabled = [s.automation for s in self.store.automations.list(enabled=True)]
         self.progress.begin_recovery(len(enabled))
         if self._recovery_gate is not None:
@@ -177,7 +187,47 @@ class Service:
         if outcome.deadlines:
             self.timers.schedule_soon(outcome.deadlines)
         if outcome.firings:
-            await self.dispatcher.dispatch(outcome.firings)
+            await self.dispatcher.dispatch(self._unless_looping(outcome.firings))
+
+    def _unless_looping(self, firings: list[Firing]) -> list[Firing]:
+        """The firings of automations that are not looping on their own events; an
+        automation that is gets paused (see ``actors/loops.py``)."""
+        now = self._clock.now_us()
+        kept: list[Firing] = []
+        for firing in firings:
+            automation_id = str(firing.automation_id)
+            if automation_id in self._stopping:
+                continue
+            if self._loops.is_looping(firing, now):
+                self._stopping.add(automation_id)
+                self._tasks.spawn(self._stop_loop(firing.automation_id))
+                continue
+            kept.append(firing)
+        return kept
+
+    async def _stop_loop(self, automation_id: UUID) -> None:
+        limits = self.config.limits
+        automation = self.placement.automation(str(automation_id))
+        name = automation.name if automation is not None else str(automation_id)
+        log.error(
+            "automation %r fires on its own events (over %d firings in %g s): pausing it",
+            name,
+            limits.loop_firings,
+            limits.loop_window_s,
+            extra={"automation": str(automation_id)},
+        )
+        self.metrics.loops_stopped.inc()
+        try:
+            await self.set_enabled(automation_id, False)
+            event = loop_stopped_event(
+                automation_id, name, limits.loop_firings, limits.loop_window_s, self._clock.now()
+            )
+            await self._emit_own([event], False)
+        except Exception:
+            log.exception("could not pause looping automation %s", automation_id)
+        finally:
+            self._stopping.discard(str(automation_id))
+            self._loops.forget(str(automation_id))
 
     async def _on_recovered(self, outcome: Outcome) -> None:
         """Act on what replaying the log produced, except what was dispatched before.
@@ -265,11 +315,14 @@ class Service:
             self.store.checkpoints.delete(str(automation_id))
             self._count()
 
-    async def explain(self, automation_id: UUID) -> Explanation:
-        """The live state of an automation's triggers (raises ``NotFound`` for an
-        unknown automation; a paused one has no state)."""
+    async def explain(
+        self, automation_id: UUID, *, limit: int = 1000, offset: int = 0
+    ) -> Explanation:
+        """The live state of an automation's triggers, a page of ``limit`` buckets per
+        trigger from ``offset`` (raises ``NotFound`` for an unknown automation; a
+        paused one has no state)."""
         stored = self.store.automations.read(automation_id)
-        found = await self.placement.explain(str(automation_id))
+        found = await self.placement.explain(str(automation_id), limit, offset)
         if found is not None:
             return found
         return Explanation(
@@ -290,9 +343,12 @@ class Service:
         self.timers.offset_changed()
         return seqs
 
-    async def _emit_own(self, events: Sequence[Event]) -> None:
-        """Events the daemon makes itself (automation.triggered, action.*)."""
-        await self.emit(events, source="automation")
+    async def _emit_own(self, events: Sequence[Event], may_wait: bool) -> None:
+        """Events the daemon makes itself (automation.triggered, action.*): they wait
+        for backpressure like anyone's, unless ``may_wait`` is off."""
+        seqs = await self.router.submit(events, backpressure=may_wait)
+        self.metrics.events_received.labels("automation").inc(len(seqs))
+        self.timers.offset_changed()
 
     # -- status -------------------------------------------------------------------------
 

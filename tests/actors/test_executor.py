@@ -116,7 +116,8 @@ class Harness:
 
     async def execute(self, blob: bytes) -> list[str]:
         started = unpack(await self.host.execute(blob))
-        return [row[2] for row in started]  # event names
+        # Each started action's action.triggered event comes out of the results.
+        return ["prefect.automation.action.triggered"] * started
 
     async def next_results(self) -> ExecutorResults:
         if self._stream is None:
@@ -124,10 +125,15 @@ class Harness:
         return ExecutorResults.unpack(await asyncio.wait_for(anext(self._stream), 10))
 
     async def outcomes(self, n: int) -> list[ExecutorResults]:
+        """Results until ``n`` outcomes (not announcements) have come."""
         got: list[ExecutorResults] = []
-        while sum(len(r.events) for r in got) < n:
+        while sum(1 for r in got for e in r.events if not _announced(e)) < n:
             got.append(await self.next_results())
         return got
+
+
+def _announced(e: Event) -> bool:
+    return e.event == "prefect.automation.action.triggered"
 
 
 def statuses(results: list[ExecutorResults]) -> dict[int, tuple[str, dict[str, Any]]]:
@@ -135,6 +141,7 @@ def statuses(results: list[ExecutorResults]) -> dict[int, tuple[str, dict[str, A
         e.payload["action_index"]: (e.event.rsplit(".", 1)[-1], dict(e.payload))
         for r in results
         for e in r.events
+        if not _announced(e)
     }
 
 
@@ -486,3 +493,18 @@ def test_backoff_grows(attempt: int) -> None:
     settings = ExecutorsConfig(backoff_base_s=1.0, backoff_max_s=100.0)
     delay = backoff_delay(attempt, settings, random.Random(attempt))
     assert 2 ** (attempt - 1) * 0.5 <= delay <= 2 ** (attempt - 1)
+
+
+def test_each_actions_triggered_event_comes_out_ahead_of_its_outcome(tmp_path: Path) -> None:
+    async def main() -> None:
+        scripted = Scripted()
+        h = Harness(tmp_path, scripted)
+        await h.execute(job_blob(automation("do-nothing", "do-nothing")))
+        names: list[tuple[str, int]] = []
+        while len(names) < 4:
+            for e in (await h.next_results()).events:
+                names.append((e.event.rsplit(".", 1)[-1], e.payload["action_index"]))
+        for index in (0, 1):
+            assert names.index(("triggered", index)) < names.index(("executed", index))
+
+    asyncio.run(main())
