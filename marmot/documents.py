@@ -21,6 +21,7 @@ from marmot.engine.models.actions import ACTION_TYPES
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event, EventLimits
 from marmot.engine.templates.checks import validated_automation
+from marmot.problems import problems
 
 
 class DocumentError(ValidationFailed):
@@ -31,6 +32,11 @@ class DocumentError(ValidationFailed):
         text = f"{where}: {field + ': ' if field else ''}{message}"
         super().__init__(text, details={"file": path, "line": line, "field": field})
         self.path, self.line, self.field = path, line, field
+
+    def add(self, other: DocumentError) -> None:
+        """List another problem of the same file after this one (a line each)."""
+        self.message = f"{self.message}\n{other.message}"
+        self.args = (self.message,)
 
 
 def field_path(loc: Sequence[int | str]) -> str:
@@ -168,11 +174,15 @@ def load_automations(path: str | Path) -> list[Automation]:
 def _from_validation(
     path: str, exc: ValidationError, root: yaml.Node | None, prefix: list[Any]
 ) -> DocumentError:
-    first = exc.errors(include_url=False)[0]
-    fields = drop_union_tags(first["loc"])
-    more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
-    line = node_line(root, [*prefix, *fields])
-    error = DocumentError(path, line, f"{first['msg']}{more}", field_path(fields))
+    """Every problem of ``exc``, each as ``file:line: field: reason`` on its own line."""
+    lines: list[tuple[int | None, str, str]] = []
+    for loc, message in problems(exc, Automation):
+        fields = drop_union_tags(loc)
+        lines.append((node_line(root, [*prefix, *fields]), field_path(fields), message))
+    line, field, message = lines[0]
+    error = DocumentError(path, line, message, field)
+    for more_line, more_field, more_message in lines[1:]:
+        error.add(DocumentError(path, more_line, more_message, more_field))
     error.details["errors"] = [
         {"loc": [str(p) for p in e["loc"]], "msg": e["msg"]} for e in exc.errors(include_url=False)
     ]

@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from marmot.engine.models.events import Event, EventLimits
+from marmot.engine.models.events import OCCURRED_END, OCCURRED_START, Event, EventLimits
 from marmot.engine.models.triggers import (
+    MAX_TRIGGER_DEPTH,
+    MAX_WITHIN,
     CompoundTrigger,
     EventTrigger,
     Posture,
@@ -112,6 +114,43 @@ def test_occurred_with_offset_is_normalised_to_utc() -> None:
     assert e.occurred.tzinfo is UTC
     assert e.received == at(5)
     assert e.received is not None and e.received.tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    ("occurred", "kind", "bound"),
+    [
+        ("9999-12-31T00:00:00Z", "less_than", "9000-01-01T00:00:00Z"),
+        ("9000-01-01T00:00:00Z", "less_than", "9000-01-01T00:00:00Z"),
+        ("8999-12-31T23:30:00-01:00", "less_than", "9000-01-01T00:00:00Z"),
+        ("1969-12-31T23:59:59.999999Z", "greater_than_equal", "1970-01-01T00:00:00Z"),
+        ("0001-01-01T00:00:00", "greater_than_equal", "1970-01-01T00:00:00Z"),
+    ],
+)
+def test_occurred_off_the_calendar_is_refused_naming_the_field_and_bound(
+    occurred: str, kind: str, bound: str
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        Event.model_validate(_event_doc(occurred=occurred))
+
+    [error] = refused.value.errors(include_url=False)
+    assert error["loc"] == ("occurred",)
+    assert error["type"] == kind
+    assert bound in error["msg"]
+
+
+def test_occurred_at_the_edges_of_the_calendar_is_accepted() -> None:
+    first = Event.model_validate(_event_doc(occurred="1970-01-01T00:00:00Z"))
+    last = Event.model_validate(_event_doc(occurred="8999-12-31T23:59:59.999999"))
+
+    assert first.occurred == OCCURRED_START
+    assert last.occurred == OCCURRED_END - timedelta(microseconds=1)
+
+
+def test_windows_opened_by_any_accepted_event_end_on_the_calendar() -> None:
+    # Why OCCURRED_END: the longest window, nested as deep as triggers go, still
+    # ends before datetime.max (a year-9999 event made `explain` overflow).
+    latest_end = OCCURRED_END + MAX_WITHIN * MAX_TRIGGER_DEPTH
+    assert latest_end < datetime.max.replace(tzinfo=UTC) - timedelta(days=365)
 
 
 def test_ingest_stamps_received() -> None:
