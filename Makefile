@@ -5,7 +5,9 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# What the daemon needs (make run), and the test tools on top (make test).
 STAMP  := $(VENV)/.installed-stamp
+TESTS  := $(VENV)/.installed-test-stamp
 TREE   := .typecheck
 
 .PHONY: run test lint tree typecheck imports pytest bench conformance clean
@@ -13,25 +15,29 @@ TREE   := .typecheck
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e .
 	touch $(STAMP)
+
+$(TESTS): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(TESTS)
 
 run: $(STAMP)
 	$(BIN)/marmot serve --config configs/marmot.yaml
 
-test: $(STAMP) lint pytest
+test: $(TESTS) lint pytest
 
-pytest: $(STAMP)
+pytest: $(TESTS)
 	$(BIN)/python -m pytest -q
 
 # mypy and import-linter see the installed layout (marmot.engine, ...) through
 # a symlink tree, since the folders are mapped into the package at install time.
 # .ci/typecheck_tree.py builds it (tests/test_architecture.py uses it too);
 # it is rebuilt on every run, so files moved since the last one are seen.
-tree: $(STAMP)
+tree: $(TESTS)
 	$(BIN)/python .ci/typecheck_tree.py $(TREE)
 
-lint: $(STAMP)
+lint: $(TESTS)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(MAKE) --no-print-directory typecheck imports

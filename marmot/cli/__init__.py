@@ -8,8 +8,10 @@ while the daemon is still starting.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import version
 
 from marmot.cli import admin, automation, block, events, incident, serve, status, webhook
 from marmot.cli import replay as replay_command
@@ -25,8 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="marmot",
         description="Marmot: Prefect automations as a standalone rules engine.",
+        epilog="Run `marmot COMMAND --help` for a command's options. Listing and "
+        "creating commands take --json (one JSON object per line). Exit codes: 0 ok, "
+        "1 the daemon refused, 2 bad usage or input, 3 no daemon, 4 still starting.",
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.add_argument("--version", action="version", version=f"marmot {version('marmot')}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve.register(commands)
     status.register(commands)
     automation.register(commands)
@@ -43,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns (and, as a console script, exits with) the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "handler", None) is None:
+        parser.print_help()
+        return EXIT_OK if args.command is None else EXIT_USAGE
     try:
         code: int = args.handler(args)
     except ValidationFailed as exc:
@@ -56,6 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = EXIT_FAILED
     except KeyboardInterrupt:
         code = 130
+    except BrokenPipeError:
+        # The reader went away (`marmot events tail | head`): stop quietly, and keep
+        # Python from complaining when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_OK
     return code
 
 

@@ -7,6 +7,8 @@ import json
 from typing import Any
 from uuid import UUID
 
+import yaml
+
 from marmot.cli import deploy_triggers
 from marmot.cli.connect import client_options, connect
 from marmot.cli.output import json_lines, table
@@ -43,6 +45,11 @@ def register(commands: Any) -> None:
         p.add_argument("automation", help="automation id or name")
         p.add_argument("--json", action="store_true")
         p.set_defaults(handler=handler)
+        if verb == "inspect":
+            p.add_argument("--yaml", action="store_true", help="YAML, as Prefect writes it")
+        if verb == "explain":
+            p.add_argument("--limit", type=int, default=100, help="buckets shown per trigger (100)")
+            p.add_argument("--offset", type=int, default=0, help="buckets skipped per trigger")
 
     create = sub.add_parser(
         "create",
@@ -56,7 +63,15 @@ def register(commands: Any) -> None:
         help="update automations (matched by id, else by name) from files",
     )
     for p, handler in [(create, run_create), (update, run_update)]:
-        p.add_argument("-f", "--file", dest="files", action="append", required=True)
+        p.add_argument(
+            "-f",
+            "--file",
+            "--from-file",  # as `prefect automation create --from-file`
+            dest="files",
+            action="append",
+            required=True,
+            help="a YAML or JSON file (repeatable)",
+        )
         p.add_argument("--json", action="store_true")
         p.set_defaults(handler=handler)
 
@@ -102,7 +117,10 @@ def run_inspect(args: argparse.Namespace) -> int:
     with connect(args) as client:
         automation = _resolve(client, args.automation)
     document = automation.model_dump(mode="json")
-    print(json.dumps(document, indent=None if args.json else 2, sort_keys=not args.json))
+    if args.yaml:
+        print(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), end="")
+    else:
+        print(json.dumps(document, indent=None if args.json else 2, sort_keys=not args.json))
     return 0
 
 
@@ -188,18 +206,31 @@ def run_delete(args: argparse.Namespace) -> int:
 
 def run_explain(args: argparse.Namespace) -> int:
     with connect(args) as client:
-        explained = client.explain(_resolve(client, args.automation).id)
+        automation = _resolve(client, args.automation)
+        explained = client.explain(automation.id, limit=args.limit, offset=args.offset)
     explanation = explained.model_dump(mode="json")
     if args.json:
         json_lines([explanation])
         return 0
     table(
-        f"{explanation['name']}: {explanation['open_buckets']} open bucket(s), "
-        f"next deadline {explanation['next_deadline']}",
+        _explain_title(explanation),
         ["trigger", "kind", "labels", "window", "count", "last event / children"],
         explain_rows(explanation),
     )
     return 0
+
+
+def _explain_title(explanation: dict[str, Any]) -> str:
+    name = explanation["name"]
+    if not explanation["enabled"]:
+        return f"{name}: paused (a paused automation keeps no state)"
+    deadline = explanation["next_deadline"] or "none until another event"
+    shown = sum(len(t.get("buckets") or []) for t in explanation["triggers"])
+    total = explanation["open_buckets"]
+    page = f" ({shown} shown)" if shown < total else ""
+    evicted = sum(t.get("evicted_buckets") or 0 for t in explanation["triggers"])
+    capped = f", {evicted} evicted by limits.max_buckets_per_trigger" if evicted else ""
+    return f"{name}: {total} open bucket(s){page}{capped}, next deadline {deadline}"
 
 
 def _metric_row(path: str, metric: dict[str, Any]) -> list[Any]:

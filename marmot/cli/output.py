@@ -32,11 +32,22 @@ def json_lines(rows: Iterable[dict[str, Any]]) -> None:
     out.flush()
 
 
+# Columns that are copied and pasted whole: never wrapped onto two lines (the
+# other columns give way).
+_WHOLE = frozenset({"id", "seq", "slug", "url"})
+
+
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """A rich table on stdout."""
+    """A rich table on stdout; ids and other copy-paste columns stay on one line."""
     grid = Table(title=title, title_justify="left")
     for column in columns:
-        grid.add_column(column, overflow="fold")
+        if column in _WHOLE:
+            grid.add_column(column, no_wrap=True, overflow="ignore")
+        else:
+            grid.add_column(column, overflow="fold")
     for row in rows:
         grid.add_row(*("" if cell is None else str(cell) for cell in row))
-    Console().print(grid)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)  # piped or redirected: room for whole ids
+    console.print(grid)

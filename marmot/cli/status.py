@@ -53,7 +53,7 @@ def register(commands: Any) -> None:
 
 def run_status(args: argparse.Namespace) -> int:
     """Print the daemon's status; returns 0 when it serves, ``EXIT_STARTING`` while it starts."""
-    with connect(args) as client:
+    with connect(args, probe=args.wait is None) as client:
         if args.wait is not None:
             _wait(client, args.wait)
         status = client.status()

@@ -101,7 +101,9 @@ def test_status_prints_capacity(daemon: DaemonThread, capsys: pytest.CaptureFixt
 
 def test_unreachable_daemon_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _run(capsys, "status", "--url", "tcp://127.0.0.1:9", "--timeout", "0.5")
-    assert code == 3 and "no reply" in err
+    assert code == 3
+    assert "no Marmot daemon answers at tcp://127.0.0.1:9 (connection refused)" in err
+    assert "marmot serve" in err
 
 
 def test_bad_automation_file_exits_2(
