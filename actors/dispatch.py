@@ -24,6 +24,7 @@ from marmot.actors.metrics import Metrics
 from marmot.actors.runtime import ExecutorRef, RayRuntime, Reply
 from marmot.actors.store import Store
 from marmot.actors.tasks import TaskGroup
+from marmot.actors.throttle import LogThrottle
 from marmot.actors.wire import Outcome, event_to_wire, firing_to_wire, pack
 from marmot.config import MarmotConfig
 from marmot.engine.models.automations import Automation
@@ -86,6 +87,29 @@ class Dispatcher:
         self.executors: list[ExecutorRef] = []
         self._lanes: list[Lane[_Job]] = []
         self.firings_total = 0
+        self._fired_lines = LogThrottle()
+
+    def _log_firing(self, automation: Automation, firing: Firing) -> None:
+        """One INFO line per firing (or resolution), naming the automation, its key
+        and the triggering event; at most one per automation every few seconds,
+        saying how many it left out."""
+        skipped = self._fired_lines.admit(str(firing.automation_id))
+        if skipped is None:
+            return
+        verb = "fired" if firing.state is TriggerState.Triggered else "resolved"
+        key = ", ".join(f"{k}={v}" for k, v in firing.labels.items()) or "-"
+        cause = firing.triggering_event
+        on = f" on {cause.event} ({cause.id})" if cause is not None else " (no event came)"
+        more = f"; {skipped} more since the last line" if skipped else ""
+        log.info(
+            "automation %r %s for %s%s%s",
+            automation.name,
+            verb,
+            key,
+            on,
+            more,
+            extra={"automation": str(firing.automation_id), "firing": str(firing.id)},
+        )
 
     @property
     def queued(self) -> int:
@@ -178,6 +202,7 @@ class Dispatcher:
             else:
                 self._metrics.resolutions.labels(automation.name).inc()
             event = triggered_event(automation, firing)
+            self._log_firing(automation, firing)
             late = _lateness_us(firing)
             if late > LATE_AFTER_US:
                 event = _marked_late(event, late)

@@ -36,6 +36,7 @@ from marmot.actors.action_runs import (
 from marmot.actors.clock import SYSTEM_CLOCK
 from marmot.actors.priority import lower_priority
 from marmot.actors.store import Store
+from marmot.actors.throttle import LogThrottle
 from marmot.actors.wire import event_from_wire, event_to_wire, firing_from_wire, pack, unpack
 from marmot.config import ExecutorsConfig, MarmotConfig
 from marmot.engine.clock import Clock
@@ -148,6 +149,7 @@ class ExecutorHost:
         self._done: asyncio.Queue[_Finished] | None = None
         self._slots: asyncio.Semaphore | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._failures = LogThrottle(clock=clock)
 
     def ping(self) -> bool:
         """Liveness check."""
@@ -275,9 +277,28 @@ class ExecutorHost:
         run = planned.run
         async with self._slots:
             status, detail, result, attempts = await self._attempts(run, runners)
+        if status == "failed":
+            self._log_failure(run, detail)
         event = _action_event(status, run, planned.triggered, self._clock.now(), detail, attempts)
         registry = result.registry if result is not None else None
         self._done.put_nowait(_Finished(run.key, status, detail, event, registry))
+
+    def _log_failure(self, run: ActionRun, reason: str) -> None:
+        """One line per failed action, naming the automation and the reason; at most
+        one per automation every few seconds (saying how many were left out)."""
+        skipped = self._failures.admit(str(run.automation.id))
+        if skipped is None:
+            return
+        more = f" ({skipped} more failed since the last line)" if skipped else ""
+        log.warning(
+            "action %d (%s) of automation %r failed: %s%s",
+            run.index,
+            run.action.type,
+            run.automation.name,
+            reason,
+            more,
+            extra={"automation": str(run.automation.id), "firing": str(run.firing.id)},
+        )
 
     async def _attempts(
         self, run: ActionRun, runners: Mapping[str, Runner]

@@ -9,9 +9,11 @@ that, awaited, unpacks the actor's answer into its type.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Generator
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import ray
@@ -33,17 +35,46 @@ __all__ = [
     "TimerRef",
 ]
 
-# DESIGN.md, measured here: an actor is a ~47 MB process using ~0.6 % of a
-# core when idle; CPU makes ~120 actors the practical limit on 2 cores.
-ACTOR_MEMORY_BYTES = 47 * 1024 * 1024
+# Measured here (2026-12-06, /proc/PID/smaps_rollup of a serving daemon's
+# automation actors): 94 MB resident each, of which ~43 MB are library pages
+# shared with every other Ray worker and 51 MB its own (USS; PSS 54 MB). The
+# unique part is what each further actor costs. An actor uses ~0.6 % of a core
+# when idle; CPU makes ~120 actors the practical limit on 2 cores.
+ACTOR_MEMORY_BYTES = 52 * 1024 * 1024
+ACTOR_RESIDENT_BYTES = 94 * 1024 * 1024
 ACTORS_PER_CORE = 60
 
 # Read by each Ray worker at start-up: the nice value of its task thread.
 WORKER_NICENESS_ENV = "RAY_worker_niceness"
+AUTH_MODE_ENV = "RAY_AUTH_MODE"
+# Where Ray announces that a new local cluster uses token authentication.
+_TOKEN_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+def _is_not_token_notice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Token authentication is enabled")
+
+
+def _quiet_token_notice() -> None:
+    """Drop Ray's notice that token authentication is on (its warnings stay)."""
+    notices = logging.getLogger(_TOKEN_NOTICE_LOGGER)
+    if _is_not_token_notice not in notices.filters:
+        notices.addFilter(_is_not_token_notice)
+
+
+def _private_token() -> None:
+    """Make Ray's token file readable by its owner alone (Ray writes it 0644, so any
+    local user could read it and join the cluster)."""
+    token = Path.home() / ".ray" / "auth_token"
+    with contextlib.suppress(OSError):
+        if token.stat().st_mode & 0o077:
+            token.chmod(0o600)
+
 
 _AutomationActor = ray.remote(AutomationHost)
 _TimerActor = ray.remote(TimerHost)
 _ExecutorActor = ray.remote(ExecutorHost)
+
 
 T = TypeVar("T")
 
@@ -205,7 +236,16 @@ class RayRuntime:
             # executors lower their own (executors.nice). Set in the environment
             # the raylet and its workers inherit; an explicit value wins.
             os.environ.setdefault(WORKER_NICENESS_ENV, "0")
+            # Ray's gRPC servers listen on every interface, and Ray replaces a
+            # loopback node address with the machine's own (services.
+            # resolve_ip_for_localhost): they cannot be kept to loopback. Token
+            # authentication (Ray's default for a new local cluster, kept on)
+            # refuses anyone without the token in ~/.ray/auth_token. Ray says
+            # so at every start: not the user's news.
+            _quiet_token_notice()
         ray.init(**options)
+        if c.address is None:
+            _private_token()
         self._started_here = True
         log.info("ray started", extra={"address": c.address or "local"})
 
@@ -272,6 +312,8 @@ class RayRuntime:
             "nodes": len([n for n in ray.nodes() if n.get("Alive")]),  # type: ignore[no-untyped-call]
             "cpus": cpus,
             "memory_bytes": memory,
+            "actor_memory_unique_bytes": ACTOR_MEMORY_BYTES,
+            "actor_memory_resident_bytes": ACTOR_RESIDENT_BYTES,
             "actor_limit": limit,
             "actors_in_use": actors_in_use,
             "actors_free": max(limit - actors_in_use, 0),

@@ -29,9 +29,9 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from marmot.actors.clock import SYSTEM_CLOCK
 from marmot.actors.metrics import Metrics
+from marmot.actors.throttle import LogThrottle
 from marmot.engine.clock import Clock
 from marmot.engine.errors import ValidationFailed
-from marmot.transport.throttle import LogThrottle
 
 __all__ = [
     "ClientCurve",

@@ -28,9 +28,9 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from marmot.actors.clock import SYSTEM_CLOCK
 from marmot.actors.metrics import Metrics
+from marmot.actors.throttle import LogThrottle
 from marmot.config import HttpConfig
 from marmot.engine.clock import Clock
-from marmot.transport.throttle import LogThrottle
 from marmot.transport.webhooks import HOOKS_PATH, METHODS, WebhookReceiver
 
 __all__ = ["ConnectionGuard", "build_app", "connection_limit", "server_config"]

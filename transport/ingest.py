@@ -24,12 +24,12 @@ import zmq
 
 from marmot.actors.clock import SYSTEM_CLOCK
 from marmot.actors.metrics import Metrics
+from marmot.actors.throttle import LogThrottle
 from marmot.config import IngestConfig
 from marmot.engine.clock import Clock
 from marmot.engine.models.events import Event, EventLimits
 from marmot.transport.codec import decode_frame
 from marmot.transport.curve import CurveServer
-from marmot.transport.throttle import LogThrottle
 
 log = logging.getLogger(__name__)
 

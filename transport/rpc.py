@@ -47,6 +47,7 @@ from pydantic import ValidationError
 
 from marmot.actors.clock import SYSTEM_CLOCK
 from marmot.actors.metrics import Metrics
+from marmot.actors.throttle import LogThrottle
 from marmot.engine.clock import Clock
 from marmot.engine.errors import (
     InternalError,
@@ -66,7 +67,6 @@ from marmot.transport.rpc_frames import (
     decode_in_steps,
     read_header,
 )
-from marmot.transport.throttle import LogThrottle
 
 __all__ = [
     "DEFAULT_MAX_REPLY_BYTES",

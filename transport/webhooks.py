@@ -25,6 +25,7 @@ from starlette.responses import PlainTextResponse, Response
 from marmot.actors.clock import SYSTEM_CLOCK
 from marmot.actors.metrics import Metrics
 from marmot.actors.store.webhooks import StoredWebhook, Webhooks
+from marmot.actors.throttle import LogThrottle
 from marmot.config import HttpConfig
 from marmot.engine.clock import Clock
 from marmot.engine.errors import MarmotError
@@ -36,7 +37,6 @@ from marmot.engine.templates.webhooks import (
     render_webhook_event,
     webhook_failed_event,
 )
-from marmot.transport.throttle import LogThrottle
 from marmot.transport.webhook_requests import webhook_request
 
 __all__ = ["HOOKS_PATH", "METHODS", "WebhookReceiver", "WebhookSettings", "hooks_url"]

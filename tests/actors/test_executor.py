@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -233,7 +234,9 @@ def test_retry_after_is_honoured_within_the_cap(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-def test_permanent_failure_does_not_retry_and_says_why(tmp_path: Path) -> None:
+def test_permanent_failure_does_not_retry_and_says_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     async def main() -> None:
         scripted = Scripted()
 
@@ -261,7 +264,14 @@ def test_permanent_failure_does_not_retry_and_says_why(tmp_path: Path) -> None:
         (record,) = h.store.actions.read()
         assert (record.status, record.detail) == ("failed", "400 Bad Request: no such deployment")
 
-    asyncio.run(main())
+    with caplog.at_level(logging.WARNING, logger="marmot.actors.executor"):
+        asyncio.run(main())
+    # The daemon's log names the automation and the reason (issue 17 #10).
+    [line] = [r.getMessage() for r in caplog.records if "failed:" in r.getMessage()]
+    assert line == (
+        f"action 0 (run-deployment) of automation {automation().name!r} failed: "
+        "400 Bad Request: no such deployment"
+    )
 
 
 def test_gives_up_after_max_retries(tmp_path: Path) -> None:

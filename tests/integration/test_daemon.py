@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import urllib.request
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -36,8 +37,9 @@ def client(daemon: DaemonThread) -> Iterator[Client]:
 
 
 def test_published_events_fire_an_automation_and_its_action_runs(
-    daemon: DaemonThread, client: Client
+    daemon: DaemonThread, client: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="marmot.actors.dispatch")
     automation = client.create_automation(_reactive("two pings", "test.ping"))
     with Publisher(daemon.ingest_url, batch_size=10) as publisher:
         publisher.publish(_event("test.ping", "r.ping"))
@@ -60,6 +62,13 @@ def test_published_events_fire_an_automation_and_its_action_runs(
         what="the action to run",
     )
     assert executed[0]["payload"]["action_type"] == "do-nothing"
+    # The daemon's log says so, naming the automation, its key and the event.
+    fired = [r.getMessage() for r in caplog.records if r.getMessage().startswith("automation ")]
+    cause = triggered[0]["payload"]["triggering_event"]
+    assert fired == [
+        f"automation 'two pings' fired for prefect.resource.id=r.ping "
+        f"on test.ping ({cause['id']})"
+    ]
 
 
 def test_emit_is_acknowledged_with_durable_sequence_numbers(client: Client) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from marmot.actors.throttle import LogThrottle
 from marmot.engine.clock import ManualClock
-from marmot.transport.throttle import LogThrottle
 
 
 def test_one_line_per_key_per_interval_with_the_count_left_out() -> None:
