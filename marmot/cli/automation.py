@@ -8,10 +8,11 @@ from typing import Any
 from uuid import UUID
 
 import yaml
+from rich.markup import escape
 
 from marmot.cli import deploy_triggers
 from marmot.cli.connect import client_options, connect
-from marmot.cli.output import json_lines, table
+from marmot.cli.output import json_lines, line, table
 from marmot.deployments import (
     DeploymentTriggers,
     apply_deployment_triggers,
@@ -208,6 +209,11 @@ def run_explain(args: argparse.Namespace) -> int:
     with connect(args) as client:
         automation = _resolve(client, args.automation)
         explained = client.explain(automation.id, limit=args.limit, offset=args.offset)
+        last = client.filter_events(
+            names=["prefect.automation.triggered"],
+            resource_id=f"prefect.automation.{automation.id}",
+            limit=1,
+        )
     explanation = explained.model_dump(mode="json")
     if args.json:
         json_lines([explanation])
@@ -217,7 +223,18 @@ def run_explain(args: argparse.Namespace) -> int:
         ["trigger", "kind", "labels", "window", "count", "last event / children"],
         explain_rows(explanation),
     )
+    line(escape(_last_fired(last[0] if last else None)))
     return 0
+
+
+def _last_fired(triggered: dict[str, Any] | None) -> str:
+    """``last fired 2026-12-06T13:44:29Z for prefect.resource.id=r.1`` (from its
+    automation.triggered event), or that the event log has no firing of it."""
+    if triggered is None:
+        return "never fired (as far back as the event log goes)"
+    labels = triggered["payload"].get("triggering_labels") or {}
+    key = ", ".join(f"{k}={v}" for k, v in labels.items())
+    return f"last fired {triggered['occurred']}" + (f" for {key}" if key else "")
 
 
 def _explain_title(explanation: dict[str, Any]) -> str:

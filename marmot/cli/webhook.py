@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from rich.markup import escape
 
 from marmot.cli.connect import client_options, connect
-from marmot.cli.output import json_lines, line
+from marmot.cli.output import fail, json_lines, line
 from marmot.documents import (
     DocumentError,
     document_entries,
@@ -70,6 +70,7 @@ def register(commands: Any) -> None:
 
     for verb, text, handler in [
         ("inspect", "show one webhook, with its URL and template", run_inspect),
+        ("url", "print a webhook's URL alone (for curl and scripts)", run_url),
         ("enable", "enable a webhook (its URL takes requests)", run_enable),
         ("disable", "disable a webhook (its URL answers 404)", run_disable),
         ("rotate", "give a webhook a new URL (the old one stops working)", run_rotate),
@@ -242,6 +243,17 @@ def run_inspect(args: argparse.Namespace) -> int:
     with connect(args) as client:
         webhook = _resolve(client, args.webhook)
     print(json.dumps(webhook, indent=None if args.json else 2, sort_keys=not args.json))
+    return 0
+
+
+def run_url(args: argparse.Namespace) -> int:
+    """Print the URL alone: ``curl -d x=1 "$(marmot webhook url NAME)"``."""
+    with connect(args) as client:
+        webhook = _resolve(client, args.webhook)
+    if not webhook["url"]:
+        fail("the daemon serves no HTTP (http.port is 0), so its webhooks have no URL")
+        return 1
+    print(webhook["url"])
     return 0
 
 

@@ -60,6 +60,9 @@ def test_automation_commands_round_trip(
         return json.loads(text)["open_buckets"] == 1
 
     wait_for(one_bucket, what="the emitted event to open a bucket")
+    code, out, _ = _run(capsys, "automation", "explain", "deployment keeps failing", *url)
+    assert code == 0 and "1 open bucket(s)" in out
+    assert "never fired (as far back as the event log goes)" in out and "None" not in out
 
     code, out, _ = _run(capsys, "automation", "pause", "deployment keeps failing", "--json", *url)
     assert code == 0 and json.loads(out)["enabled"] is False
