@@ -23,6 +23,7 @@ from marmot.actors.executor import ExecutorHost, ExecutorResults
 from marmot.actors.timer import TimerHost
 from marmot.actors.wire import Outcome
 from marmot.config import RayConfig
+from marmot.engine.errors import RayUnavailable
 from marmot.engine.models.explain import Explanation
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,27 @@ def _quiet_token_notice() -> None:
     notices = logging.getLogger(_TOKEN_NOTICE_LOGGER)
     if _is_not_token_notice not in notices.filters:
         notices.addFilter(_is_not_token_notice)
+
+
+def _join_failure(address: str, exc: BaseException) -> str:
+    """Why joining the cluster at ``address`` failed, and what to do about it."""
+    reasons: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and len(reasons) < 10:
+        reasons.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    if any("InvalidAuthToken" in str(r) or "Authentication" in type(r).__name__ for r in reasons):
+        mode = os.environ.get(AUTH_MODE_ENV)
+        hint = (
+            f"set {AUTH_MODE_ENV}=token for marmot serve (Ray turns token authentication "
+            "on only for a cluster it finds itself, never for an address it is given)"
+            if mode != "token"
+            else "give marmot serve the cluster's token (~/.ray/auth_token, "
+            "RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN)"
+        )
+        return f"cannot join the Ray cluster at {address}: it requires its token: {hint}"
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"cannot join the Ray cluster at {address} (ray.address): {first_line}"
 
 
 def _private_token() -> None:
@@ -243,7 +265,12 @@ class RayRuntime:
             # refuses anyone without the token in ~/.ray/auth_token. Ray says
             # so at every start: not the user's news.
             _quiet_token_notice()
-        ray.init(**options)
+        try:
+            ray.init(**options)
+        except (ConnectionError, RuntimeError) as exc:
+            if c.address is None:
+                raise
+            raise RayUnavailable(_join_failure(c.address, exc)) from exc
         if c.address is None:
             _private_token()
         self._started_here = True

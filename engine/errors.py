@@ -61,6 +61,12 @@ class DaemonUnavailable(MarmotError):
     is_retryable = True
 
 
+class RayUnavailable(MarmotError):
+    """Raised when the daemon cannot join the Ray cluster it was pointed at."""
+
+    code = "ray_unavailable"
+
+
 class AddressInUse(MarmotError):
     """Raised when an address the daemon must listen on is taken by another process."""
 
