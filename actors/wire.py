@@ -18,7 +18,7 @@ import msgpack
 
 from marmot.engine.models.events import Event, trusted_event
 from marmot.engine.models.triggers import Posture
-from marmot.engine.triggers.firing import Firing, TriggerState
+from marmot.engine.triggers.firing import Firing, MetricReading, TriggerState
 
 _local = threading.local()
 
@@ -141,12 +141,17 @@ def firing_to_wire(firing: Firing) -> list[Any]:
         [str(c) for c in firing.child_ids],
         firing.deadline_us,
         firing.evaluated_us,
+        firing.metric.as_payload() if firing.metric is not None else None,
     ]
 
 
 def firing_from_wire(row: Sequence[Any]) -> Firing:
     """Rebuild a firing from ``firing_to_wire`` output."""
-    fid, aid, path, labels, event, fired_us, posture, state, children, deadline_us, evaluated = row
+    fid, aid, path, labels, event, fired_us, posture, state, children, deadline_us, evaluated = row[
+        :11
+    ]
+    # A metric firing's reading; rows written before it was carried have none.
+    metric = row[11] if len(row) > 11 else None
     return Firing(
         id=UUID(fid),
         automation_id=UUID(aid),
@@ -159,6 +164,7 @@ def firing_from_wire(row: Sequence[Any]) -> Firing:
         child_ids=tuple(UUID(c) for c in children),
         deadline_us=deadline_us,
         evaluated_us=evaluated,
+        metric=MetricReading.from_payload(metric) if metric else None,
     )
 
 

@@ -38,8 +38,12 @@ from marmot.engine.models.blocks import (
 
 __all__ = [
     "Delivery",
+    "block_secrets",
     "call_webhook",
+    "check_public_url",
     "email_message",
+    "excerpt",
+    "judge_response",
     "retry_after_s",
     "send_email",
     "send_notification",
@@ -226,6 +230,31 @@ def _excerpt(text: str, secrets: Iterable[str], limit: int = EXCERPT_CHARS) -> s
     return _clip(_one_line(_scrub(text, secrets)), limit)
 
 
+def block_secrets(block: BlockDocument) -> list[str]:
+    """A block's secret strings (and the secret parts of secret URLs), longest
+    first: what :func:`excerpt` scrubs from text a service sent back."""
+    return _secrets_of(block)
+
+
+def excerpt(text: str, secrets: Iterable[str], limit: int = EXCERPT_CHARS) -> str:
+    """``text`` on one line, each secret replaced by ``********``, clipped to ``limit``."""
+    return _excerpt(text, secrets, limit)
+
+
+def judge_response(
+    response: httpx.Response, what: str, secrets: list[str], now: datetime
+) -> Delivery:
+    """The delivery for a 2xx reply; raises ``TransientFailure`` for 408, 429 and
+    5xx (with ``Retry-After``), ``ActionFailed`` for any other status."""
+    return _judge(response, what, secrets, now)
+
+
+async def check_public_url(url: str, what: str) -> None:
+    """Raise ``ActionFailed`` when ``url``'s host resolves to a non-global address
+    (``allow_private_urls: false``), ``TransientFailure`` when it does not resolve."""
+    await _check_public(url, what)
+
+
 def _judge(response: httpx.Response, what: str, secrets: list[str], now: datetime) -> Delivery:
     """A delivery for a 2xx reply; raises for anything else."""
     code = response.status_code
@@ -383,8 +412,10 @@ async def send_notification(
         return await send_email(
             block, subject, body, timeout_s=smtp_timeout_s, message_id=message_id
         )
-    else:  # pragma: no cover - every block type is handled above
-        raise ActionFailed(f"{block.describe()} cannot send notifications")
+    else:
+        # custom-webhook and the Apprise-sent types have their own senders
+        # (transport/custom_webhook.py, transport/apprise_notify.py).
+        raise ActionFailed(f"{block.describe()} is not sent by this function")
     return await _request(
         http,
         block,

@@ -1,8 +1,9 @@
 """Notification blocks: the documents that tell actions where to send things.
 
 A ``BlockDocument`` is the envelope (id, name, block type slug, times) around
-one type's ``data``. The four types keep Prefect's slugs and field names, so a
-block document read from a Prefect server maps onto them (``block_from_prefect``).
+one type's ``data``. The types keep Prefect's slugs and field names, so a
+block document read from a Prefect server maps onto them (``block_from_prefect``);
+the Apprise-sent ones and ``custom-webhook`` are in ``service_blocks``.
 Secret fields are pydantic secrets: masked in reprs, and shown as ``********``
 (Prefect's obfuscation) in every public view.
 """
@@ -20,6 +21,16 @@ from pydantic import Field, Secret, SecretStr, ValidationError, field_validator,
 
 from marmot.engine.errors import Unsupported, ValidationFailed
 from marmot.engine.models._base import MarmotModel
+from marmot.engine.models.block_data import OBFUSCATED, BlockData, NotifyType
+from marmot.engine.models.service_blocks import (
+    CustomWebhook,
+    DiscordWebhook,
+    MattermostWebhook,
+    OpsgenieWebhook,
+    PagerDutyWebhook,
+    SendgridEmail,
+    TwilioSMS,
+)
 
 __all__ = [
     "BLOCK_TYPES",
@@ -38,13 +49,21 @@ __all__ = [
     "block_from_prefect",
 ]
 
-OBFUSCATED = "********"
-"""What a secret value looks like in a public view (Prefect's obfuscation)."""
-
-BlockTypeSlug = Literal["slack-webhook", "ms-teams-webhook", "email", "webhook"]
+BlockTypeSlug = Literal[
+    "slack-webhook",
+    "ms-teams-webhook",
+    "email",
+    "webhook",
+    "custom-webhook",
+    "discord-webhook",
+    "mattermost-webhook",
+    "pager-duty-webhook",
+    "opsgenie-webhook",
+    "sendgrid-email",
+    "twilio-sms",
+]
 """The block types Marmot stores and sends through, by Prefect's slug."""
 
-NotifyType = Literal["prefect_default", "info", "success", "warning", "failure"]
 SMTPType = Literal["SSL", "STARTTLS", "INSECURE"]
 WebhookMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 
@@ -55,65 +74,7 @@ _NAME = re.compile(r"[a-z0-9-]+")
 # Prefect's SMTPType values double as the default port of each kind of connection.
 _DEFAULT_SMTP_PORTS: dict[str, int] = {"SSL": 465, "STARTTLS": 587, "INSECURE": 25}
 _SMTP_TYPE_ALIASES = {"NONE": "INSECURE", "PLAIN": "INSECURE", "TLS": "SSL"}
-
-
-def _masked(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {key: OBFUSCATED for key in value}
-    return OBFUSCATED
-
-
-def _is_obfuscated(value: Any) -> bool:
-    if isinstance(value, Mapping):
-        return any(_is_obfuscated(v) for v in value.values())
-    return isinstance(value, str) and len(value) >= 3 and set(value) == {"*"}
-
-
-class BlockData(MarmotModel):
-    """The type-specific fields of a block; subclasses are the block types.
-
-    ``block_type_slug`` tells the types apart when a document is validated and
-    is left out of dumps (the envelope carries it).
-    """
-
-    can_notify: ClassVar[bool] = True
-    """Whether ``send-notification`` may send through this type."""
-    can_call: ClassVar[bool] = False
-    """Whether ``call-webhook`` may call this type."""
-
-    block_type_slug: str = Field(exclude=True)
-
-    def _secrets(self) -> dict[str, SecretStr | Secret[Any]]:
-        found: dict[str, SecretStr | Secret[Any]] = {}
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            if isinstance(value, SecretStr | Secret):
-                found[name] = value
-        return found
-
-    def public_fields(self) -> dict[str, Any]:
-        """The fields as JSON-safe values, each set secret replaced by ``********``
-        (a secret mapping keeps its keys)."""
-        out = self.model_dump(mode="json")
-        for name, secret in self._secrets().items():
-            out[name] = _masked(secret.get_secret_value())
-        return out
-
-    def secret_fields(self) -> dict[str, Any]:
-        """Only the set secret fields, revealed, as JSON-safe values."""
-        return {name: secret.get_secret_value() for name, secret in self._secrets().items()}
-
-    def secret_values(self) -> list[str]:
-        """Every secret string this block holds (to scrub from messages and logs)."""
-        values: list[str] = []
-        for revealed in self.secret_fields().values():
-            items = revealed.values() if isinstance(revealed, Mapping) else [revealed]
-            values.extend(str(v) for v in items if v)
-        return values
-
-    def obfuscated_fields(self) -> list[str]:
-        """Names of secret fields holding a mask (``********``) rather than a value."""
-        return [name for name, value in self.secret_fields().items() if _is_obfuscated(value)]
+_PRIVATE = "allow URLs whose host is private or loopback"
 
 
 class SlackWebhook(BlockData):
@@ -125,9 +86,9 @@ class SlackWebhook(BlockData):
     """
 
     block_type_slug: Literal["slack-webhook"] = Field("slack-webhook", exclude=True)
-    url: SecretStr
-    notify_type: NotifyType = "prefect_default"
-    allow_private_urls: bool = True
+    url: SecretStr = Field(description="the incoming webhook URL")
+    notify_type: NotifyType = Field("prefect_default", description="kept, not used")
+    allow_private_urls: bool = Field(True, description=_PRIVATE)
 
 
 class MicrosoftTeamsWebhook(BlockData):
@@ -139,11 +100,11 @@ class MicrosoftTeamsWebhook(BlockData):
     """
 
     block_type_slug: Literal["ms-teams-webhook"] = Field("ms-teams-webhook", exclude=True)
-    url: SecretStr
-    notify_type: NotifyType = "prefect_default"
-    allow_private_urls: bool = True
-    include_image: bool = True
-    wrap: bool = True
+    url: SecretStr = Field(description="the Workflows (or connector) URL")
+    notify_type: NotifyType = Field("prefect_default", description="kept, not used")
+    allow_private_urls: bool = Field(True, description=_PRIVATE)
+    include_image: bool = Field(True, description="kept, not used")
+    wrap: bool = Field(True, description="wrap the card's text")
 
 
 class EmailNotification(BlockData):
@@ -156,14 +117,16 @@ class EmailNotification(BlockData):
     """
 
     block_type_slug: Literal["email"] = Field("email", exclude=True)
-    smtp_server: str = Field(min_length=1)
-    smtp_port: int | None = Field(default=None, ge=1, le=65_535)
-    smtp_type: SMTPType = "SSL"
-    username: str | None = None
-    password: SecretStr | None = None
-    verify: bool = True
-    email_from: str | None = None
-    email_to: list[str] = Field(min_length=1)
+    smtp_server: str = Field(min_length=1, description="the SMTP server's host")
+    smtp_port: int | None = Field(
+        default=None, ge=1, le=65_535, description="its port (default: by smtp_type)"
+    )
+    smtp_type: SMTPType = Field("SSL", description="SSL, STARTTLS or INSECURE")
+    username: str | None = Field(None, description="the login")
+    password: SecretStr | None = Field(None, description="the login's password")
+    verify: bool = Field(True, description="check the server's certificate")
+    email_from: str | None = Field(None, description="the From address (default: username)")
+    email_to: list[str] = Field(min_length=1, description="the recipients")
 
     @field_validator("smtp_type", mode="before")
     @classmethod
@@ -229,11 +192,13 @@ class Webhook(BlockData):
     can_call: ClassVar[bool] = True
 
     block_type_slug: Literal["webhook"] = Field("webhook", exclude=True)
-    method: WebhookMethod = "POST"
-    url: SecretStr
-    headers: Secret[dict[str, str]] = Field(default_factory=lambda: Secret[dict[str, str]]({}))
-    allow_private_urls: bool = True
-    verify: bool = True
+    method: WebhookMethod = Field("POST", description="the HTTP method")
+    url: SecretStr = Field(description="the URL")
+    headers: Secret[dict[str, str]] = Field(
+        default_factory=lambda: Secret[dict[str, str]]({}), description="request headers"
+    )
+    allow_private_urls: bool = Field(True, description=_PRIVATE)
+    verify: bool = Field(True, description="check the server's certificate")
 
     @field_validator("method", mode="before")
     @classmethod
@@ -242,7 +207,17 @@ class Webhook(BlockData):
 
 
 BlockDataTypes = Annotated[
-    SlackWebhook | MicrosoftTeamsWebhook | EmailNotification | Webhook,
+    SlackWebhook
+    | MicrosoftTeamsWebhook
+    | EmailNotification
+    | Webhook
+    | CustomWebhook
+    | DiscordWebhook
+    | MattermostWebhook
+    | PagerDutyWebhook
+    | OpsgenieWebhook
+    | SendgridEmail
+    | TwilioSMS,
     Field(discriminator="block_type_slug"),
 ]
 """Any block's data, told apart by its type slug."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from datetime import date
+from datetime import date, timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin
@@ -141,6 +141,9 @@ def _json_default(value: Any) -> Any:
         value._fail_with_undefined_error()
     if isinstance(value, date):
         return value.isoformat()
+    if isinstance(value, timedelta):
+        # As Prefect's API sends durations (total_run_time...): seconds.
+        return value.total_seconds()
     if isinstance(value, UUID):
         return str(value)
     if isinstance(value, set | frozenset | tuple):

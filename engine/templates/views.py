@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from marmot.engine.models.events import RESOURCE_ID, RESOURCE_NAME, RESOURCE_ROLE, Event
+from marmot.engine.templates.prefect_values import object_spec, prefect_value
 
 if TYPE_CHECKING:
     from marmot.engine.models.automations import Automation
@@ -106,12 +107,21 @@ class ResourceView(View):
     Iterating gives ``(label, value)`` pairs, so ``{% for label, value in
     event.resource %}`` works. ``.role`` of a resource without one is undefined
     (renders empty), as in Prefect, where only related resources have a role.
+    It prints as Prefect's resource models do: ``root={...}``, and inside a list
+    ``RelatedResource(root={...})``.
     """
 
-    __slots__ = ("_labels",)
+    __slots__ = ("_labels", "_model")
 
-    def __init__(self, labels: Mapping[str, str]) -> None:
+    def __init__(self, labels: Mapping[str, str], *, is_related: bool = False) -> None:
         self._labels = labels
+        self._model = "RelatedResource" if is_related else "Resource"
+
+    def __str__(self) -> str:
+        return f"root={dict(self._labels)!r}"
+
+    def __repr__(self) -> str:
+        return f"{self._model}(root={dict(self._labels)!r})"
 
     @property
     def id(self) -> str:
@@ -176,7 +186,7 @@ class EventView(View):
     def __init__(self, event: Event) -> None:
         self._event = event
         self._resource = ResourceView(event.resource)
-        self._related = [ResourceView(labels) for labels in event.related]
+        self._related = [ResourceView(labels, is_related=True) for labels in event.related]
         self._dump: dict[str, Any] | None = None
 
     @property
@@ -292,13 +302,22 @@ class AutomationView(View):
 
 
 class _ApiObject(dict[str, Any]):
-    """An orchestrator object (the API's JSON), tagged with its kind for ``ui_url``."""
+    """An orchestrator object (the API's JSON), tagged with its kind for ``ui_url``.
 
-    __slots__ = ("_kind",)
+    Fields read in a template come back as Prefect's models hold them (times,
+    durations, state types; see ``prefect_values``); ``tojson`` and ``.get``
+    still see the JSON.
+    """
+
+    __slots__ = ("_kind", "_spec")
 
     def __init__(self, kind: str, data: Mapping[str, Any]) -> None:
         super().__init__(data)
         self._kind = kind
+        self._spec = object_spec(kind)
+
+    def __getitem__(self, key: str) -> Any:
+        return prefect_value(self._spec, key, super().__getitem__(key))
 
 
 def api_object_kind(value: object) -> str | None:
@@ -322,19 +341,24 @@ def build_context(
     ui_url: str | None,
     *,
     labels: Mapping[str, str] | None = None,
+    metric: Mapping[str, Any] | None = None,
 ) -> TemplateContext:
     """The context Prefect gives an action's templates.
 
     ``objects`` maps names in :data:`OBJECT_NAMES` to the orchestrator's JSON
     for them; names left out are undefined in the template. ``labels`` are the
-    firing's labels (Prefect's ``labels``). Raises ``ValueError`` for an
-    unknown object name.
+    firing's labels (Prefect's ``labels``). ``metric`` is a metric trigger's
+    reading when it fired (``name``, ``operator``, ``threshold``, ``value``),
+    Marmot's addition so a notification can quote them. Raises ``ValueError``
+    for an unknown object name.
     """
     variables: dict[str, Any] = {"automation": AutomationView(automation)}
     if event is not None:
         variables["event"] = EventView(event)
     if labels is not None:
         variables["labels"] = LabelDiver(labels)
+    if metric is not None:
+        variables["metric"] = dict(metric)
     for name, data in objects.items():
         kind = _OBJECT_KINDS.get(name)
         if kind is None:

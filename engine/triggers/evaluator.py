@@ -169,6 +169,7 @@ class Evaluator:
             # The end of its firing_for, a deadline on the events clock.
             deadline_us=fired.at,
             evaluated_us=self._evaluating_us,
+            metric=fired.reading,
         )
         if resolved:
             self._out.append(firing)  # only a top-level metric trigger resolves

@@ -34,6 +34,31 @@ class TriggerState(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class MetricReading:
+    """A metric trigger's measure when it fired or resolved: the metric, how it is
+    compared, the threshold and the value then (None when no run was measured)."""
+
+    name: str
+    operator: str
+    threshold: float
+    value: float | None
+
+    def as_payload(self) -> dict[str, Any]:
+        """The reading as the triggered event's ``payload.metric`` holds it."""
+        return {
+            "name": self.name,
+            "operator": self.operator,
+            "threshold": self.threshold,
+            "value": self.value,
+        }
+
+    @classmethod
+    def from_payload(cls, data: Mapping[str, Any]) -> MetricReading:
+        """The reading ``as_payload`` wrote."""
+        return cls(data["name"], data["operator"], data["threshold"], data["value"])
+
+
+@dataclass(frozen=True, slots=True)
 class Firing:
     """A trigger fired: for which labels, on which event, when."""
 
@@ -54,6 +79,8 @@ class Firing:
     # evaluation, ``occurred`` of an event): past its deadline by over a second,
     # the evaluation ran late (the daemon or its timer was down).
     evaluated_us: int | None = None
+    # A metric trigger's value and threshold when it fired (None for other triggers).
+    metric: MetricReading | None = None
 
     @property
     def fired_at(self) -> datetime:
@@ -96,6 +123,13 @@ def triggered_event(automation: Automation, firing: Firing) -> Event:
         related.append(
             {RESOURCE_ID: f"prefect.event.{source.id}", RESOURCE_ROLE: "triggering-event"}
         )
+    payload: dict[str, Any] = {
+        "triggering_labels": dict(firing.labels),
+        "triggering_event": source.model_dump(mode="json") if source else None,
+    }
+    if firing.metric is not None:
+        # So a notification can quote what breached: the value and the threshold.
+        payload["metric"] = firing.metric.as_payload()
     # Built from values made here, all valid: constructed, not validated again.
     return trusted_event(
         name_uuid(FIRING_NAMESPACE, f"event|{firing.id}"),
@@ -103,10 +137,7 @@ def triggered_event(automation: Automation, firing: Firing) -> Event:
         f"prefect.automation.{firing.state.value.lower()}",
         resource,
         related,
-        {
-            "triggering_labels": dict(firing.labels),
-            "triggering_event": source.model_dump(mode="json") if source else None,
-        },
+        payload,
     )
 
 
@@ -134,6 +165,7 @@ def dump_firing(firing: Firing) -> dict[str, Any]:
         "children": [str(c) for c in firing.child_ids],
         "deadline_us": firing.deadline_us,
         "evaluated_us": firing.evaluated_us,
+        "metric": firing.metric.as_payload() if firing.metric else None,
     }
 
 
@@ -152,4 +184,5 @@ def load_firing(data: Mapping[str, Any], automation_id: UUID) -> Firing:
         deadline_us=data["deadline_us"],
         # Checkpoints written before evaluation times were recorded have none.
         evaluated_us=data.get("evaluated_us"),
+        metric=MetricReading.from_payload(data["metric"]) if data.get("metric") else None,
     )

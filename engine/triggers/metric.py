@@ -59,7 +59,7 @@ from marmot.engine.models.triggers import (
     PrefectMetric,
 )
 from marmot.engine.timestamps import US_PER_S, from_us, span_us, to_us
-from marmot.engine.triggers.firing import TriggerState
+from marmot.engine.triggers.firing import MetricReading, TriggerState
 
 FLOW_RUN_PREFIX = "prefect.flow-run."
 # What the interest index routes to a metric trigger: every flow-run state event.
@@ -114,6 +114,7 @@ class MetricFiring:
     at: int  # when it fired or resolved (events clock)
     event: Event | None  # the last event that changed the metric's inputs
     fired_us: int  # the processing time
+    reading: MetricReading | None = None  # the value and threshold then
 
 
 MetricSink = Callable[[MetricFiring], None]
@@ -352,7 +353,11 @@ class MetricMonitor:
 
     def _emit(self, state: TriggerState, now: int, fired_us: int) -> None:
         start = self.breach_start if self.breach_start is not None else now
-        self._sink(MetricFiring(state, start, now, self.last_event, fired_us))
+        query = self.trigger.metric
+        reading = MetricReading(
+            query.name.value, query.operator.value, self.threshold, self.value()
+        )
+        self._sink(MetricFiring(state, start, now, self.last_event, fired_us, reading))
 
     # -- the engine's calls -------------------------------------------------------
 

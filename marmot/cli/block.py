@@ -1,4 +1,4 @@
-"""``marmot block create|ls|show|delete``: notification blocks, secrets never printed.
+"""``marmot block create|types|ls|show|delete``: notification blocks, secrets never printed.
 
 Block files are YAML or JSON: one block, a list, or ``blocks: [...]``; each
 block is ``{block_type_slug, name, data, id?}``, or a block document exported
@@ -17,6 +17,7 @@ from uuid import UUID
 import yaml
 from pydantic import ValidationError
 
+from marmot.cli.block_types import run_types, types_epilog
 from marmot.cli.connect import client_options, connect
 from marmot.cli.output import json_lines, table
 from marmot.documents import DocumentError
@@ -35,6 +36,8 @@ def register(commands: Any) -> None:
         "create",
         parents=[common],
         help="create blocks from YAML/JSON files, or one from --type/--name/--set",
+        epilog=types_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     create.add_argument("-f", "--file", dest="files", action="append", default=[])
     create.add_argument("--type", dest="block_type", choices=sorted(BLOCK_TYPES))
@@ -49,6 +52,13 @@ def register(commands: Any) -> None:
     )
     create.add_argument("--json", action="store_true")
     create.set_defaults(handler=run_create)
+
+    kinds = sub.add_parser(
+        "types", help="list the block types, or one type's fields (no daemon needed)"
+    )
+    kinds.add_argument("block_type", nargs="?", choices=sorted(BLOCK_TYPES), metavar="TYPE")
+    kinds.add_argument("--json", action="store_true")
+    kinds.set_defaults(handler=run_types)
 
     ls = sub.add_parser("ls", parents=[common], help="list blocks")
     ls.add_argument("--type", dest="block_type", choices=sorted(BLOCK_TYPES))

@@ -323,17 +323,19 @@ async def test_a_stored_block_is_used_without_asking_the_orchestrator(
 async def test_an_orchestrator_block_of_an_unknown_type_fails_naming_it(
     store: Store, http: httpx.AsyncClient
 ) -> None:
+    # pager-duty-webhook is sent through Apprise now; Prefect's JSON block
+    # still cannot send anything.
     block_id = uuid4()
     prefect = PrefectBlocks(
         {
             "id": str(block_id),
-            "name": "pager",
-            "data": {"integration_key": "k", "api_key": "a"},
-            "block_type": {"slug": "pager-duty-webhook"},
+            "name": "settings",
+            "data": {"value": {"a": 1}},
+            "block_type": {"slug": "json"},
         }
     )
 
-    with pytest.raises(ActionFailed, match="'pager-duty-webhook' is not one Marmot can use"):
+    with pytest.raises(ActionFailed, match="'json' is not one Marmot can use"):
         await runners(store, http, prefect)["send-notification"](run_of(notify_id(block_id)))
 
 

@@ -252,8 +252,15 @@ def test_the_flow_runs_state_comes_from_the_events_state_labels() -> None:
             "prefect.state-timestamp": "2026-03-01T09:30:00+00:00",
         }
     )
-    source = "{{ flow_run.state.type }} {{ flow_run.state.name }} {{ flow_run.state.message }}"
-    assert sync(renderer(Reader()).render(source, action_run(event))) == "FAILED Failed boom"
+    source = (
+        "{{ flow_run.state.type }} {{ flow_run.state.name }} {{ flow_run.state.message }} "
+        "{{ flow_run.state.timestamp }}"
+    )
+    # Printed as Prefect prints its models: the state type as its enum, the time as a datetime.
+    assert (
+        sync(renderer(Reader()).render(source, action_run(event)))
+        == "StateType.FAILED Failed boom 2026-03-01 09:30:00+00:00"
+    )
     assert OBJECTS[FLOW_RUN]["state"]["name"] == "Running"  # the reader's data is not changed
 
 

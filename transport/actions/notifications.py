@@ -19,7 +19,10 @@ from marmot.config import ExecutorsConfig
 from marmot.engine.errors import MarmotError, NotFound
 from marmot.engine.models.actions import CallWebhook, SendNotification
 from marmot.engine.models.blocks import BlockDocument, block_from_prefect
-from marmot.transport.notify import call_webhook, send_notification
+from marmot.engine.models.service_blocks import CustomWebhook
+from marmot.transport.apprise_notify import APPRISE_BLOCKS, send_through_apprise
+from marmot.transport.custom_webhook import send_custom_webhook
+from marmot.transport.notify import Delivery, call_webhook, send_notification
 
 __all__ = [
     "BlockDocumentReader",
@@ -101,6 +104,26 @@ def notification_runners(
 ) -> dict[str, Runner]:
     """Runners for ``send-notification`` and ``call-webhook``."""
 
+    async def _deliver(block: BlockDocument, subject: str, body: str, key: str) -> Delivery:
+        # Each block type goes to its sender: custom webhooks over httpx, the
+        # Apprise-backed services through Apprise, the rest in notify.py.
+        data = block.data
+        if isinstance(data, CustomWebhook):
+            return await send_custom_webhook(http, block, subject, body, idempotency_key=key)
+        if isinstance(data, APPRISE_BLOCKS):
+            return await send_through_apprise(
+                block, subject, body, timeout_s=executors.action_timeout_s
+            )
+        return await send_notification(
+            http,
+            block,
+            subject,
+            body,
+            smtp_timeout_s=executors.action_timeout_s,
+            message_id=f"<{uuid5(_MESSAGE_ID_NAMESPACE, key)}@marmot>",
+            idempotency_key=key,
+        )
+
     async def notify(run: ActionRun) -> ActionResult:
         action = run.action
         if not isinstance(action, SendNotification):
@@ -110,15 +133,7 @@ def notification_runners(
             raise ActionFailed(f"{block.describe()} cannot send notifications")
         subject = await renderer.render(action.subject, run)
         body = await renderer.render(action.body, run)
-        delivery = await send_notification(
-            http,
-            block,
-            subject,
-            body,
-            smtp_timeout_s=executors.action_timeout_s,
-            message_id=f"<{uuid5(_MESSAGE_ID_NAMESPACE, run.key)}@marmot>",
-            idempotency_key=run.key,
-        )
+        delivery = await _deliver(block, subject, body, run.key)
         return ActionResult(
             f"sent to {block.describe()} ({delivery.status})",
             extra={**_block_extra(block), "status": delivery.status, **delivery.extra},

@@ -260,4 +260,5 @@ class Renderer:
             objects,
             self._ui_url,
             labels=run.firing.labels,
+            metric=run.firing.metric.as_payload() if run.firing.metric is not None else None,
         )
