@@ -249,6 +249,12 @@ class AutomationHost:
             return None
         return evaluator.explain(limit=limit, offset=offset)
 
+    def state(self, automation_id: str) -> dict[str, Any] | None:
+        """A copy of one automation's engine state (``Evaluator.snapshot``), for dry
+        runs that must not touch it; None when it is not hosted here."""
+        evaluator = self._evaluators.get(automation_id)
+        return evaluator.snapshot() if evaluator is not None else None
+
     def snapshot(self) -> dict[str, Any]:
         """Every hosted automation's state plus the last sequence number applied."""
         return {

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 from marmot.actors.clock import SYSTEM_CLOCK
 from marmot.actors.metrics import Metrics
@@ -230,6 +231,15 @@ class Placement:
             return None
         await self._router.drain([key])
         return await self._actors[key].ref.explain(automation_id, limit, offset)
+
+    async def state(self, automation_id: str) -> dict[str, Any] | None:
+        """A copy of a hosted automation's engine state after the events already
+        accepted (``Evaluator.snapshot``), or None when it is not hosted."""
+        key = self._actor_of.get(automation_id)
+        if key is None:
+            return None
+        await self._router.drain([key])
+        return await self._actors[key].ref.state(automation_id)
 
     def kill_all(self) -> None:
         """Stop every automation actor for good."""

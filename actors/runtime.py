@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -23,7 +23,7 @@ from marmot.actors.executor import ExecutorHost, ExecutorResults
 from marmot.actors.timer import TimerHost
 from marmot.actors.wire import Outcome
 from marmot.config import RayConfig
-from marmot.engine.errors import RayUnavailable
+from marmot.engine.errors import MarmotError, RayUnavailable
 from marmot.engine.models.explain import Explanation
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,44 @@ _TimerActor = ray.remote(TimerHost)
 _ExecutorActor = ray.remote(ExecutorHost)
 
 
+def _call(function: Callable[..., Any], *args: Any) -> Any:
+    return function(*args)
+
+
+# Work the daemon hands off its loop and its process (dry runs over the log):
+# no CPU reserved, never retried (a failure is reported, not repeated).
+_Offloaded = ray.remote(num_cpus=0, max_retries=0)(_call)
+
+
+def _stream(function: Callable[..., Iterator[Any]], *args: Any) -> Iterator[Any]:
+    yield from function(*args)
+
+
+_Streamed = ray.remote(num_cpus=0, max_retries=0)(_stream)
+
+
+def _cause(exc: Exception) -> Exception:
+    """A task's own ``MarmotError`` (NotFound, ...) rather than Ray's wrapper of it,
+    so the caller's error says what went wrong, with its code."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, MarmotError) else exc
+
+
+async def _task_result(ref: Any) -> Any:
+    try:
+        return await ref
+    except ray.exceptions.RayTaskError as exc:
+        raise _cause(exc) from None
+
+
+async def _task_items(stream: Any) -> AsyncIterator[Any]:
+    try:
+        async for ref in stream:
+            yield await ref
+    except ray.exceptions.RayTaskError as exc:
+        raise _cause(exc) from None
+
+
 T = TypeVar("T")
 
 
@@ -165,6 +203,11 @@ class AutomationRef:
         """An automation's live state (a page of buckets per trigger), or None when it
         is not hosted here."""
         return Reply(self.handle.explain.remote(automation_id, limit, offset))
+
+    def state(self, automation_id: str) -> Reply[dict[str, Any] | None]:
+        """A copy of an automation's engine state (for a dry run), or None when it is
+        not hosted here."""
+        return Reply(self.handle.state.remote(automation_id))
 
 
 class TimerRef:
@@ -322,6 +365,18 @@ class RayRuntime:
             max_concurrency=1000,
         ).remote(*args)
         return ExecutorRef(handle)
+
+    def offload(self, function: Callable[..., T], *args: Any) -> Reply[T]:
+        """Run ``function(*args)`` as a Ray task, in another process: off the
+        daemon's event loop and its interpreter lock. ``function`` must be a
+        module-level function (Ray pickles it by reference)."""
+        return Reply(_task_result(_Offloaded.remote(function, *args)))
+
+    def offload_stream(self, function: Callable[..., Iterator[T]], *args: Any) -> AsyncIterator[T]:
+        """Run the generator ``function(*args)`` as a Ray task (see ``offload``); its
+        items arrive as it yields them (the task starts at once)."""
+        stream = _Streamed.options(num_returns="streaming").remote(function, *args)
+        return _task_items(stream)
 
     def kill(self, ref: AutomationRef | TimerRef | ExecutorRef) -> None:
         """Stop an actor for good (no restart)."""

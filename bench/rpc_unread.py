@@ -67,7 +67,8 @@ def _fill(store: Store, count: int) -> None:
 async def _serve(data_dir: str, events: int) -> None:
     store = Store.open(Path(data_dir) / "marmot.db")
     _fill(store, events)
-    service: Any = SimpleNamespace(store=store, config=MarmotConfig())
+    # Only events.filter is served: no Ray (runtime) or task group is needed.
+    service: Any = SimpleNamespace(store=store, config=MarmotConfig(), runtime=None, tasks=None)
     api = Api(service, EventLimits())
     handlers = {name: h for name, h in api.handlers().items() if name == "events.filter"}
 

@@ -17,19 +17,26 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from marmot.actors.backtests import Backtests
 from marmot.actors.clock import SYSTEM_CLOCK
+from marmot.actors.inspection import Inspector
 from marmot.actors.service import Service
 from marmot.actors.store import StoredAutomation, StoredWebhook
 from marmot.actors.store.events import EventLog, LogPosition
 from marmot.engine.clock import Clock
 from marmot.engine.errors import LimitExceeded
+from marmot.engine.models.backtest import BacktestJob
 from marmot.engine.models.blocks import BlockDocument
 from marmot.engine.models.events import Event, EventLimits
 from marmot.engine.models.explain import Explanation
+from marmot.engine.models.history import History, WhyReport
+from marmot.engine.models.lint import LintReport
+from marmot.engine.models.verdicts import TestReport
 from marmot.engine.templates.checks import validated_automation, validated_webhook
 from marmot.engine.timestamps import to_us
 from marmot.transport import protocol as p
 from marmot.transport.codec import pack_rpc
+from marmot.transport.dry_runs import dry_run
 from marmot.transport.protocol import METHODS, AutomationView, Method
 
 __all__ = ["VERSION", "Api", "Handler", "automation_view"]
@@ -140,6 +147,7 @@ class Api:
         self.limits = limits
         self._clock = clock
         self.hooks_url = hooks_url
+        self.backtests = Backtests(service.runtime, service.store, service.tasks, clock)
 
     def implementations(self) -> dict[str, Callable[[Any], Awaitable[Any]]]:
         """Method name -> the handler taking its params model."""
@@ -155,6 +163,12 @@ class Api:
             "automations.pause": self.pause,
             "automations.resume": self.resume,
             "automations.explain": self.explain,
+            "automations.test": self.test_automation,
+            "automations.history": self.automation_history,
+            "automations.why": self.why,
+            "automations.lint": self.lint_automations,
+            "backtests.start": self.start_backtest,
+            "backtests.read": self.read_backtest,
             "events.emit": self.emit,
             "events.filter": self.filter_events,
             "blocks.create": self.create_block,
@@ -225,6 +239,34 @@ class Api:
 
     async def explain(self, params: p.ExplainAutomation) -> Explanation:
         return await self.service.explain(params.id, limit=params.limit, offset=params.offset)
+
+    async def test_automation(self, params: p.TestAutomation) -> TestReport:
+        return await dry_run(self.service, params, self.limits, self._clock)
+
+    async def automation_history(self, params: p.AutomationHistory) -> History:
+        inspector = Inspector(self.service, self._clock)
+        return await inspector.history(
+            params.id, since=params.since, limit=params.limit, cursor=params.cursor
+        )
+
+    async def why(self, params: p.WhyEvent) -> WhyReport:
+        return await Inspector(self.service, self._clock).why(params.id, params.event_id)
+
+    async def lint_automations(self, params: p.LintAutomations) -> list[LintReport]:
+        return await Inspector(self.service, self._clock).lint(params.automations)
+
+    async def start_backtest(self, params: p.StartBacktest) -> BacktestJob:
+        automations = [validated_automation(a) for a in params.automations]
+        return self.backtests.start(
+            automations,
+            since=params.since,
+            until=params.until,
+            compare=params.compare,
+            resolve=self.service.config.resolved_states,
+        )
+
+    async def read_backtest(self, params: p.ById) -> BacktestJob:
+        return self.backtests.read(params.id)
 
     # -- events ------------------------------------------------------------------------
 

@@ -28,8 +28,12 @@ from marmot.config import DEFAULT_RPC_URL
 from marmot.engine.clock import Clock
 from marmot.engine.errors import DaemonUnavailable
 from marmot.engine.models.automations import Automation
+from marmot.engine.models.backtest import BacktestJob
 from marmot.engine.models.blocks import BlockDocument
 from marmot.engine.models.explain import Explanation
+from marmot.engine.models.history import History, WhyReport
+from marmot.engine.models.lint import LintReport
+from marmot.engine.models.verdicts import TestReport
 from marmot.transport.curve import client_curve
 from marmot.transport.protocol import AutomationView
 from marmot.transport.publisher import Publisher
@@ -232,6 +236,61 @@ class Client:
         """An automation's live state: buckets per trigger and key (a page of ``limit``
         from ``offset``; ``buckets_total`` says how many), its next deadline."""
         return self.send(Requests.explain(automation_id, limit, offset))
+
+    def test_automation(
+        self,
+        automation: UUID | str | AutomationLike,
+        *,
+        events: Iterable[EventLike] = (),
+        event_ids: Sequence[UUID | str] = (),
+        last: int | None = None,
+        event_name: str | None = None,
+    ) -> TestReport:
+        """A dry run: each event's verdict per condition, evaluated on a copy of the
+        automation's live state (a stored id) or a fresh one (a document not stored).
+        Give ``events``, logged ``event_ids`` or the ``last`` logged events (named
+        ``event_name``). Changes nothing and runs no action."""
+        return self.send(
+            Requests.test_automation(
+                automation, events=events, event_ids=event_ids, last=last, event_name=event_name
+            )
+        )
+
+    def automation_history(
+        self,
+        automation_id: UUID | str,
+        since: datetime | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> History:
+        """The automation's firings and resolutions, newest first, with each action's
+        outcome and the incidents; ``History.next`` is the cursor of the next page."""
+        return self.send(Requests.automation_history(automation_id, since, limit, cursor))
+
+    def why(self, automation_id: UUID | str, event_id: UUID | str) -> WhyReport:
+        """What the automation did with a logged event at the time, and what the
+        bucket it went to did afterwards."""
+        return self.send(Requests.why(automation_id, event_id))
+
+    def lint_automations(self, automations: Sequence[AutomationLike]) -> list[LintReport]:
+        """Likely mistakes in automation documents, checked against the daemon's event
+        log and settings too (raises ``ValidationFailed`` for one that does not load)."""
+        return self.send(Requests.lint_automations(automations))
+
+    def start_backtest(
+        self,
+        automations: Sequence[AutomationLike],
+        since: datetime | None = None,
+        until: datetime | None = None,
+        compare: UUID | str | None = None,
+    ) -> BacktestJob:
+        """Start running ``automations`` over the daemon's event log (in a Ray task);
+        read its progress and report with ``read_backtest``."""
+        return self.send(Requests.start_backtest(automations, since, until, compare))
+
+    def read_backtest(self, job_id: UUID | str) -> BacktestJob:
+        """A backtest's progress, and its report once done."""
+        return self.send(Requests.read_backtest(job_id))
 
     def emit(self, events: Iterable[EventLike]) -> list[int]:
         """Send events; returns their log sequence numbers once they are durable."""
@@ -476,6 +535,61 @@ class AsyncClient:
         """An automation's live state: buckets per trigger and key (a page of ``limit``
         from ``offset``; ``buckets_total`` says how many), its next deadline."""
         return await self.send(Requests.explain(automation_id, limit, offset))
+
+    async def test_automation(
+        self,
+        automation: UUID | str | AutomationLike,
+        *,
+        events: Iterable[EventLike] = (),
+        event_ids: Sequence[UUID | str] = (),
+        last: int | None = None,
+        event_name: str | None = None,
+    ) -> TestReport:
+        """A dry run: each event's verdict per condition, evaluated on a copy of the
+        automation's live state (a stored id) or a fresh one (a document not stored).
+        Give ``events``, logged ``event_ids`` or the ``last`` logged events (named
+        ``event_name``). Changes nothing and runs no action."""
+        return await self.send(
+            Requests.test_automation(
+                automation, events=events, event_ids=event_ids, last=last, event_name=event_name
+            )
+        )
+
+    async def automation_history(
+        self,
+        automation_id: UUID | str,
+        since: datetime | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> History:
+        """The automation's firings and resolutions, newest first, with each action's
+        outcome and the incidents; ``History.next`` is the cursor of the next page."""
+        return await self.send(Requests.automation_history(automation_id, since, limit, cursor))
+
+    async def why(self, automation_id: UUID | str, event_id: UUID | str) -> WhyReport:
+        """What the automation did with a logged event at the time, and what the
+        bucket it went to did afterwards."""
+        return await self.send(Requests.why(automation_id, event_id))
+
+    async def lint_automations(self, automations: Sequence[AutomationLike]) -> list[LintReport]:
+        """Likely mistakes in automation documents, checked against the daemon's event
+        log and settings too (raises ``ValidationFailed`` for one that does not load)."""
+        return await self.send(Requests.lint_automations(automations))
+
+    async def start_backtest(
+        self,
+        automations: Sequence[AutomationLike],
+        since: datetime | None = None,
+        until: datetime | None = None,
+        compare: UUID | str | None = None,
+    ) -> BacktestJob:
+        """Start running ``automations`` over the daemon's event log (in a Ray task);
+        read its progress and report with ``read_backtest``."""
+        return await self.send(Requests.start_backtest(automations, since, until, compare))
+
+    async def read_backtest(self, job_id: UUID | str) -> BacktestJob:
+        """A backtest's progress, and its report once done."""
+        return await self.send(Requests.read_backtest(job_id))
 
     async def emit(self, events: Iterable[EventLike]) -> list[int]:
         """Send events; returns their log sequence numbers once they are durable."""

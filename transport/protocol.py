@@ -17,9 +17,13 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from marmot.engine.models.automations import Automation
+from marmot.engine.models.backtest import BacktestJob
 from marmot.engine.models.blocks import BlockTypeSlug
 from marmot.engine.models.events import Event
 from marmot.engine.models.explain import Explanation
+from marmot.engine.models.history import History, WhyReport
+from marmot.engine.models.lint import LintReport
+from marmot.engine.models.verdicts import TestReport
 
 __all__ = [
     "METHODS",
@@ -159,6 +163,65 @@ class WebhookFilter(Params):
     enabled: bool | None = None
 
 
+class TestAutomation(Params):
+    """A dry run: the stored automation ``id`` (on a copy of its live state) or an
+    ``automation`` document (on a fresh state, or the live one when it is stored
+    with the same trigger), against ``events`` given here, the logged events
+    ``event_ids``, or the ``last`` logged events (named ``event_name``, a glob)."""
+
+    id: UUID | None = None
+    automation: dict[str, Any] | None = None
+    events: list[dict[str, Any]] = Field(default_factory=list, max_length=1000)
+    event_ids: list[UUID] = Field(default_factory=list, max_length=1000)
+    last: int | None = Field(default=None, ge=1, le=1000)
+    event_name: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> TestAutomation:
+        if (self.id is None) == (self.automation is None):
+            raise ValueError("give either id (a stored automation) or automation (a document)")
+        sources = [bool(self.events), bool(self.event_ids), self.last is not None]
+        if sum(sources) != 1:
+            raise ValueError("give exactly one of events, event_ids or last")
+        if self.event_name is not None and self.last is None:
+            raise ValueError("event_name filters the last events: give last too")
+        return self
+
+
+class AutomationHistory(Params):
+    id: UUID
+    since: datetime | None = None
+    limit: int = Field(default=50, ge=1, le=1000)
+    # A History's ``next``, as it was: the page read starts after it.
+    cursor: str | None = Field(default=None, pattern=CURSOR_PATTERN)
+
+    @field_validator("cursor")
+    @classmethod
+    def _cursor_in_range(cls, cursor: str | None) -> str | None:
+        if cursor is not None and any(abs(int(n)) > _SQL_INT_MAX for n in cursor.split(".")):
+            raise ValueError("not a cursor automations.history returned")
+        return cursor
+
+
+class StartBacktest(Params):
+    """Run ``automations`` over the log's events that occurred in ``[since, until]``
+    (until: now); ``compare``: a stored automation to line the firings up against."""
+
+    automations: list[dict[str, Any]] = Field(min_length=1, max_length=100)
+    since: datetime | None = None
+    until: datetime | None = None
+    compare: UUID | None = None
+
+
+class LintAutomations(Params):
+    automations: list[dict[str, Any]] = Field(min_length=1, max_length=100)
+
+
+class WhyEvent(Params):
+    id: UUID
+    event_id: UUID
+
+
 class Backup(Params):
     path: str = Field(min_length=1)
 
@@ -251,6 +314,12 @@ _TABLE = (
     _method("automations.pause", ById, AutomationView, "pause_automation"),
     _method("automations.resume", ById, AutomationView, "resume_automation"),
     _method("automations.explain", ExplainAutomation, Explanation, "explain"),
+    _method("automations.test", TestAutomation, TestReport, "test_automation"),
+    _method("automations.history", AutomationHistory, History, "automation_history"),
+    _method("automations.why", WhyEvent, WhyReport, "why"),
+    _method("automations.lint", LintAutomations, list[LintReport], "lint_automations"),
+    _method("backtests.start", StartBacktest, BacktestJob, "start_backtest"),
+    _method("backtests.read", ById, BacktestJob, "read_backtest"),
     _method("events.emit", Emit, Emitted, "emit"),
     _method("events.filter", EventFilter, list[EventView] | EventPage, "filter_events"),
     _method("blocks.create", CreateBlock, Document, "create_block"),

@@ -15,9 +15,13 @@ from uuid import UUID, uuid4
 
 from marmot.actors.clock import SYSTEM_CLOCK
 from marmot.engine.models.automations import Automation
+from marmot.engine.models.backtest import BacktestJob
 from marmot.engine.models.blocks import BlockDocument
 from marmot.engine.models.events import Event
 from marmot.engine.models.explain import Explanation
+from marmot.engine.models.history import History, WhyReport
+from marmot.engine.models.lint import LintReport
+from marmot.engine.models.verdicts import TestReport
 from marmot.transport.protocol import METHODS, AutomationView, Method
 
 __all__ = ["AutomationLike", "EventLike", "EventPages", "Request", "Requests", "is_serving"]
@@ -219,6 +223,84 @@ class Requests:
             limit=limit,
             offset=offset,
         )
+
+    @staticmethod
+    def test_automation(
+        automation: UUID | str | AutomationLike,
+        *,
+        events: Iterable[EventLike] = (),
+        event_ids: Sequence[UUID | str] = (),
+        last: int | None = None,
+        event_name: str | None = None,
+    ) -> Request[TestReport]:
+        target: dict[str, Any] = {}
+        if isinstance(automation, UUID | str):
+            target["id"] = str(automation)
+        else:
+            target["automation"] = _automation_doc(automation)
+        documents = [_event_doc(e) for e in events]
+        return _request(
+            "automations.test",
+            _typed("automations.test"),
+            **target,
+            events=documents or None,
+            event_ids=[str(i) for i in event_ids] or None,
+            last=last,
+            event_name=event_name,
+        )
+
+    @staticmethod
+    def automation_history(
+        automation_id: UUID | str,
+        since: datetime | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Request[History]:
+        return _request(
+            "automations.history",
+            _typed("automations.history"),
+            id=str(automation_id),
+            since=since.isoformat() if since is not None else None,
+            limit=limit,
+            cursor=cursor,
+        )
+
+    @staticmethod
+    def why(automation_id: UUID | str, event_id: UUID | str) -> Request[WhyReport]:
+        return _request(
+            "automations.why",
+            _typed("automations.why"),
+            id=str(automation_id),
+            event_id=str(event_id),
+        )
+
+    @staticmethod
+    def lint_automations(automations: Sequence[AutomationLike]) -> Request[list[LintReport]]:
+        return _request(
+            "automations.lint",
+            _typed("automations.lint"),
+            automations=[_automation_doc(a) for a in automations],
+        )
+
+    @staticmethod
+    def start_backtest(
+        automations: Sequence[AutomationLike],
+        since: datetime | None = None,
+        until: datetime | None = None,
+        compare: UUID | str | None = None,
+    ) -> Request[BacktestJob]:
+        return _request(
+            "backtests.start",
+            _typed("backtests.start"),
+            automations=[_automation_doc(a) for a in automations],
+            since=since.isoformat() if since is not None else None,
+            until=until.isoformat() if until is not None else None,
+            compare=str(compare) if compare is not None else None,
+        )
+
+    @staticmethod
+    def read_backtest(job_id: UUID | str) -> Request[BacktestJob]:
+        return _request("backtests.read", _typed("backtests.read"), id=str(job_id))
 
     @staticmethod
     def emit(events: Iterable[EventLike]) -> Request[list[int]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from marmot.actors.store.database import Database, select_in
@@ -90,6 +91,17 @@ class ActionLog:
             rows = select_in(self._db.conn, "SELECT key FROM actions WHERE key IN ({marks})", keys)
         return {row[0] for row in rows}
 
+    def records(self, keys: Sequence[str]) -> list[ActionRecord]:
+        """The action records with these idempotency keys (those the log holds)."""
+        with self._db.lock:
+            rows = select_in(
+                self._db.conn,
+                "SELECT key, firing_id, automation_id, action_index, status, detail, created,"
+                " updated FROM actions WHERE key IN ({marks})",
+                keys,
+            )
+        return [_record(row) for row in rows]
+
     def finish_many(self, results: Sequence[tuple[str, str, str]]) -> None:
         """Record how many claimed actions ended, ``(key, status, detail)`` each,
         in one transaction (their jobs are dropped)."""
@@ -159,16 +171,17 @@ class ActionLog:
                 f" updated FROM actions{where} ORDER BY created DESC, rowid DESC LIMIT ?",
                 params,
             ).fetchall()
-        return [
-            ActionRecord(
-                key=row[0],
-                firing_id=row[1],
-                automation_id=row[2],
-                action_index=row[3],
-                status=row[4],
-                detail=row[5],
-                created=from_us(row[6]),
-                updated=from_us(row[7]),
-            )
-            for row in rows
-        ]
+        return [_record(row) for row in rows]
+
+
+def _record(row: Sequence[Any]) -> ActionRecord:
+    return ActionRecord(
+        key=row[0],
+        firing_id=row[1],
+        automation_id=row[2],
+        action_index=row[3],
+        status=row[4],
+        detail=row[5],
+        created=from_us(row[6]),
+        updated=from_us(row[7]),
+    )

@@ -218,6 +218,31 @@ class EventLog:
             )
         return {UUID(bytes=row[0]) for row in rows}
 
+    def find_ids(self, ids: Sequence[UUID]) -> list[tuple[int, Event]]:
+        """The logged events with these ids (those still in the log), in arrival order."""
+        if not ids:
+            return []
+        with self._db.lock:
+            rows = select_in(
+                self._db.conn,
+                "SELECT seq, body FROM events WHERE id IN ({marks})",
+                [i.bytes for i in ids],
+            )
+        return sorted((int(seq), decode_body(body)) for seq, body in rows)
+
+    def first_seq_since(self, received: datetime) -> int:
+        """The sequence number before the first event received at or after ``received``
+        (events without a ``received`` stamp count by ``occurred``); the log's last
+        sequence number when there is none."""
+        cutoff = to_us(received)
+        with self._db.lock:
+            row = self._db.conn.execute(
+                "SELECT min(seq) FROM events WHERE coalesce(received, occurred) >= ?", (cutoff,)
+            ).fetchone()
+        if row is None or row[0] is None:
+            return self.last_seq()
+        return int(row[0]) - 1
+
     def last_seq(self) -> int:
         """The highest sequence number ever handed out (0 for an empty log).
 

@@ -91,6 +91,8 @@ class Action(MarmotModel):
 
     template_fields: ClassVar[tuple[str, ...]] = ()
     parameter_fields: ClassVar[tuple[str, ...]] = ()
+    # Carried out on the orchestrator (a Prefect server: orchestrator.api_url).
+    acts_on_orchestrator: ClassVar[bool] = False
 
     type: str
 
@@ -140,6 +142,7 @@ class DeploymentAction(TargetedAction):
     """Base for actions aimed at a deployment."""
 
     target_field: ClassVar[str] = "deployment_id"
+    acts_on_orchestrator: ClassVar[bool] = True
 
     deployment_id: UUID | None = None
 
@@ -148,6 +151,7 @@ class FlowRunAction(TargetedAction):
     """Base for actions aimed at a flow run, by default the one the triggering event concerns."""
 
     target_field: ClassVar[str] = "flow_run_id"
+    acts_on_orchestrator: ClassVar[bool] = True
 
     source: SourceKind = "inferred"
     flow_run_id: UUID | None = None
@@ -157,6 +161,7 @@ class WorkPoolAction(TargetedAction):
     """Base for actions aimed at a work pool."""
 
     target_field: ClassVar[str] = "work_pool_id"
+    acts_on_orchestrator: ClassVar[bool] = True
 
     work_pool_id: UUID | None = None
 
@@ -165,6 +170,7 @@ class WorkQueueAction(TargetedAction):
     """Base for actions aimed at a work queue."""
 
     target_field: ClassVar[str] = "work_queue_id"
+    acts_on_orchestrator: ClassVar[bool] = True
 
     work_queue_id: UUID | None = None
 
@@ -214,6 +220,7 @@ class ResumeDeployment(DeploymentAction):
 class ChangeFlowRunState(Action):
     """Moves the triggering flow run into the given state."""
 
+    acts_on_orchestrator: ClassVar[bool] = True
     # Not templates: Prefect sends the state name and message as written.
     type: Literal["change-flow-run-state"] = "change-flow-run-state"
     name: str | None = None

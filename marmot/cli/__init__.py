@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import version
 
-from marmot.cli import admin, automation, block, events, incident, serve, status, webhook
+from marmot.cli import admin, automation, backtest, block, events, incident, serve, status, webhook
 from marmot.cli import replay as replay_command
 from marmot.cli.output import fail
 from marmot.engine.errors import DaemonUnavailable, MarmotError, ValidationFailed
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     webhook.register(commands)
     admin.register(commands)
     replay_command.register(commands)
+    backtest.register(commands)
     return parser
 
 

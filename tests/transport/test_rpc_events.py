@@ -40,7 +40,8 @@ class EventsServer:
         config = MarmotConfig.model_validate(
             {"rpc": {"page_bytes": PAGE_BYTES, "max_reply_bytes": MAX_REPLY_BYTES}}
         )
-        service: Any = SimpleNamespace(store=store, config=config)
+        # events.* only: no Ray (runtime) or task group behind them.
+        service: Any = SimpleNamespace(store=store, config=config, runtime=None, tasks=None)
         handlers = Api(service, EventLimits()).handlers()
         events = {k: v for k, v in handlers.items() if k.startswith("events.")}
         self.server = RpcServer(
