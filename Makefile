@@ -9,8 +9,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 TESTS  := $(VENV)/.installed-test-stamp
 TREE   := .typecheck
+# The browser of the web console's tests (Debian's package).
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test lint tree typecheck imports pytest bench conformance clean
+.PHONY: run test lint tree typecheck imports pytest bench conformance clean screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,8 +29,17 @@ run: $(STAMP)
 
 test: $(TESTS) lint pytest
 
-pytest: $(TESTS)
+pytest: $(TESTS) $(CHROMIUM)
 	$(BIN)/python -m pytest -q
+
+# The web console's browser tests and screenshots drive Debian's chromium
+# (Playwright's own browser download is not used); installed when missing.
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+# PNGs of every console page from a seeded demo daemon (README "Console").
+screenshots: $(TESTS) $(CHROMIUM)
+	$(BIN)/python -m tests.integration.console_screenshots docs/screenshots
 
 # mypy and import-linter see the installed layout (marmot.engine, ...) through
 # a symlink tree, since the folders are mapped into the package at install time.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import h11
@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -59,9 +59,10 @@ def build_app(
     registry: CollectorRegistry,
     health: Callable[[], dict[str, Any]],
     webhooks: WebhookReceiver | None = None,
+    console: Sequence[BaseRoute] = (),
 ) -> Starlette:
-    """The Starlette app serving health and metrics, and ``/hooks/<slug>`` when given
-    a webhook receiver."""
+    """The Starlette app serving health and metrics, ``/hooks/<slug>`` when given
+    a webhook receiver, and the web console's routes when given (``/``, ``/ui/``)."""
 
     async def healthz(request: Request) -> Response:
         body = health()
@@ -70,9 +71,10 @@ def build_app(
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    routes = [Route("/healthz", healthz), Route("/metrics", metrics)]
+    routes: list[BaseRoute] = [Route("/healthz", healthz), Route("/metrics", metrics)]
     if webhooks is not None:
         routes.append(Route(HOOKS_PATH, webhooks.handle, methods=list(METHODS)))
+    routes.extend(console)
     return Starlette(routes=routes)
 
 
