@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -73,6 +73,9 @@ class Service:
         self._clock = clock
         self.progress = progress if progress is not None else StartupProgress()
         self._recovery_gate = recovery_gate
+        # Told of the daemon's own events (automation.*, action.*) once they are
+        # logged; each must return at once (it may queue them, never wait).
+        self.own_event_watchers: list[Callable[[Sequence[Event]], None]] = []
         self._tasks = TaskGroup()
         self._lock = asyncio.Lock()
         self.router = Router(
@@ -150,6 +153,11 @@ class Service:
     async def _recover(self, automation: Automation) -> None:
         await self.placement.place(automation, recover=True)
         self.progress.recovered_one()
+
+    @property
+    def tasks(self) -> TaskGroup:
+        """The daemon's background tasks (all cancelled when it stops)."""
+        return self._tasks
 
     async def stop(self) -> None:
         """Checkpoint, then stop every actor this service created."""
@@ -349,6 +357,8 @@ class Service:
         seqs = await self.router.submit(events, backpressure=may_wait)
         self.metrics.events_received.labels("automation").inc(len(seqs))
         self.timers.offset_changed()
+        for watcher in self.own_event_watchers:
+            watcher(events)  # once logged (the Prefect write-back sends them on)
 
     # -- status -------------------------------------------------------------------------
 

@@ -45,6 +45,7 @@ __all__ = [
     "LimitsConfig",
     "MarmotConfig",
     "OrchestratorConfig",
+    "PrefectConfig",
     "RayConfig",
     "RouterConfig",
     "RpcConfig",
@@ -250,6 +251,10 @@ class HttpConfig(_Section):
     header_timeout_s: float = Field(default=10.0, gt=0)
     body_timeout_s: float = Field(default=30.0, gt=0)
     max_connections: int = Field(default=1000, ge=1)
+    # The web console under /ui/; bound beyond loopback it asks for a login with
+    # console_token (rpc.token when not set), and is off when neither is set.
+    console: bool = True
+    console_token: Secret = None
 
 
 class RouterConfig(_Section):
@@ -312,6 +317,65 @@ class OrchestratorConfig(_Section):
     ui_url: HttpUrl = None
 
 
+class PrefectConfig(_Section):
+    """The event bridge from a Prefect server (OSS or Cloud): where, how to log in,
+    which events, and how it resumes and reconnects (transport/prefect_bridge.py)."""
+
+    # The server's API (http://127.0.0.1:4200/api, or a Cloud workspace's URL);
+    # null: no bridge.
+    api_url: HttpUrl = None
+    # Prefect Cloud's API key (a bearer token and the socket's auth token).
+    api_key: Secret = None
+    # A self-hosted server's PREFECT_SERVER_API_AUTH_STRING ("user:password"):
+    # HTTP basic auth and the socket's auth token.
+    auth_string: Secret = None
+    # Prefect's EventFilter as JSON (its ``occurred`` is set by the bridge);
+    # null: every event.
+    filter: dict[str, Any] | None = None
+    # Send Marmot's automation.* and action.* events to the server (POST /events).
+    write_back: bool = True
+    # Keep importing the server's enabled automations (and pausing them there)
+    # every sync_interval_s and when a prefect.deployment.* event comes.
+    sync_automations: bool = False
+    sync_interval_s: float = Field(default=120.0, gt=0)
+    # On every (re)connect, events since the newest ``occurred`` received minus
+    # this are asked for again (late arrivals); ids already logged are dropped.
+    overlap_s: float = Field(default=60.0, ge=0)
+    # How far back the server's socket backfills (its
+    # PREFECT_SERVER_EVENTS_MAXIMUM_WEBSOCKET_BACKFILL, 15 minutes); a longer
+    # gap is first paged from POST /events/filter.
+    socket_backfill_s: float = Field(default=900.0, gt=0)
+    # The largest socket message taken; uvicorn's (the server's) is 16 MiB.
+    max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=2_000_000)
+    # Payload bound of bridged events: Prefect's whole-event bound
+    # (PREFECT_SERVER_EVENTS_MAXIMUM_SIZE_BYTES), above limits.max_payload_bytes.
+    max_event_bytes: int = Field(default=1_500_000, ge=1)
+    # Every this many seconds the bridge pages what the server stored since the last
+    # time (POST /events/filter, 10 s behind the live edge) for events its socket
+    # missed (Prefect's stream drops events for a subscriber 256 behind, as when
+    # one POST /events carries more than 256); null: only once, 10 s after each
+    # (re)connect. Costs about one more read of the stream.
+    reconcile_interval_s: float | None = Field(default=60.0, gt=0)
+    # Reconnects wait a random time up to min(max, min * 2**attempt), forever.
+    reconnect_min_s: float = Field(default=0.5, gt=0)
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+    # Time-out of one connect, auth or REST page.
+    timeout_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("filter", mode="before")
+    @classmethod
+    def _filter_from_text(cls, value: Any) -> Any:
+        # MARMOT_PREFECT_FILTER holds the filter as JSON text.
+        if isinstance(value, str):
+            try:
+                return json.loads(value) if value.strip() else None
+            except json.JSONDecodeError as exc:
+                raise PydanticCustomError(
+                    "json_invalid", "not a JSON EventFilter: {error}", {"error": str(exc)}
+                ) from None
+        return value
+
+
 class MarmotConfig(BaseModel):
     """Everything the daemon is configured with; loaded once, then passed down."""
 
@@ -327,10 +391,26 @@ class MarmotConfig(BaseModel):
     executors: ExecutorsConfig = Field(default_factory=ExecutorsConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     orchestrator: OrchestratorConfig = Field(default_factory=OrchestratorConfig)
+    prefect: PrefectConfig = Field(default_factory=PrefectConfig)
     automations_per_actor: int = Field(default=1, ge=1)
     max_automations: int = Field(default=1000, ge=1)
     resolved_states: bool = False
     log_level: LogLevel = "INFO"
+
+    @model_validator(mode="after")
+    def _orchestrate_where_events_come_from(self) -> Self:
+        # With a bridge and no orchestrator, actions act on the server the events
+        # came from (with its API key).
+        bridge = self.prefect
+        if bridge.api_url is not None and self.orchestrator.api_url is None:
+            orchestrator = self.orchestrator.model_copy(
+                update={
+                    "api_url": bridge.api_url,
+                    "api_key": self.orchestrator.api_key or bridge.api_key,
+                }
+            )
+            object.__setattr__(self, "orchestrator", orchestrator)
+        return self
 
     @model_validator(mode="after")
     def _refuse_open_bind_without_token(self) -> Self:

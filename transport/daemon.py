@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any
 
 import zmq
+from starlette.routing import BaseRoute
 
 from marmot.actors.clock import SYSTEM_CLOCK
 from marmot.actors.datadir import DataDir
@@ -43,6 +44,7 @@ from marmot.engine.errors import DaemonUnavailable, StorageLost
 from marmot.engine.models.events import Event
 from marmot.transport.actions import build_runners
 from marmot.transport.api import Api
+from marmot.transport.console import Console, OrchestratorNames, console_routes
 from marmot.transport.curve import CurveServer
 from marmot.transport.health import health_report, lost_handlers
 from marmot.transport.http import build_app, server_config
@@ -54,6 +56,8 @@ from marmot.transport.listeners import (
     check_free,
     is_in_use,
 )
+from marmot.transport.prefect_bridge import PrefectBridge
+from marmot.transport.prefect_link import open_bridge, with_bridge_status
 from marmot.transport.protocol import METHODS
 from marmot.transport.rpc import RpcServer
 from marmot.transport.starting import StartingApi
@@ -94,11 +98,13 @@ class Daemon:
         self.service: Service | None = None
         self._is_service_stopped = False
         self.ingest: Ingest | None = None
+        self.bridge: PrefectBridge | None = None
         self.rpc: RpcServer | None = None
         self.curve: CurveServer | None = None
         self._http: QuietServer | None = None
         self._http_socket: socket.socket | None = None
         self._http_task: asyncio.Task[None] | None = None
+        self.console: Console | None = None  # the web console, when served
         self._loops: list[asyncio.Task[Any]] = []  # the RPC and ingest loops
         self._ingest_task: asyncio.Task[None] | None = None
         self._held_ingest = HeldWrites(max_delay_s=1.0)
@@ -194,7 +200,12 @@ class Daemon:
             # Bound here, not by uvicorn: on a busy port uvicorn calls sys.exit,
             # which would end the event loop instead of failing the start.
             self._http_socket = bind_tcp(c.http.host, c.http.port, "http.port")
-            app = build_app(self.metrics.registry, self._health, self._webhook_receiver())
+            app = build_app(
+                self.metrics.registry,
+                self._health,
+                self._webhook_receiver(),
+                self._console_routes(),
+            )
             self._http = QuietServer(server_config(app, c.http, self.metrics))
             self._http_task = loop.create_task(self._http.serve(sockets=[self._http_socket]))
         self._is_listening = True
@@ -248,6 +259,13 @@ class Daemon:
         api = Api(self.service, self.limits, self._clock, hooks_url=self.hooks_url)
         handlers = api.handlers()
         handlers["health"] = self._health_rpc  # the store's faults included
+        if c.prefect.api_url is not None:
+            # The event bridge from a Prefect server (transport/prefect_bridge.py).
+            self.bridge = open_bridge(
+                c, self.service, self.store, registry=self.metrics.registry, clock=self._clock
+            )
+            self._loops.append(asyncio.get_running_loop().create_task(self.bridge.run()))
+            handlers["status"] = with_bridge_status(handlers["status"], self.bridge)
         self.rpc.swap_handlers(handlers)
         self.progress.enter(StartupPhase.SERVING)
         # Everything built so far (Ray, pydantic schemas, automations) lives as
@@ -272,6 +290,33 @@ class Daemon:
         service = self.service
         assert service is not None
         await self._held_ingest(lambda: service.emit(events, source="ingest"))
+
+    def _console_routes(self) -> list[BaseRoute]:
+        """The web console's routes (none when ``http.console`` is off, or when bound
+        beyond loopback with no token to log in with). It calls the RPC handlers
+        in-process, so it sees the start-up and lost states as RPC clients do."""
+        c = self.config
+        if not c.http.console or self.rpc is None:
+            return []
+        secret = c.http.console_token or c.rpc.token
+        token = secret.get_secret_value() if secret is not None else None
+        orchestrator = None
+        if c.orchestrator.api_url is not None:
+            key = c.orchestrator.api_key
+            orchestrator = OrchestratorNames(
+                str(c.orchestrator.api_url), key.get_secret_value() if key else None
+            )
+        built = console_routes(
+            self.rpc.call,
+            host=c.http.host,
+            token=token,
+            hooks_url=self.hooks_url,
+            orchestrator=orchestrator,
+        )
+        if built is None:
+            return []
+        self.console, routes = built
+        return routes
 
     def _webhook_receiver(self) -> WebhookReceiver:
         """``/hooks/<slug>``: events go through the service like any other (logged,
@@ -305,13 +350,16 @@ class Daemon:
         """``/healthz`` and ``health``: see ``health_report``."""
         service = self.service
         serving = service is not None and self.progress.is_serving
-        return health_report(
+        report = health_report(
             self.progress,
             self._clock.monotonic(),
             fault=self.lost or (self.storage.fault if self.storage is not None else None),
             is_stopped=self.lost is not None,
             automations=len(service.placement.automations) if serving and service else None,
         )
+        if self.bridge is not None:
+            report["prefect_bridge"] = self.bridge.status()
+        return report
 
     async def _health_rpc(self, params: dict[str, Any]) -> dict[str, Any]:
         """The ``health`` RPC method: what ``/healthz`` says."""
@@ -344,6 +392,8 @@ class Daemon:
 
     async def stop(self) -> None:
         """Close the sockets, stop the actors, close the store (whatever was started)."""
+        if self.console is not None:
+            self.console.stop()  # its live streams end, so uvicorn can finish
         if self._http is not None:
             self._http.should_exit = True  # uvicorn finishes its own task
         for task in self._loops:

@@ -10,6 +10,7 @@ HTTP 5xx or 429) raises ``TransientFailure``, with the server's
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -22,7 +23,23 @@ import httpx
 from marmot.actors.action_runs import ActionFailed, TransientFailure
 from marmot.engine.errors import NotFound
 
-__all__ = ["OrchestratorClient", "OrchestratorNotFound", "OrchestrationRefused"]
+__all__ = [
+    "OrchestratorClient",
+    "OrchestratorNotFound",
+    "OrchestrationRefused",
+    "automation_headers",
+]
+
+
+def automation_headers(automation_id: UUID, name: str) -> dict[str, str]:
+    """The headers by which Prefect's API records an automation as who created or
+    changed something (``created_by`` of type ``AUTOMATION``, with its id and name),
+    as Prefect's own actions send them (the name base64-encoded)."""
+    return {
+        "Prefect-Automation-ID": str(automation_id),
+        "Prefect-Automation-Name": base64.b64encode(name.encode()).decode(),
+    }
+
 
 # Prefect's error bodies can carry whole validation reports; a reason stays readable.
 _MAX_DETAIL_CHARS = 300
@@ -134,12 +151,17 @@ class OrchestratorClient:
         return [d for d in found if isinstance(d, dict)]
 
     async def create_flow_run_from_deployment(
-        self, id: UUID, body: Mapping[str, Any]
+        self, id: UUID, body: Mapping[str, Any], *, created_by: Mapping[str, str] | None = None
     ) -> dict[str, Any]:
         """Create a flow run of a deployment from Prefect's ``DeploymentFlowRunCreate``
-        JSON; returns the flow run (the existing one when its idempotency key was used)."""
+        JSON; returns the flow run (the existing one when its idempotency key was used).
+        ``created_by``: request headers naming who creates it (``automation_headers``)."""
         return await self._request(
-            "POST", f"deployments/{id}/create_flow_run", what=f"deployment {id}", json=dict(body)
+            "POST",
+            f"deployments/{id}/create_flow_run",
+            what=f"deployment {id}",
+            json=dict(body),
+            headers=created_by,
         )
 
     async def pause_deployment(self, id: UUID) -> dict[str, Any]:
@@ -209,8 +231,11 @@ class OrchestratorClient:
         what: str,
         json: Any = None,
         params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        body = await self._request_any(method, path, what=what, json=json, params=params)
+        body = await self._request_any(
+            method, path, what=what, json=json, params=params, headers=headers
+        )
         if body is None:
             return {}
         if not isinstance(body, dict):
@@ -228,10 +253,13 @@ class OrchestratorClient:
         what: str,
         json: Any = None,
         params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Any:
         where = f"{method} {self.api_url}/{path}"
         try:
-            response = await self._http.request(method, path, json=json, params=params)
+            response = await self._http.request(
+                method, path, json=json, params=params, headers=headers
+            )
         except httpx.TimeoutException:
             raise TransientFailure(
                 f"orchestrator did not answer {where} within {self.timeout_s:g} s"

@@ -1,4 +1,5 @@
-"""``marmot automation ls|inspect|create|update|pause|resume|delete|explain|deploy-triggers``."""
+"""``marmot automation ls|inspect|create|update|pause|resume|delete|explain|deploy-triggers``
+(and ``test|history|why`` from ``marmot.cli.why``, ``lint`` from ``marmot.cli.lint``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from uuid import UUID
 import yaml
 from rich.markup import escape
 
-from marmot.cli import deploy_triggers
+from marmot.cli import deploy_triggers, lint, prefect_sync, why
 from marmot.cli.connect import client_options, connect
 from marmot.cli.output import json_lines, line, table
 from marmot.deployments import (
@@ -74,9 +75,15 @@ def register(commands: Any) -> None:
             help="a YAML or JSON file (repeatable)",
         )
         p.add_argument("--json", action="store_true")
+        p.add_argument(
+            "--strict", action="store_true", help="lint findings are errors: write nothing"
+        )
         p.set_defaults(handler=handler)
 
     deploy_triggers.register(sub, common)
+    prefect_sync.register(sub, common)
+    why.register(sub, common)
+    lint.register(sub, common)
 
 
 def _resolve(client: Client, ref: str) -> Automation:
@@ -136,6 +143,7 @@ def run_create(args: argparse.Namespace) -> int:
             automations.extend(load_automations(path))
     created = []
     with connect(args) as client:
+        lint.warn_before_write(client, args.files, args.strict)
         for automation in automations:
             created.append(client.create_automation(automation))
         applied = apply_deployment_triggers(client, deployments) if deployments else []
@@ -158,6 +166,7 @@ def run_update(args: argparse.Namespace) -> int:
     documents = [a for path in args.files for a in load_automations(path)]
     updated = []
     with connect(args) as client:
+        lint.warn_before_write(client, args.files, args.strict)
         for automation in documents:
             target = _find_existing(client, automation)
             updated.append(client.update_automation(target, automation))

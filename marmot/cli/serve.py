@@ -23,6 +23,7 @@ FLAGS = {
     "ingest.pull_url": "--ingest-url",
     "http.port": "--http-port",
     "ray.address": "--ray-address",
+    "prefect.api_url": "--prefect-api-url",
 }
 
 
@@ -39,6 +40,11 @@ def register(commands: Any) -> None:
     serve.add_argument("--ingest-url", help="bind ingest PULL here (config ingest.pull_url)")
     serve.add_argument("--http-port", type=int, help="HTTP port (config http.port)")
     serve.add_argument("--ray-address", help="join this Ray cluster (config ray.address)")
+    serve.add_argument(
+        "--prefect-api-url",
+        help="bridge events from this Prefect server's API, e.g. http://127.0.0.1:4200/api "
+        "(config prefect.api_url)",
+    )
     serve.set_defaults(handler=run_serve)
 
 
@@ -61,6 +67,7 @@ def run_serve(args: argparse.Namespace) -> int:
             "ingest.pull_url": args.ingest_url,
             "http.port": args.http_port,
             "ray.address": args.ray_address,
+            "prefect.api_url": args.prefect_api_url,
         }.items()
         if value is not None
     }

@@ -171,7 +171,7 @@ def test_a_full_disk_refuses_writes_then_recovers_and_loses_no_firing(
 
     # A kill -9 and a restart change nothing: nothing left to act on, nothing acted twice.
     daemon.kill()
-    daemon.start()
+    daemon.start(timeout_s=180)  # it first clears what the killed daemon left of Ray
     eventually(lambda: len(delivered().keys() & ids) >= len(ids), 15.0)
     time.sleep(3.0)  # anything acted on twice would show by now
     after = delivered()

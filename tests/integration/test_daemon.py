@@ -66,8 +66,7 @@ def test_published_events_fire_an_automation_and_its_action_runs(
     fired = [r.getMessage() for r in caplog.records if r.getMessage().startswith("automation ")]
     cause = triggered[0]["payload"]["triggering_event"]
     assert fired == [
-        f"automation 'two pings' fired for prefect.resource.id=r.ping "
-        f"on test.ping ({cause['id']})"
+        f"automation 'two pings' fired for prefect.resource.id=r.ping on test.ping ({cause['id']})"
     ]
 
 

@@ -36,7 +36,7 @@ from marmot.engine.models.actions import (
 from marmot.engine.models.events import RESOURCE_ID
 from marmot.engine.targets import TargetNotFound, resolve_target
 from marmot.engine.timestamps import rfc3339
-from marmot.transport.orchestrator import OrchestratorClient
+from marmot.transport.orchestrator import OrchestratorClient, automation_headers
 
 __all__ = [
     "ORCHESTRATION_ACTION_TYPES",
@@ -221,7 +221,11 @@ class _OrchestratorActions:
         }
         if job_variables is not None:
             body["job_variables"] = job_variables
-        flow_run = await self._client.create_flow_run_from_deployment(deployment_id, body)
+        # Prefect records the automation as the run's creator (created_by AUTOMATION).
+        creator = automation_headers(run.automation.id, run.automation.name)
+        flow_run = await self._client.create_flow_run_from_deployment(
+            deployment_id, body, created_by=creator
+        )
         flow_run_id = flow_run.get("id")
         name = flow_run.get("name")
         starts = flow_run.get("expected_start_time") or rfc3339(scheduled)
