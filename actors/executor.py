@@ -279,7 +279,9 @@ class ExecutorHost:
             status, detail, result, attempts = await self._attempts(run, runners)
         if status == "failed":
             self._log_failure(run, detail)
-        event = _action_event(status, run, planned.triggered, self._clock.now(), detail, attempts)
+        event = _action_event(
+            status, run, planned.triggered, self._clock.now(), detail, attempts, result
+        )
         registry = result.registry if result is not None else None
         self._done.put_nowait(_Finished(run.key, status, detail, event, registry))
 
@@ -424,6 +426,36 @@ async def _in_store(rows: int, call: Callable[[], _T]) -> _T:
         await asyncio.sleep(delay_s)
 
 
+# A runner's detail naming what it acted on -> (resource id prefix, role), as
+# Prefect's action events relate them.
+_ACTED_ON = {
+    "deployment_id": ("prefect.deployment.", "target"),
+    "work_pool_id": ("prefect.work-pool.", "target"),
+    "work_queue_id": ("prefect.work-queue.", "target"),
+    "automation_id": ("prefect.automation.", "target"),
+    "block_document_id": ("prefect.block-document.", "block"),
+    "block_type_slug": ("prefect.block-type.", "block-type"),
+}
+
+
+def _acted_on(action_type: str, details: Mapping[str, object]) -> list[dict[str, str]]:
+    """The related resources of what an action acted on, from its runner's details."""
+    related: list[dict[str, str]] = []
+    for key, (prefix, role) in _ACTED_ON.items():
+        value = details.get(key)
+        if value:
+            resource = {RESOURCE_ID: f"{prefix}{value}", RESOURCE_ROLE: role}
+            if key == "block_document_id" and details.get("block_name"):
+                resource[RESOURCE_NAME] = str(details["block_name"])
+            related.append(resource)
+    flow_run = details.get("flow_run_id")
+    if flow_run:
+        # The run a deployment was run into, or the run acted on.
+        role = "flow-run" if action_type == "run-deployment" else "target"
+        related.append({RESOURCE_ID: f"prefect.flow-run.{flow_run}", RESOURCE_ROLE: role})
+    return related
+
+
 def _action_event(
     status: str,
     run: ActionRun,
@@ -431,7 +463,12 @@ def _action_event(
     occurred: datetime,
     detail: str = "",
     attempts: int = 0,
+    result: ActionResult | None = None,
 ) -> Event:
+    """An action's triggered / executed / failed event, shaped as Prefect's: what the
+    action acted on (its target, the block, the flow run it started) among the
+    related resources, and an executed action's details (a webhook's
+    ``status_code``...) in the payload."""
     automation, firing = run.automation, run.firing
     payload: dict[str, Any] = {
         "action_index": run.index,
@@ -444,9 +481,13 @@ def _action_event(
         payload["result"] = detail
     if attempts:
         payload["attempts"] = attempts
-    related = [
+    details = dict(result.extra) if result is not None else {}
+    for key, value in details.items():
+        payload.setdefault(key, value)
+    related = _acted_on(run.action.type, details)
+    related.append(
         {RESOURCE_ID: f"prefect.event.{triggered.id}", RESOURCE_ROLE: "automation-triggered-event"}
-    ]
+    )
     if firing.triggering_event is not None:
         related.append(
             {

@@ -518,3 +518,64 @@ def test_each_actions_triggered_event_comes_out_ahead_of_its_outcome(tmp_path: P
             assert names.index(("triggered", index)) < names.index(("executed", index))
 
     asyncio.run(main())
+
+
+def test_an_executed_action_relates_what_it_acted_on_and_carries_its_details(
+    tmp_path: Path,
+) -> None:
+    """As Prefect's action events: the block (and its type) a webhook call used, the
+    deployment acted on as the target, the flow run started, and the runner's
+    details (a webhook's status_code) in the payload."""
+    block = "6f1c2d3e-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
+    deployment = "0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
+    run_id = "1d2e3f4a-5b6c-4d7e-8f9a-0b1c2d3e4f5a"
+
+    async def called(run: ActionRun) -> ActionResult:
+        return ActionResult(
+            "called",
+            extra={
+                "block_document_id": block,
+                "block_name": "hook",
+                "block_type_slug": "webhook",
+                "status_code": 204,
+            },
+        )
+
+    async def ran(run: ActionRun) -> ActionResult:
+        return ActionResult("ran", extra={"deployment_id": deployment, "flow_run_id": run_id})
+
+    async def main() -> None:
+        scripted = Scripted()
+        scripted.behaviour["call-webhook"] = called
+        scripted.behaviour["run-deployment"] = ran
+        h = Harness(tmp_path, scripted)
+        a = Automation.model_validate(
+            {
+                **automation().model_dump(mode="json"),
+                "actions": [
+                    {"type": "call-webhook", "block_document_id": block},
+                    {"type": "run-deployment", "deployment_id": deployment},
+                ],
+            }
+        )
+        await h.execute(job_blob(a))
+        results = await h.outcomes(2)
+        executed = {
+            e.payload["action_type"]: e
+            for r in results
+            for e in r.events
+            if e.event == "prefect.automation.action.executed"
+        }
+        webhook, deployment_run = executed["call-webhook"], executed["run-deployment"]
+        assert webhook.payload["status_code"] == 204
+        roles = {r["prefect.resource.role"]: r["prefect.resource.id"] for r in webhook.related}
+        assert roles["block"] == f"prefect.block-document.{block}"
+        assert roles["block-type"] == "prefect.block-type.webhook"
+        assert "automation-triggered-event" in roles and "triggering-event" in roles
+        roles = {
+            r["prefect.resource.role"]: r["prefect.resource.id"] for r in deployment_run.related
+        }
+        assert roles["target"] == f"prefect.deployment.{deployment}"
+        assert roles["flow-run"] == f"prefect.flow-run.{run_id}"
+
+    asyncio.run(main())
