@@ -314,6 +314,9 @@ class OrchestratorConfig(_Section):
 
     api_url: HttpUrl = None
     api_key: Secret = None
+    # A self-hosted server's PREFECT_SERVER_API_AUTH_STRING ("user:password"),
+    # sent as HTTP basic auth (as Prefect's client's PREFECT_API_AUTH_STRING).
+    auth_string: Secret = None
     ui_url: HttpUrl = None
 
 
@@ -407,6 +410,7 @@ class MarmotConfig(BaseModel):
                 update={
                     "api_url": bridge.api_url,
                     "api_key": self.orchestrator.api_key or bridge.api_key,
+                    "auth_string": self.orchestrator.auth_string or bridge.auth_string,
                 }
             )
             object.__setattr__(self, "orchestrator", orchestrator)

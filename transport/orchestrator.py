@@ -64,7 +64,8 @@ class OrchestrationRefused(ActionFailed):
 class OrchestratorClient:
     """Talks to ``api_url`` (e.g. ``http://127.0.0.1:4200/api``) over one ``httpx.AsyncClient``.
 
-    ``api_key`` is sent as ``Authorization: Bearer``; ``timeout_s`` bounds each
+    ``api_key`` is sent as ``Authorization: Bearer`` (Prefect Cloud), else
+    ``auth_string`` (``user:password``) as basic auth; ``timeout_s`` bounds each
     request. ``transport`` replaces the network (tests only).
     """
 
@@ -73,12 +74,17 @@ class OrchestratorClient:
         api_url: str,
         *,
         api_key: str | None = None,
+        auth_string: str | None = None,
         timeout_s: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         headers = {"Accept": "application/json", "User-Agent": "marmot"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
+        elif auth_string:
+            # A server behind PREFECT_SERVER_API_AUTH_STRING: HTTP basic auth.
+            token = base64.b64encode(auth_string.encode("utf-8")).decode("ascii")
+            headers["Authorization"] = f"Basic {token}"
         self.api_url = api_url.rstrip("/")
         self.timeout_s = timeout_s
         self._http = httpx.AsyncClient(

@@ -117,3 +117,35 @@ async def is_refused(guarded: PrefectServer, tmp_path: Path) -> None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     assert sink.events == []
+
+
+def test_orchestrator_actions_log_in_with_the_bridges_auth_string(
+    guarded: PrefectServer,
+) -> None:
+    """With a bridge and no orchestrator of its own, actions act on the bridged
+    server with its auth string (HTTP basic auth); without it they are refused."""
+    from marmot.actors.action_runs import ActionFailed
+    from marmot.config import load_config
+    from marmot.transport.orchestrator import OrchestratorClient
+
+    config = load_config(
+        None,
+        env={},
+        overrides={"prefect.api_url": guarded.api, "prefect.auth_string": AUTH_STRING},
+    )
+    settings = config.orchestrator
+    assert settings.api_url == guarded.api
+    assert settings.auth_string is not None
+    assert settings.auth_string.get_secret_value() == AUTH_STRING
+    pool = guarded.call("POST", "work_pools/", json={"name": "guarded-pool", "type": "process"})
+
+    async def read(auth_string: str | None) -> dict[str, Any]:
+        client = OrchestratorClient(guarded.api, auth_string=auth_string, timeout_s=10)
+        try:
+            return await client.read_work_pool(UUID(pool["id"]))
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(read(AUTH_STRING))["name"] == "guarded-pool"
+    with pytest.raises(ActionFailed):
+        asyncio.run(read(None))

@@ -32,6 +32,7 @@ async def build_runners(config: MarmotConfig, store: Store) -> RunnerSet:
         OrchestratorClient(
             settings.api_url,
             api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+            auth_string=settings.auth_string.get_secret_value() if settings.auth_string else None,
             timeout_s=executors.action_timeout_s,
         )
         if settings.api_url
