@@ -9,19 +9,14 @@ killed.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from tests.integration.node_loss_scenario import SUMMARY_PREFIX
+from tests.integration.scenario_process import run_scenario
 
-REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 600
 
 
@@ -29,27 +24,8 @@ TIMEOUT_S = 600
 @pytest.mark.slow
 def test_a_killed_worker_node_loses_no_acknowledged_event_and_acts_once() -> None:
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_ADDRESS", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.node_loss_scenario"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = process.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        out, err = process.communicate()
-        pytest.fail(f"the node-loss scenario overran {TIMEOUT_S} s:\n{err[-4000:]}")
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-    assert process.returncode == 0, err[-6000:]
+    code, out, err = run_scenario("tests.integration.node_loss_scenario", env, TIMEOUT_S)
+    assert code == 0, err[-6000:]
     [line] = [x for x in out.splitlines() if x.startswith(SUMMARY_PREFIX)]
     summary = json.loads(line.removeprefix(SUMMARY_PREFIX))
     print(summary)  # the figures, for the closing note (pytest -s)

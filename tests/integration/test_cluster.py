@@ -8,27 +8,17 @@ scenario and every Ray process it started) is killed.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-from pathlib import Path
 
 import pytest
 
 from tests.integration.cluster_scenario import AUTOMATIONS, SUMMARY_PREFIX, WORKER_NODES
+from tests.integration.scenario_process import run_scenario
 
-REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 240
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):  # the group has already ended
-        os.killpg(pgid, signal.SIGKILL)
 
 
 @pytest.mark.integration
@@ -37,28 +27,12 @@ def test_automation_actors_spread_over_cluster_nodes_and_all_fire() -> None:
     # Short on purpose: Ray's socket paths under it must stay within 107 bytes.
     ray_tmp = tempfile.mkdtemp(prefix="mrc", dir="/tmp")
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_ADDRESS", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.cluster_scenario"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
     try:
-        try:
-            out, err = process.communicate(timeout=TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            _kill_group(process.pid)
-            out, err = process.communicate()
-            pytest.fail(f"the cluster scenario overran {TIMEOUT_S} s:\n{err[-4000:]}")
+        code, out, err = run_scenario("tests.integration.cluster_scenario", env, TIMEOUT_S)
     finally:
-        _kill_group(process.pid)  # Ray processes left behind by a failed shutdown
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
-    assert process.returncode == 0, f"scenario failed:\n{out[-2000:]}\n{err[-6000:]}"
+    assert code == 0, f"scenario failed:\n{out[-2000:]}\n{err[-6000:]}"
     lines = [line for line in out.splitlines() if line.startswith(SUMMARY_PREFIX)]
     assert len(lines) == 1, out
     summary = json.loads(lines[0].removeprefix(SUMMARY_PREFIX))
