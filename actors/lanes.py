@@ -8,7 +8,6 @@ Calls on one lane are issued in order, so an actor sees its items in order.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 from collections import deque
@@ -56,7 +55,6 @@ class Lane(Generic[T]):
         *,
         batch_max: int,
         max_inflight: int,
-        linger_s: float = 0.0,
     ) -> None:
         self.handle = handle
         self._call = call
@@ -64,14 +62,10 @@ class Lane(Generic[T]):
         self._on_failure = on_failure
         self.batch_max = batch_max
         self.max_inflight = max_inflight
-        # How long a batch smaller than batch_max waits for company before it is
-        # sent (0: at once). For calls whose latency matters less than their count.
-        self.linger_s = linger_s
         self._items: deque[T] = deque()
         self._redo: deque[T] = deque()
         self._inflight: deque[asyncio.Task[None]] = deque()
         self._wake = asyncio.Event()
-        self._full = asyncio.Event()  # ends a linger early
         self._task = asyncio.get_running_loop().create_task(self._run())
         self.batches = 0
         self.sent = 0
@@ -104,8 +98,6 @@ class Lane(Generic[T]):
         """Queue items for the actor."""
         self._items.extend(items)
         self._wake.set()
-        if len(self._items) >= self.batch_max:
-            self._full.set()
 
     def redo(self, items: Iterable[T]) -> None:
         """Send items again, before anything queued after them (batches complete in
@@ -129,14 +121,6 @@ class Lane(Generic[T]):
             if not source:
                 self._wake.clear()
                 continue
-            if self.linger_s and len(source) < self.batch_max:
-                # Wait for company, unless a full batch comes first.
-                self._full.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), self.linger_s)
-                source = self._redo or self._items
-                if not source:
-                    continue
             size = min(self.batch_max, len(source))
             batch = [source.popleft() for _ in range(size)]
             self.batches += 1

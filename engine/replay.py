@@ -229,10 +229,24 @@ class Replay:
         )
 
 
-def replay_scenario(scenario: Scenario, *, tick: float | None = None) -> list[ReplayFiring]:
-    """Run a conformance scenario; ``tick`` overrides the scenario's tick."""
+def replay_scenario(
+    scenario: Scenario,
+    *,
+    tick: float | None = None,
+    validated: Sequence[Event | None] | None = None,
+) -> list[ReplayFiring]:
+    """Run a conformance scenario; ``tick`` overrides the scenario's tick.
+
+    ``validated`` holds the scenario's events already made from its file, one
+    per event (None where the model must judge it): the CLI reads them the
+    fast way (``transport/event_decoder.py``)."""
     automations = load_automations(scenario.automations, scope=scenario.name)
-    events = [Event.model_validate(e) for e in scenario.events]
+    if validated is None or len(validated) != len(scenario.events):
+        validated = [None] * len(scenario.events)
+    events = [
+        event if event is not None else Event.model_validate(document)
+        for event, document in zip(validated, scenario.events, strict=True)
+    ]
     step = scenario.tick_seconds if tick is None else tick
     return Replay(automations, start=scenario.start, tick=step).run(events, scenario.until)
 

@@ -26,6 +26,7 @@ from marmot.engine.models.events import (
     Event,
     EventLimits,
 )
+from marmot.transport.event_decoder import fast_elements, fast_events
 
 __all__ = [
     "DEFAULT_MAX_BATCH",
@@ -394,7 +395,63 @@ def decode_frame(
     # lies, and unpacking refuses it as undecodable.
     if declared is not None and max_batch < declared <= size - 5:
         return _too_many(declared, max_batch)
-    bound = _JSON_GROWTH * size + 2
+    # Plainly valid events go the fast way; anything else is judged by the model.
+    if declared is not None or (is_json and data.lstrip(_JSON_WHITESPACE)[:1] == b"["):
+        batch = _decode_batch_fast(data, is_json, limits, max_batch, received)
+        if batch is not None:
+            return batch
+    elif size:
+        fast = fast_events(data, is_json, limits=limits, max_batch=max_batch, received=received)
+        if fast is not None:
+            return DecodedFrame(events=fast, rejections=[])
+    return _decode_with_model(data, is_json, declared, limits, max_batch, received)
+
+
+def _decode_batch_fast(
+    data: bytes, is_json: bool, limits: EventLimits, max_batch: int, received: datetime | None
+) -> DecodedFrame | None:
+    """A batch, its plainly valid events made the fast way and the others judged by
+    the model one by one, as ``_decode_batch`` would; None when the frame cannot
+    be split or an element cannot be decoded (the model's way then says why)."""
+    elements = fast_elements(data, is_json, limits=limits, max_batch=max_batch, received=received)
+    if elements is None:
+        return None
+    events: list[Event] = []
+    rejections: list[Rejection] = []
+    for index, element in enumerate(elements):
+        if isinstance(element, Event):
+            events.append(element)
+            continue
+        encoded = element
+        try:
+            value = _load(encoded, is_json)
+        except _DECODE_ERRORS:
+            return None
+        context = {
+            "received": received,
+            "limits": limits,
+            "payload_bound": _JSON_GROWTH * len(encoded) + 2,
+        }
+        outcome = _validate(value, context)
+        if isinstance(outcome, Event):
+            events.append(outcome)
+        else:
+            reason, message = outcome
+            rejections.append(Rejection(reason, f"event {index}: {message}", index))
+    return DecodedFrame(events=events, rejections=rejections)
+
+
+def _decode_with_model(
+    data: bytes,
+    is_json: bool,
+    declared: int | None,
+    limits: EventLimits,
+    max_batch: int,
+    received: datetime | None,
+) -> DecodedFrame:
+    """``decode_frame`` by the pydantic model, event by event: what the fast path
+    leaves (anything invalid or unusual), with the model's messages."""
+    bound = _JSON_GROWTH * len(data) + 2
     max_payload = limits.max_payload_bytes
     value: Any
     sizes: list[int] | None = None

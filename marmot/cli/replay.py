@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 from datetime import datetime
 from pathlib import Path
@@ -12,8 +13,9 @@ from pydantic import TypeAdapter, ValidationError
 
 from marmot.cli.output import json_lines, table
 from marmot.documents import DocumentError, load_automations, read_events
-from marmot.engine.models.events import UtcDatetime
+from marmot.engine.models.events import Event, EventLimits, UtcDatetime
 from marmot.engine.replay import Replay, Scenario, default_until, replay_scenario
+from marmot.transport.event_decoder import fast_document_events
 
 _TIME = TypeAdapter(UtcDatetime)
 
@@ -68,13 +70,22 @@ def run(args: argparse.Namespace) -> int:
             raise DocumentError("--resolved", None, "is for backtests: scenarios are Prefect's")
         if args.automations or args.events:
             raise DocumentError("replay", None, "give a scenario or --automations/--events")
-        scenario = _load_scenario(Path(args.scenario))
-        json_lines(r.line() for r in replay_scenario(scenario, tick=args.tick))
+        collecting = gc.isenabled()
+        gc.disable()  # what is loaded is kept: nothing for the collector to find
+        try:
+            scenario, validated = _load_scenario(Path(args.scenario))
+        finally:
+            if collecting:
+                gc.enable()
+        _keep_loaded()
+        firings = replay_scenario(scenario, tick=args.tick, validated=validated)
+        json_lines(r.line() for r in firings)
         return 0
     if not args.automations or not args.events:
         raise DocumentError("replay", None, "needs SCENARIO.json, or --automations and --events")
     automations = [a for path in args.automations for a in load_automations(path)]
     events = read_events(args.events)
+    _keep_loaded()
     if not events:
         raise DocumentError(args.events, None, "no events in the file")
     start = (
@@ -108,20 +119,32 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keep_loaded() -> None:
+    """Exempt what was loaded (the events, the automations) from garbage collection:
+    they live until the replay ends, and the cyclic collector scanning them again
+    and again took ~20% of a replay of 100,000 events."""
+    gc.freeze()
+
+
 def _labels(labels: dict[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in labels.items())
 
 
-def _load_scenario(path: Path) -> Scenario:
+def _load_scenario(path: Path) -> tuple[Scenario, list[Event | None] | None]:
+    """The scenario, and its events made the fast way where they are plainly valid."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+        data = json.loads(raw.decode("utf-8"))
     except OSError as exc:
         raise DocumentError(str(path), None, exc.strerror or str(exc)) from exc
     except json.JSONDecodeError as exc:
         raise DocumentError(str(path), exc.lineno, f"not valid JSON: {exc.msg}") from exc
     try:
-        return Scenario.model_validate(data)
+        scenario = Scenario.model_validate(data)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         field = ".".join(str(p) for p in first["loc"])
         raise DocumentError(str(path), None, first["msg"], field) from exc
+    # Read as the model reads a scenario's events (no edge limits); an event the
+    # fast way leaves is validated by the model, with its messages.
+    return scenario, fast_document_events(raw, EventLimits())

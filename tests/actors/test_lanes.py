@@ -142,38 +142,50 @@ def test_first_idle_prefers_the_first_lane_with_nothing_in_flight() -> None:
     assert asyncio.run(main()) == [0, 1, 1, 0]
 
 
-def test_a_lingering_lane_sends_what_came_meanwhile_in_one_call_and_counts_as_idle() -> None:
-    async def main() -> tuple[list[list[int]], list[int]]:
-        actor = Actor()
+def test_a_lone_item_goes_at_once_and_what_queues_behind_a_call_goes_in_the_next() -> None:
+    """No linger (issue 22): a lone firing is sent on the lane's first turn, and the
+    firings that come while that call is in flight go together in the next one."""
+
+    async def main() -> tuple[list[list[int]], list[list[int]], list[int], bool]:
+        release = asyncio.Event()
+        calls: list[list[int]] = []
         applied: list[int] = []
+
+        def call(handle: Any, batch: list[int]) -> Any:
+            calls.append(list(batch))
+
+            async def answer() -> list[int]:
+                await release.wait()
+                return batch
+
+            return answer()
 
         async def on_result(lane: Lane[Any], batch: list[int], result: Any) -> None:
             applied.extend(result)
 
         lane: Lane[int] = Lane(
-            None,
-            actor.call,
-            on_result,
-            lambda *_: False,
-            batch_max=4,
-            max_inflight=1,
-            linger_s=0.05,
+            None, call, on_result, lambda *_: False, batch_max=200, max_inflight=1
         )
         other: Lane[int] = Lane(
-            None, actor.call, on_result, lambda *_: False, batch_max=4, max_inflight=1
+            None, call, on_result, lambda *_: False, batch_max=200, max_inflight=1
         )
         lane.put([1])
-        await asyncio.sleep(0)  # the lane wakes and lingers
+        await asyncio.sleep(0)  # the lane's first turn
+        first = [list(c) for c in calls]
         lane.put([2])
-        lane.put([3])
-        # Items queued, no call in flight: it is still the one to give more to.
-        assert lanes.first_idle([lane, other]) is lane
-        lane.put([4, 5, 6, 7, 8])  # full batches go without waiting out the linger
+        lane.put([3, 4])
+        await asyncio.sleep(0)
+        # A call in flight: the next items wait for it, and the other lane is idle.
+        is_other_idle = lanes.first_idle([lane, other]) is other
+        held = [list(c) for c in calls]
+        release.set()
         await asyncio.wait_for(lane.settled(), 10)
         await lane.close()
         await other.close()
-        return actor.calls, applied
+        return first, held + calls[len(held) :], applied, is_other_idle
 
-    calls, applied = asyncio.run(main())
-    assert calls == [[1, 2, 3, 4], [5, 6, 7, 8]]
-    assert applied == [1, 2, 3, 4, 5, 6, 7, 8]
+    first, calls, applied, is_other_idle = asyncio.run(main())
+    assert first == [[1]]
+    assert calls == [[1], [2, 3, 4]]
+    assert applied == [1, 2, 3, 4]
+    assert is_other_idle
