@@ -357,13 +357,22 @@ def _decode_batch(
     for index, item in enumerate(items):
         if sizes is not None:
             context["payload_bound"] = _JSON_GROWTH * sizes[index] + 2
-        outcome = _validate(item, context)
-        if isinstance(outcome, Event):
-            events.append(outcome)
-        else:
-            reason, message = outcome
-            rejections.append(Rejection(reason, f"event {index}: {message}", index))
+        _keep(_validate(item, context), index, events, rejections)
     return DecodedFrame(events=events, rejections=rejections)
+
+
+def _keep(
+    outcome: Event | tuple[str, str],
+    index: int,
+    events: list[Event],
+    rejections: list[Rejection],
+) -> None:
+    """File a batch element's outcome: the event, or its rejection named by index."""
+    if isinstance(outcome, Event):
+        events.append(outcome)
+    else:
+        reason, message = outcome
+        rejections.append(Rejection(reason, f"event {index}: {message}", index))
 
 
 def decode_frame(
@@ -432,12 +441,7 @@ def _decode_batch_fast(
             "limits": limits,
             "payload_bound": _JSON_GROWTH * len(encoded) + 2,
         }
-        outcome = _validate(value, context)
-        if isinstance(outcome, Event):
-            events.append(outcome)
-        else:
-            reason, message = outcome
-            rejections.append(Rejection(reason, f"event {index}: {message}", index))
+        _keep(_validate(value, context), index, events, rejections)
     return DecodedFrame(events=events, rejections=rejections)
 
 
