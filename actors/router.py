@@ -25,7 +25,7 @@ from marmot.actors.metrics import Metrics
 from marmot.actors.runtime import AutomationRef, Reply
 from marmot.actors.store.events import DUPLICATE_ID_OTHER_CONTENT, EventLog
 from marmot.actors.store.followers import HeldFollowers
-from marmot.actors.wire import Outcome, pack_batch, pack_event, unpack_event
+from marmot.actors.wire import Outcome, pack_batch, pack_event, pack_events, unpack_event
 from marmot.config import RouterConfig
 from marmot.engine.causal import CausalOrdering
 from marmot.engine.clock import Clock, EventsClock
@@ -196,7 +196,7 @@ class Router:
         # Packed once, here: the log stores these bytes and batches carry them.
         # An event that cannot be packed fails its own submitter, nobody else.
         try:
-            bodies = [pack_event(event) for event in events]
+            bodies = pack_events(events)
         except (ValueError, TypeError, OverflowError) as exc:
             raise ValueError(f"an event cannot be stored: {exc}") from exc
         done: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()

@@ -58,6 +58,34 @@ def pack_event(event: Event) -> bytes:
     return pack(event_to_wire(event))
 
 
+def pack_events(events: Sequence[Event]) -> list[bytes]:
+    """Events as ``pack_event`` packs each: one packer and no call per event, for
+    the router, which packs every accepted event once."""
+    packer = getattr(_local, "packer", None)
+    if packer is None:
+        packer = _local.packer = msgpack.Packer(datetime=True, use_bin_type=True, autoreset=True)
+    pack_one = packer.pack
+    bodies: list[bytes] = []
+    for event in events:
+        fields = event.__dict__  # the model's fields; attribute access costs more
+        follows = fields["follows"]
+        bodies.append(
+            pack_one(
+                [
+                    fields["id"].bytes,
+                    fields["occurred"],
+                    fields["event"],
+                    fields["resource"],
+                    fields["related"],
+                    fields["payload"],
+                    follows.bytes if follows is not None else None,
+                    fields["received"],
+                ]
+            )
+        )
+    return bodies
+
+
 def unpack_event(body: bytes) -> Event:
     """The trusted event ``pack_event`` packed."""
     return event_from_wire(unpack(body))

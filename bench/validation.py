@@ -6,9 +6,9 @@ Prints the CPU time per event (best of 5 runs, ``time.process_time``) of
 each way to turn a frame of 200 typical events (a flow-run state change:
 3 labels, 2 related resources, a small nested payload) into ``Event``
 objects, then ``decode_frame`` as the codec does it (the fast path with the
-model as fallback), and the rate of ``marmot replay`` on the speed scenario
-of shared/DESIGN.md (100 automations, 10 % of events hit), with CPU per
-event.
+model as fallback; also on the smaller events bench/daemon.py sends), and
+the rate of ``marmot replay`` on the speed scenario of shared/DESIGN.md
+(100 automations, 10 % of events hit), with CPU per event.
 
 The options:
   * msgpack / json + Event.model_validate: decode to dicts, then the model
@@ -81,6 +81,16 @@ def typical(k: int) -> dict[str, Any]:
             },
         ],
         "payload": {"intended": {"from": "RUNNING", "to": "COMPLETED"}, "validated": True},
+    }
+
+
+def minimal(k: int) -> dict[str, Any]:
+    """The event bench/daemon.py publishes: one label, no related resources, no payload."""
+    return {
+        "id": str(uuid4()),
+        "occurred": datetime.now(UTC).isoformat(),
+        "event": f"bench.e{k % 100}",
+        "resource": {"prefect.resource.id": f"prefect.flow-run.{k % 97}"},
     }
 
 
@@ -183,6 +193,7 @@ def options() -> list[tuple[str, float]]:
     each_json = [json.dumps(d).encode() for d in documents]
     each_msgpack = [event_frame(e) for e in events]
     bad = json.dumps([*documents[:-1], {**documents[-1], "resource": {}}]).encode()
+    as_minimal = events_frame([Event.model_validate(minimal(k)) for k in range(BATCH)])
     context = {"received": NOW, "limits": LIMITS, "payload_bound": 10**9}
 
     def model(values: list[dict[str, Any]]) -> list[Event]:
@@ -231,6 +242,10 @@ def options() -> list[tuple[str, float]]:
         (
             "decode_frame, JSON batch (the codec as installed)",
             lambda: decode_frame(as_json, limits=LIMITS, received=NOW),
+        ),
+        (
+            "decode_frame, msgpack batch of bench/daemon.py's events",
+            lambda: decode_frame(as_minimal, limits=LIMITS, received=NOW),
         ),
         (
             "decode_frame, one event per msgpack frame",

@@ -15,6 +15,7 @@ from marmot.actors.wire import (
     pack,
     pack_batch,
     pack_event,
+    pack_events,
     unpack,
     unpack_event,
 )
@@ -143,3 +144,15 @@ def test_a_pack_that_fails_leaves_the_thread_packer_clean() -> None:
         pack(["partly packed", object()])
     assert pack(good) == expected
     assert unpack(pack(good)) == good
+
+
+def test_events_packed_together_are_the_bytes_packed_one_by_one() -> None:
+    events = [
+        _event(),
+        _event(follows=str(uuid4()), received=None),
+        _event(payload={}, related=[]),
+    ]
+    bodies = pack_events(events)
+    assert bodies == [pack_event(event) for event in events]
+    assert [unpack_event(body) for body in bodies] == events
+    assert pack_events([]) == []

@@ -29,8 +29,12 @@ LIMITS = EventLimits(max_labels=20, max_related=10, max_payload_bytes=2_000)
 
 
 def by_model(data: bytes, limits: EventLimits, received: datetime | None) -> DecodedFrame:
-    """``decode_frame`` as it was before the fast path: the model judges every event."""
-    with mock.patch.object(codec, "fast_events", return_value=None):
+    """``decode_frame`` as it was before the fast path: the model judges every event
+    (batches too: their elements would otherwise be split the fast way)."""
+    with (
+        mock.patch.object(codec, "fast_events", return_value=None),
+        mock.patch.object(codec, "fast_elements", return_value=None),
+    ):
         return decode_frame(data, limits=limits, received=received)
 
 
@@ -115,6 +119,18 @@ CHANGES: list[dict[str, Any]] = [
     {"payload": {"long": "x" * 3_000}},
     {"payload": {"deep": json.loads("[" * 120 + "]" * 120)}},
     {"payload": None},
+    {"payload": []},
+    {"payload": "text"},
+    {"payload": {}},
+    # Bytes that ask the batch check for a closer look: UTF-8 letters whose lead
+    # byte is a msgpack binary header, long runs of digits, many brackets.
+    {"payload": {"name": "Łódź ĄĘ ƀ", "n": 1}},
+    {"payload": {"id": "1234567890123456789012", "n": 9_223_372_036_854_775_807}},
+    {"payload": {"n": 18_446_744_073_709_551_615, "m": -9_223_372_036_854_775_808}},
+    {"payload": {"text": "[[[{{{" * 40}},
+    {"payload": {"deep": json.loads("[" * 99 + "]" * 99)}},
+    {"payload": {"deep": json.loads("[" * 100 + "]" * 100)}},
+    {"payload": {"wide": [[1, [2]]] * 60}},
     {"extra": 1},
 ]
 
@@ -156,6 +172,30 @@ def test_msgpack_timestamps_extensions_binary_and_integer_keys() -> None:
         document = doc(**value)
         data = msgpack.packb(document, use_bin_type=True, datetime=True, strict_types=False)
         assert_same(data, LIMITS, None)
+        # In a batch, times and payloads are decoded together: one unusual value
+        # leaves the others as they are.
+        for batch in ([doc(), document, doc()], [document] * 3):
+            data = msgpack.packb(batch, use_bin_type=True, datetime=True, strict_types=False)
+            assert_same(data, LIMITS, RECEIVED)
+
+
+def test_a_batch_of_mixed_times_and_payloads_decodes_as_the_model_decodes_it() -> None:
+    occurred = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
+    documents = [
+        doc(occurred=occurred),
+        doc(occurred="2026-01-02T03:04:05.5+02:00"),
+        doc(occurred=msgpack.Timestamp(1_767_322_445, 999_999_999)),
+        doc(payload={"when": msgpack.Timestamp(1_767_322_445, 500)}),
+        doc(payload={"blob": b""}),
+        doc(payload=...),
+        doc(received=occurred),
+        doc(received="2026-01-02T03:04:05Z"),
+    ]
+    data = msgpack.packb(documents, use_bin_type=True, datetime=True)
+    decoded = assert_same(data, LIMITS, None)
+    assert len(decoded.events) == 7
+    assert [r.index for r in decoded.rejections] == [4]  # binary data in its payload
+    assert assert_same(data, LIMITS, RECEIVED).events[6].received == RECEIVED
 
 
 def test_a_typical_batch_goes_the_fast_way_and_matches_the_model() -> None:
@@ -168,6 +208,19 @@ def test_a_typical_batch_goes_the_fast_way_and_matches_the_model() -> None:
     assert [e.model_dump() for e in fast] == [e.model_dump() for e in model.events]
     # Frozen, hashable and copyable as validated events are.
     assert fast[0].model_copy(update={"event": "y"}).event == "y"
+
+
+@pytest.mark.parametrize("is_json", [False, True])
+def test_a_typical_single_event_goes_the_fast_way_and_matches_the_model(is_json: bool) -> None:
+    document = doc(occurred=datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC))
+    if is_json:
+        data = json.dumps(document, default=str).encode()
+    else:
+        data = msgpack.packb(document, use_bin_type=True, datetime=True)
+    fast = fast_events(data, is_json, limits=LIMITS, max_batch=1, received=RECEIVED)
+    assert fast is not None and len(fast) == 1
+    model = by_model(data, LIMITS, RECEIVED)
+    assert [e.model_dump() for e in fast] == [e.model_dump() for e in model.events]
 
 
 def test_an_invalid_event_keeps_the_models_message_with_its_field_path() -> None:
