@@ -88,17 +88,48 @@ class AutomationHost:
         end of the event log, so a crash before the next checkpoint replays
         only what came after.
         """
+        automation_id, deadline = self._load(document, state, self._last_seq())
+        self._checkpoint([automation_id])
+        return deadline
+
+    def load_many(self, documents: list[str]) -> dict[str, int | None]:
+        """``load`` for many automations (fresh), checkpointed in one transaction;
+        returns each one's next deadline."""
+        seq = self._last_seq()
+        deadlines = dict(self._load(document, None, seq) for document in documents)
+        self._checkpoint(list(deadlines))
+        return deadlines
+
+    def _last_seq(self) -> int:
+        store = self._log()
+        return store.events.last_seq() if store is not None else 0
+
+    def _load(
+        self, document: str, state: dict[str, Any] | None, seq: int
+    ) -> tuple[str, int | None]:
         automation = Automation.model_validate_json(document)
         evaluator = Evaluator(automation, resolve=self._resolve, max_keys=self._max_keys)
         if state is not None:
             evaluator.restore(state)
         automation_id = str(automation.id)
-        store = self._log()
-        seq = store.events.last_seq() if store is not None else 0
         # Nothing is skipped after a fresh load: events routed from now on are new to it.
         self._host(automation_id, evaluator, document, seq, floor=0)
-        self._checkpoint([automation_id])
-        return evaluator.next_deadline_us()
+        return automation_id, evaluator.next_deadline_us()
+
+    def recover_many(
+        self, documents: list[str], now_us: int, held: list[int] | None = None
+    ) -> bytes:
+        """``recover`` for many automations in one call (a restart of a packed fleet);
+        returns one packed ``Outcome`` for them all."""
+        firings: list[Firing] = []
+        deadlines: dict[str, int | None] = {}
+        replayed = 0
+        for document in documents:
+            outcome = Outcome.unpack(self.recover(document, now_us, held))
+            firings.extend(outcome.firings)
+            deadlines.update(outcome.deadlines)
+            replayed += outcome.evaluated
+        return Outcome(firings, deadlines, self._applied_seq, replayed).pack()
 
     def recover(self, document: str, now_us: int, held: list[int] | None = None) -> bytes:
         """Host an automation from its checkpoint, replaying the event log since.

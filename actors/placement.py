@@ -11,15 +11,15 @@ outcomes to ``on_recovered``; new deadlines to ``on_deadlines``.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 from marmot.actors.clock import SYSTEM_CLOCK
 from marmot.actors.metrics import Metrics
+from marmot.actors.packing import Layout
 from marmot.actors.router import Router
 from marmot.actors.runtime import AutomationRef, RayRuntime
 from marmot.actors.store import Store
@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 __all__ = ["OutcomeHandler", "Placement"]
 
 OutcomeHandler = Callable[[Outcome], Awaitable[None]]
+
+# Automations loaded or recovered by one actor call in ``place_many``.
+PLACE_PART = 250
 
 
 @dataclass
@@ -52,7 +55,7 @@ class Placement:
         router: Router,
         store: Store,
         *,
-        per_actor: int,
+        per_actor: int | Literal["auto"],
         resolved_states: bool,
         max_keys: int | None,
         on_outcome: OutcomeHandler,
@@ -65,7 +68,8 @@ class Placement:
         self._runtime = runtime
         self._router = router
         self._store_factory = partial(Store.open, store.path)
-        self.per_actor = per_actor
+        # The node's budget is known once Ray runs (``Service.start`` sets it).
+        self.layout = Layout(per_actor, budget=1_000_000)
         self._resolved_states = resolved_states
         self._max_keys = max_keys
         self._on_outcome = on_outcome
@@ -93,31 +97,24 @@ class Placement:
         return self.automations.get(automation_id)
 
     def _actor_key_for(self, automation_id: str) -> str:
-        if self.per_actor == 1:
-            return f"automation-{automation_id}"
-        for key, actor in self._actors.items():
-            if len(actor.automations) < self.per_actor:
-                return key
-        return f"shard-{next(i for i in itertools.count() if f'shard-{i}' not in self._actors)}"
+        hosted = {key: actor.automations for key, actor in self._actors.items()}
+        return self.layout.key_for(automation_id, hosted)
+
+    def alone(self) -> list[str]:
+        """The automations in actors of their own (to move once the layout packs)."""
+        return [
+            automation_id
+            for key, actor in self._actors.items()
+            if Layout.alone(key)
+            for automation_id in actor.automations
+        ]
 
     async def place(self, automation: Automation, *, recover: bool = False) -> None:
         """Host an automation in an actor: fresh, or (``recover``) from its checkpoint."""
         automation_id = str(automation.id)
-        if automation.actions_on_resolve and not self._resolved_states:
-            log.warning(
-                "automation %r has actions_on_resolve, which run only with resolved_states "
-                "on (as in Prefect's server, it never resolves)",
-                automation.name,
-                extra={"automation": automation_id},
-            )
+        self._warn_unresolved(automation)
         key = self._actor_of.get(automation_id) or self._actor_key_for(automation_id)
-        actor = self._actors.get(key)
-        if actor is None:
-            ref = self._runtime.automation_actor(
-                key, self._store_factory, self._resolved_states, self._max_keys
-            )
-            actor = self._actors[key] = _Actor(ref)
-            self._router.add_actor(key, ref)
+        actor = self._actor(key)
         actor.automations.add(automation_id)
         document = automation.model_dump_json()
         self.automations[automation_id] = automation
@@ -134,6 +131,61 @@ class Placement:
             loaded = actor.ref.load(document)
             self._router.route(automation_id, key, Evaluator(automation).matchers)
             self._on_deadlines({automation_id: await loaded})
+
+    async def place_many(self, automations: Sequence[Automation], *, recover: bool = False) -> None:
+        """``place`` for many automations at once: one call per actor for each part of
+        ``PLACE_PART`` automations (a fleet created or recovered in bulk)."""
+        by_actor: dict[str, list[tuple[str, str]]] = {}
+        for automation in automations:
+            self._warn_unresolved(automation)
+            automation_id = str(automation.id)
+            key = self._actor_of.get(automation_id) or self._actor_key_for(automation_id)
+            actor = self._actor(key)
+            actor.automations.add(automation_id)
+            document = automation.model_dump_json()
+            self.automations[automation_id] = automation
+            self.documents[automation_id] = document
+            self._actor_of[automation_id] = key
+            by_actor.setdefault(key, []).append((automation_id, document))
+        now, held = self._clock.now_us(), self._router.held_seqs()
+        recovering: list[Awaitable[Outcome]] = []
+        loading: list[Awaitable[dict[str, int | None]]] = []
+        for key, hosted in by_actor.items():
+            ref = self._actors[key].ref
+            for start in range(0, len(hosted), PLACE_PART):
+                part = hosted[start : start + PLACE_PART]
+                documents = [document for _, document in part]
+                # Submitted before the routes exist (as in ``place``).
+                if recover:
+                    recovering.append(ref.recover_many(documents, now, held))
+                else:
+                    loading.append(ref.load_many(documents))
+                for automation_id, _ in part:
+                    matchers = Evaluator(self.automations[automation_id]).matchers
+                    self._router.route(automation_id, key, matchers)
+        for outcome in await asyncio.gather(*recovering):
+            await self._on_recovered(outcome)
+        for deadlines in await asyncio.gather(*loading):
+            self._on_deadlines(deadlines)
+
+    def _actor(self, key: str) -> _Actor:
+        actor = self._actors.get(key)
+        if actor is None:
+            ref = self._runtime.automation_actor(
+                key, self._store_factory, self._resolved_states, self._max_keys
+            )
+            actor = self._actors[key] = _Actor(ref)
+            self._router.add_actor(key, ref)
+        return actor
+
+    def _warn_unresolved(self, automation: Automation) -> None:
+        if automation.actions_on_resolve and not self._resolved_states:
+            log.warning(
+                "automation %r has actions_on_resolve, which run only with resolved_states "
+                "on (as in Prefect's server, it never resolves)",
+                automation.name,
+                extra={"automation": str(automation.id)},
+            )
 
     async def unplace(self, automation_id: str) -> None:
         """Stop hosting an automation (its actor goes when it hosts nothing else)."""
@@ -152,6 +204,35 @@ class Placement:
         del self._actors[key]
         self._router.remove_actor(key)
         self._runtime.kill(actor.ref)
+
+    async def move(self, automation_id: str) -> bool:
+        """Move an automation into the actor the layout now gives it, state and all
+        (as a restart would: checkpoint, then recover there); returns whether it moved.
+
+        Its route is taken away first; the checkpoint is taken at the sequence
+        number up to which its actor had been sent everything, after what was
+        queued for it has been applied; the recovery in the new actor replays
+        the log since, and its firings already dispatched are not dispatched again.
+        """
+        old_key = self._actor_of.get(automation_id)
+        automation = self.automations.get(automation_id)
+        if old_key is None or automation is None or old_key not in self._actors:
+            return False
+        actor = self._actors[old_key]
+        upto = self._router.sent_upto(old_key)
+        self._router.unroute(automation_id)
+        await self._router.drain([old_key])
+        await actor.ref.checkpoint(upto)
+        del self._actor_of[automation_id]
+        actor.automations.discard(automation_id)
+        if actor.automations:
+            await actor.ref.unload(automation_id)
+        else:
+            del self._actors[old_key]
+            self._router.remove_actor(old_key)
+            self._runtime.kill(actor.ref)
+        await self.place(automation, recover=True)
+        return True
 
     def reload(self, automation_ids: Sequence[str]) -> None:
         """Put automations back into an actor that Ray restarted empty.

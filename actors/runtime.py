@@ -47,6 +47,8 @@ ACTORS_PER_CORE = 60
 
 # Read by each Ray worker at start-up: the nice value of its task thread.
 WORKER_NICENESS_ENV = "RAY_worker_niceness"
+# Read by every process of an embedded Ray: whether its event loops time each handler.
+EVENT_STATS_ENV = "RAY_event_stats"
 AUTH_MODE_ENV = "RAY_AUTH_MODE"
 # Where Ray announces that a new local cluster uses token authentication.
 _TOKEN_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
@@ -183,6 +185,14 @@ class AutomationRef:
         followers the router holds back, ``held`` by sequence number)."""
         return Reply(self.handle.recover.remote(document, now_us, held), Outcome.unpack)
 
+    def load_many(self, documents: list[str]) -> Reply[dict[str, int | None]]:
+        """Host automations fresh; each one's next deadline."""
+        return Reply(self.handle.load_many.remote(documents))
+
+    def recover_many(self, documents: list[str], now_us: int, held: list[int]) -> Reply[Outcome]:
+        """``recover`` for many automations: one outcome for them all."""
+        return Reply(self.handle.recover_many.remote(documents, now_us, held), Outcome.unpack)
+
     def unload(self, automation_id: str) -> Reply[bool]:
         """Stop hosting an automation."""
         return Reply(self.handle.unload.remote(automation_id))
@@ -301,6 +311,14 @@ class RayRuntime:
             # executors lower their own (executors.nice). Set in the environment
             # the raylet and its workers inherit; an explicit value wins.
             os.environ.setdefault(WORKER_NICENESS_ENV, "0")
+            # Idle actors' CPU (issue 22): Ray's per-handler event-loop statistics
+            # (timings kept for its debug dumps and dashboard metrics, neither of
+            # which Marmot uses) cost every worker on each wake-up, and an idle
+            # worker wakes ~100 times a second (its task loop's signal check, a
+            # fixed 10 ms timer). Off, 100 idle automation actors used 0.57-0.68 %
+            # of a core each instead of 0.77-0.93 % (bench/daemon.py --case
+            # idle:100:1, alternated runs on a busy host).
+            os.environ.setdefault(EVENT_STATS_ENV, "0")
             # Ray's gRPC servers listen on every interface, and Ray replaces a
             # loopback node address with the machine's own (services.
             # resolve_ip_for_localhost): they cannot be kept to loopback. Token

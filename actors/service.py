@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Service"]
 
+# Automations recovered together at start-up (each part one call per actor).
+RECOVER_PART = 1000
+
 
 class Service:
     """Automations in actors, events through the router, firings to executors."""
@@ -136,23 +139,69 @@ class Service:
     async def start(self) -> None:
         """Start the timer and executors and load every enabled automation."""
         self.runtime.start()
+        self.placement.layout.budget = self._actor_budget()
         self.timers.start()
         self.dispatcher.start()
         self.upkeep.start(self._tasks)
         # Before any automation recovers: their replays skip what is held again.
         self.router.restore_held()
         enabled = [s.automation for s in self.store.automations.list(enabled=True)]
+        if self.placement.layout.plan(len(enabled)):
+            self._tell_packing(len(enabled))
         self.progress.begin_recovery(len(enabled))
         if self._recovery_gate is not None:
             await self._recovery_gate.wait()
-        await asyncio.gather(*(self._recover(a) for a in enabled))
+        await self._recover_all(enabled)
         await self.dispatcher.ready()
         self.metrics.automations.set(len(self.placement.automations))
         log.info("service started", extra={"automations": len(enabled)})
 
-    async def _recover(self, automation: Automation) -> None:
-        await self.placement.place(automation, recover=True)
-        self.progress.recovered_one()
+    def _actor_budget(self) -> int:
+        """How many automation actors this daemon may run: what the node holds
+        beside the executors and the timer, or ``max_automation_actors``."""
+        others = self.config.executors.pool_size + 1
+        limit = int(self.runtime.capacity(others)["actors_free"])
+        if self.config.max_automation_actors is not None:
+            limit = min(limit, self.config.max_automation_actors)
+        return max(limit, 1)
+
+    def _tell_packing(self, fleet: int) -> None:
+        layout = self.placement.layout
+        log.warning(
+            "%d automations are more than the %d automation actors this node holds "
+            "(marmot status: capacity; max_automation_actors): packing them into shared "
+            "actors of up to %d (automations_per_actor: auto)",
+            fleet,
+            layout.budget,
+            layout.per_actor,
+        )
+
+    async def _grow_to(self, fleet: int) -> None:
+        """Before hosting more automations: turn the layout packed if the fleet no
+        longer fits one actor each, and move the automations in actors of their own."""
+        if not self.placement.layout.plan(fleet):
+            return
+        self._tell_packing(fleet)
+        self._tasks.spawn(self._repack())
+
+    async def _repack(self) -> None:
+        moved = 0
+        for automation_id in self.placement.alone():
+            async with self._lock:
+                try:
+                    moved += await self.placement.move(automation_id)
+                except Exception:
+                    self.metrics.actor_call_failures.labels("move").inc()
+                    log.exception("could not move automation %s into a shared actor", automation_id)
+        log.info("packed %d automation(s) from actors of their own into shared actors", moved)
+
+    async def _recover_all(self, automations: Sequence[Automation]) -> None:
+        """Recover the fleet in parts, so start-up progress moves as it goes."""
+        for start in range(0, len(automations), RECOVER_PART):
+            part = automations[start : start + RECOVER_PART]
+            await self.placement.place_many(part, recover=True)
+            for _ in part:
+                self.progress.recovered_one()
 
     @property
     def tasks(self) -> TaskGroup:
@@ -280,7 +329,25 @@ class Service:
                 self._check_room(str(automation.id))
             stored = self.store.automations.create(automation)
             if automation.enabled:
+                await self._grow_to(len(self.placement.automations) + 1)
                 await self.placement.place(stored.automation)
+            self._count()
+            return stored
+
+    async def create_many(self, automations: Sequence[Automation]) -> list[StoredAutomation]:
+        """Store new automations, all or none, then start evaluating the enabled ones
+        (laid out for the whole fleet at once: see ``actors/packing.py``)."""
+        async with self._lock:
+            enabled = [a for a in automations if a.enabled]
+            limit = self.config.max_automations
+            if len(self.placement.automations) + len(enabled) > limit:
+                raise LimitExceeded(
+                    f"this daemon runs at most {limit} automations (limits: max_automations); "
+                    f"{len(self.placement.automations)} run and {len(enabled)} more were asked for"
+                )
+            stored = self.store.automations.create_many(automations)
+            await self._grow_to(len(self.placement.automations) + len(enabled))
+            await self.placement.place_many([s.automation for s in stored if s.automation.enabled])
             self._count()
             return stored
 
@@ -292,6 +359,8 @@ class Service:
             stored = self.store.automations.update(automation)
             automation_id = str(automation.id)
             if stored.automation.enabled:
+                if automation_id not in self.placement.automations:
+                    await self._grow_to(len(self.placement.automations) + 1)
                 await self.placement.place(stored.automation)
             elif automation_id in self.placement.automations:
                 await self.placement.unplace(automation_id)
@@ -306,6 +375,7 @@ class Service:
             stored = self.store.automations.set_enabled(automation_id, enabled)
             key = str(automation_id)
             if enabled and key not in self.placement.automations:
+                await self._grow_to(len(self.placement.automations) + 1)
                 await self.placement.place(stored.automation)
             elif not enabled and key in self.placement.automations:
                 await self.placement.unplace(key)
@@ -366,15 +436,19 @@ class Service:
         """Counts, queue depths and the node's remaining capacity."""
         actors = self.placement.actor_count
         capacity = self.runtime.capacity(actors + len(self.dispatcher.executors) + 1)
-        per_actor = self.config.automations_per_actor
+        layout = self.placement.layout
         loaded = len(self.placement.automations)
-        capacity["automations_free"] = min(
-            capacity["actors_free"] * per_actor, self.config.max_automations - loaded
-        )
+        # With auto, a new automation always finds an actor (packing when the
+        # node is full): max_automations is the bound.
+        room = self.config.max_automations - loaded
+        if not layout.auto:
+            room = min(room, capacity["actors_free"] * layout.per_actor)
+        capacity["automations_free"] = max(room, 0)
         return {
             "automations_loaded": loaded,
             "automation_actors": actors,
-            "automations_per_actor": per_actor,
+            "automations_per_actor": self.config.automations_per_actor,
+            "layout": layout.describe(),
             "executors": len(self.dispatcher.executors),
             "events_received": self.router.stats.received,
             "events_routed": self.router.stats.routed,

@@ -2,12 +2,16 @@
 
 Streams repeat a few event names, so the name part of the interest test is
 answered once per distinct name and cached; only the automations that pass it
-run the resource part.
+run the resource part. Most automations of a large fleet name the resource
+they watch (``match: {prefect.resource.id: ...}``, a deployment's or a
+flow's): per name, those are filed under their resource ids, so an event is
+tested only against the automations that could accept its resource.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from marmot.engine.matching import TriggerMatcher
@@ -15,6 +19,19 @@ from marmot.engine.models.events import Event
 
 K = TypeVar("K", bound=Hashable)
 _CACHE_LIMIT = 8192
+_RESOURCE_ID = "prefect.resource.id"
+
+# (registration position, key, the triggers whose resource test is still to
+# run, or None when one of them takes every resource)
+_Entry = tuple[int, K, tuple[TriggerMatcher, ...] | None]
+
+
+@dataclass(slots=True)
+class _Named(Generic[K]):
+    """The keys interested in one event name."""
+
+    anyone: list[_Entry[K]] = field(default_factory=list)  # any resource may do
+    by_resource: dict[str, list[_Entry[K]]] = field(default_factory=dict)
 
 
 class InterestIndex(Generic[K]):
@@ -22,7 +39,7 @@ class InterestIndex(Generic[K]):
 
     def __init__(self) -> None:
         self._matchers: dict[K, Sequence[TriggerMatcher]] = {}
-        self._by_name: dict[str, tuple[tuple[K, tuple[TriggerMatcher, ...] | None], ...]] = {}
+        self._by_name: dict[str, _Named[K]] = {}
 
     def __len__(self) -> int:
         return len(self._matchers)
@@ -40,18 +57,24 @@ class InterestIndex(Generic[K]):
         if self._matchers.pop(key, None) is not None:
             self._by_name.clear()
 
-    def _entries(self, name: str) -> tuple[tuple[K, tuple[TriggerMatcher, ...] | None], ...]:
-        # Per name: each key with a trigger whose name test (a, b) accepts it,
-        # with the triggers whose resource test (c) is still to run, or None
-        # when one of them takes every resource.
+    def _named(self, name: str) -> _Named[K]:
         found = self._by_name.get(name)
         if found is None:
-            entries = []
-            for key, matchers in self._matchers.items():
+            found = _Named()
+            for position, (key, matchers) in enumerate(self._matchers.items()):
                 named = tuple(m for m in matchers if m.interested_in_name(name))
-                if named:
-                    entries.append((key, None if any(m.covers_all for m in named) else named))
-            found = tuple(entries)
+                if not named:
+                    continue
+                if any(m.covers_all for m in named):
+                    found.anyone.append((position, key, None))
+                    continue
+                entry = (position, key, named)
+                ids = [m.resource_ids for m in named]
+                if any(i is None for i in ids):
+                    found.anyone.append(entry)
+                    continue
+                for resource_id in frozenset().union(*(i for i in ids if i is not None)):
+                    found.by_resource.setdefault(resource_id, []).append(entry)
             if len(self._by_name) >= _CACHE_LIMIT:
                 self._by_name.clear()
             self._by_name[name] = found
@@ -59,8 +82,22 @@ class InterestIndex(Generic[K]):
 
     def route(self, event: Event) -> list[K]:
         """Keys with a trigger fully interested in ``event``, in registration order."""
-        return [
-            key
-            for key, pending in self._entries(event.event)
+        named = self._named(event.event)
+        scoped: list[_Entry[K]] = []
+        if named.by_resource:
+            resource_id = event.resource.get(_RESOURCE_ID)
+            if resource_id is not None:
+                scoped = named.by_resource.get(resource_id, [])
+        if not scoped:
+            return [
+                key
+                for _, key, pending in named.anyone
+                if pending is None or any(m.covers(event) for m in pending)
+            ]
+        hits = [
+            (position, key)
+            for position, key, pending in (*named.anyone, *scoped)
             if pending is None or any(m.covers(event) for m in pending)
         ]
+        hits.sort()
+        return [key for _, key in hits]

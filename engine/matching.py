@@ -54,13 +54,24 @@ def _any_of(patterns: Sequence[str]) -> Predicate:
 class CompiledSpec:
     """A resource specification compiled to per-label predicates."""
 
-    __slots__ = ("_checks",)
+    __slots__ = ("_checks", "_literals")
 
     def __init__(self, spec: ResourceSpecification) -> None:
+        patterns = spec.patterns()
         self._checks: tuple[tuple[str, Predicate], ...] = tuple(
-            (label, _any_of(patterns) if patterns else (lambda value: False))
-            for label, patterns in spec.patterns().items()
+            (label, _any_of(values) if values else (lambda value: False))
+            for label, values in patterns.items()
         )
+        self._literals = {
+            label: frozenset(values)
+            for label, values in patterns.items()
+            if not any(_GLOB_CHARS & set(v) or v.startswith("!") for v in values)
+        }
+
+    def literal_values(self, label: str) -> frozenset[str] | None:
+        """The only values ``label`` may have to match, when its patterns are all
+        literal (no glob, no ``!``); None when it may have others (or any)."""
+        return self._literals.get(label)
 
     @property
     def is_empty(self) -> bool:
@@ -147,6 +158,13 @@ class TriggerMatcher:
     def covers_all(self) -> bool:
         """True when part (c) accepts every event: no ``match`` or ``match_related``."""
         return self._match.is_empty and not self._related
+
+    @property
+    def resource_ids(self) -> frozenset[str] | None:
+        """The only resource ids part (c) accepts, when ``match`` names them
+        literally; None when it accepts others. (For the interest index: events of
+        any other resource need not be tested.)"""
+        return self._match.literal_values("prefect.resource.id")
 
     def covers(self, event: Event) -> bool:
         """Part (c): ``match`` includes the resource, each ``match_related`` the related."""

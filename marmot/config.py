@@ -14,7 +14,7 @@ import logging
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Self, get_args, get_origin
+from typing import Annotated, Any, Literal, Self, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -395,8 +395,12 @@ class MarmotConfig(BaseModel):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     orchestrator: OrchestratorConfig = Field(default_factory=OrchestratorConfig)
     prefect: PrefectConfig = Field(default_factory=PrefectConfig)
-    automations_per_actor: int = Field(default=1, ge=1)
-    max_automations: int = Field(default=1000, ge=1)
+    # "auto": one actor per automation while the node holds them, packed into
+    # shared actors beyond (actors/packing.py); a number: that many to an actor.
+    automations_per_actor: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    # Most automation actors; None: as many as the node holds (marmot status).
+    max_automation_actors: int | None = Field(default=None, ge=1)
+    max_automations: int = Field(default=20_000, ge=1)
     resolved_states: bool = False
     log_level: LogLevel = "INFO"
 

@@ -55,8 +55,9 @@ def test_defaults_suit_one_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert (config.http.enabled, config.http.host, config.http.port) == (True, "127.0.0.1", 7602)
     assert config.router.batch_max_events == 256
     assert config.router.max_inflight_per_actor == 2
-    assert config.automations_per_actor == 1
-    assert config.max_automations == 1000
+    assert config.automations_per_actor == "auto"
+    assert config.max_automation_actors is None
+    assert config.max_automations == 20_000
     assert config.executors.pool_size == 2
     assert config.executors.action_timeout_s == 30
     assert config.executors.max_retries == 5

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from importlib.metadata import version
 from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from marmot.actors.backtests import Backtests
 from marmot.actors.clock import SYSTEM_CLOCK
@@ -24,7 +24,8 @@ from marmot.actors.service import Service
 from marmot.actors.store import StoredAutomation, StoredWebhook
 from marmot.actors.store.events import EventLog, LogPosition
 from marmot.engine.clock import Clock
-from marmot.engine.errors import LimitExceeded
+from marmot.engine.errors import LimitExceeded, ValidationFailed
+from marmot.engine.models.automations import Automation
 from marmot.engine.models.backtest import BacktestJob
 from marmot.engine.models.blocks import BlockDocument
 from marmot.engine.models.events import Event, EventLimits
@@ -52,13 +53,13 @@ _EMITTED: TypeAdapter[dict[str, list[Event]]] = TypeAdapter(dict[str, list[Event
 
 def automation_view(stored: StoredAutomation) -> AutomationView:
     """An automation as returned to clients: the document plus its bookkeeping."""
-    return AutomationView.model_validate(
-        {
-            **stored.automation.model_dump(),
-            "created": stored.created,
-            "updated": stored.updated,
-            "version": stored.version,
-        }
+    # Its parts were validated when it was stored: put together, not validated again
+    # (a fleet's listing would spend most of its time here).
+    return AutomationView.model_construct(
+        **dict(stored.automation),
+        created=stored.created,
+        updated=stored.updated,
+        version=stored.version,
     )
 
 
@@ -155,6 +156,7 @@ class Api:
             "health": self.health,
             "status": self.status,
             "automations.create": self.create,
+            "automations.create_many": self.create_many,
             "automations.read": self.read,
             "automations.read_by_name": self.read_by_name,
             "automations.filter": self.filter,
@@ -206,6 +208,10 @@ class Api:
     async def create(self, params: p.CreateAutomation) -> AutomationView:
         automation = validated_automation(params.automation)
         return automation_view(await self.service.create(automation))
+
+    async def create_many(self, params: p.CreateAutomations) -> list[AutomationView]:
+        automations = _validated_all(params.automations)
+        return [automation_view(s) for s in await self.service.create_many(automations)]
 
     async def read(self, params: p.ById) -> AutomationView:
         return automation_view(self.service.store.automations.read(params.id))
@@ -362,3 +368,25 @@ class Api:
         path = os.path.abspath(os.path.expanduser(params.path))
         size = await asyncio.to_thread(self.service.store.db.backup, path)
         return {"path": path, "bytes": size}
+
+
+def _validated_all(documents: list[dict[str, Any]]) -> list[Automation]:
+    """Every document as an automation, or ``ValidationFailed`` listing every problem
+    of every document (at ``automations.N.field``)."""
+    automations: list[Automation] = []
+    details: list[dict[str, Any]] = []
+    for index, document in enumerate(documents):
+        try:
+            automations.append(validated_automation(document))
+        except ValidationError as exc:
+            details.extend(
+                {"loc": ["automations", index, *e["loc"]], "msg": e["msg"], "type": e["type"]}
+                for e in exc.errors(include_url=False)
+            )
+    if details:
+        where = ".".join(str(p) for p in details[0]["loc"])
+        noun = "error" if len(details) == 1 else "errors"
+        raise ValidationFailed(
+            f"{len(details)} validation {noun}: {where}: {details[0]['msg']}", details=details
+        )
+    return automations

@@ -194,6 +194,11 @@ class Client:
         """Create an automation; returns it with its id."""
         return self.send(Requests.create_automation(automation))
 
+    def create_automations(self, automations: Sequence[AutomationLike]) -> list[Automation]:
+        """Create up to 1,000 automations at once, all or none (a name taken, or one
+        that does not validate, creates none); returns them with their ids."""
+        return self.send(Requests.create_automations(automations))
+
     def read_automation(self, automation_id: UUID | str) -> Automation:
         """The automation with this id (``NotFound`` otherwise)."""
         return self.send(Requests.read_automation(automation_id))
@@ -490,6 +495,11 @@ class AsyncClient:
     async def create_automation(self, automation: AutomationLike) -> Automation:
         """Create an automation; returns it with its id."""
         return await self.send(Requests.create_automation(automation))
+
+    async def create_automations(self, automations: Sequence[AutomationLike]) -> list[Automation]:
+        """Create up to 1,000 automations at once, all or none (a name taken, or one
+        that does not validate, creates none); returns them with their ids."""
+        return await self.send(Requests.create_automations(automations))
 
     async def read_automation(self, automation_id: UUID | str) -> Automation:
         """The automation with this id (``NotFound`` otherwise)."""

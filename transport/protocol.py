@@ -74,6 +74,11 @@ class CreateAutomation(Params):
     automation: dict[str, Any]
 
 
+class CreateAutomations(Params):
+    # A file's worth at a time: the CLI sends longer lists in parts.
+    automations: list[dict[str, Any]] = Field(min_length=1, max_length=1000)
+
+
 class UpdateAutomation(Params):
     id: UUID
     automation: dict[str, Any]
@@ -306,6 +311,9 @@ _TABLE = (
     _method("health", NoParams, Document, "health"),
     _method("status", NoParams, Document, "status"),
     _method("automations.create", CreateAutomation, AutomationView, "create_automation"),
+    _method(
+        "automations.create_many", CreateAutomations, list[AutomationView], "create_automations"
+    ),
     _method("automations.read", ById, AutomationView, "read_automation"),
     _method("automations.read_by_name", ByName, AutomationView, "read_automation_by_name"),
     _method("automations.filter", AutomationFilter, list[AutomationView], "list_automations"),

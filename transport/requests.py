@@ -91,6 +91,11 @@ def _automation(result: Any) -> Automation:
     return view.automation()
 
 
+def _automations(result: Any) -> list[Automation]:
+    views: list[AutomationView] = METHODS["automations.create_many"].load(result)
+    return [view.automation() for view in views]
+
+
 def _block(result: Any) -> BlockDocument:
     # The server masks secrets: they arrive (and stay) as "********".
     return BlockDocument.model_validate(result)
@@ -163,6 +168,14 @@ class Requests:
     @staticmethod
     def create_automation(automation: AutomationLike) -> Request[Automation]:
         return _request("automations.create", _automation, automation=_automation_doc(automation))
+
+    @staticmethod
+    def create_automations(automations: Sequence[AutomationLike]) -> Request[list[Automation]]:
+        return _request(
+            "automations.create_many",
+            _automations,
+            automations=[_automation_doc(a) for a in automations],
+        )
 
     @staticmethod
     def read_automation(automation_id: UUID | str) -> Request[Automation]:

@@ -33,6 +33,9 @@ class Automations:
     """Create, read, list, change and delete automations; names are unique."""
 
     def __init__(self, db: Database) -> None:
+        # Parsed documents by id, so listing a fleet does not validate every
+        # document again (documents only change through this class).
+        self._parsed: dict[str, tuple[str, Automation]] = {}
         self._db = db
 
     def create(self, a: Automation) -> StoredAutomation:
@@ -50,7 +53,38 @@ class Automations:
                 "INSERT INTO automations VALUES (?, ?, ?, ?, ?, ?, 1)",
                 (str(a.id), a.name, int(a.enabled), document, now, now),
             )
-        return _stored(document, now, now, 1)
+        return self._stored(document, now, now, 1, str(a.id))
+
+    def create_many(self, automations: Sequence[Automation]) -> list[StoredAutomation]:
+        """Store new automations in one transaction, all or none; raises ``Conflict``
+        (nothing stored) if an id or a name is taken, or given twice."""
+        stored: list[StoredAutomation] = []
+        now = self._db.now_us()
+        names: set[str] = set()
+        ids: set[str] = set()
+        with self._db.transaction() as conn:
+            for a in automations:
+                if (
+                    str(a.id) in ids
+                    or conn.execute(
+                        "SELECT 1 FROM automations WHERE id = ?", (str(a.id),)
+                    ).fetchone()
+                ):
+                    raise Conflict(
+                        f"an automation with id {a.id} already exists", details=str(a.id)
+                    )
+                if a.name in names:
+                    raise Conflict(f"the automation name {a.name!r} is given twice", details=a.name)
+                _check_name_free(conn, a)
+                ids.add(str(a.id))
+                names.add(a.name)
+                document = a.model_dump_json()
+                conn.execute(
+                    "INSERT INTO automations VALUES (?, ?, ?, ?, ?, ?, 1)",
+                    (str(a.id), a.name, int(a.enabled), document, now, now),
+                )
+                stored.append(self._stored(document, now, now, 1, str(a.id)))
+        return stored
 
     def read(self, id: UUID) -> StoredAutomation:
         """The automation with this id; raises ``NotFound`` if there is none."""
@@ -63,12 +97,13 @@ class Automations:
     def _read_one(self, where: str, value: str, missing: str) -> StoredAutomation:
         with self._db.lock:
             row = self._db.conn.execute(
-                f"SELECT document, created, updated, version FROM automations WHERE {where}",
+                "SELECT document, created, updated, version, id FROM automations"
+                f" WHERE {where}",
                 (value,),
             ).fetchone()
         if row is None:
             raise NotFound(missing, details=value)
-        return _stored(*row)
+        return self._stored(*row)
 
     def list(
         self,
@@ -98,11 +133,11 @@ class Automations:
         params += [-1 if limit is None else max(limit, 0), max(offset, 0)]
         with self._db.lock:
             rows = self._db.conn.execute(
-                "SELECT document, created, updated, version FROM automations"
+                "SELECT document, created, updated, version, id FROM automations"
                 f"{where} ORDER BY name LIMIT ? OFFSET ?",
                 params,
             ).fetchall()
-        return [_stored(*row) for row in rows]
+        return [self._stored(*row) for row in rows]
 
     def update(self, a: Automation) -> StoredAutomation:
         """Replace the stored automation with ``a.id``, bumping its version; returns it.
@@ -154,7 +189,7 @@ class Automations:
             " version = ? WHERE id = ?",
             (a.name, int(a.enabled), document, now, version, str(a.id)),
         )
-        return _stored(document, created, now, version)
+        return self._stored(document, created, now, version, str(a.id))
 
     def delete(self, id: UUID) -> None:
         """Delete an automation; raises ``NotFound`` if there is none."""
@@ -162,6 +197,18 @@ class Automations:
             deleted = conn.execute("DELETE FROM automations WHERE id = ?", (str(id),)).rowcount
             if not deleted:
                 raise NotFound(f"no automation with id {id}", details=str(id))
+        self._parsed.pop(str(id), None)
+
+    def _stored(
+        self, document: str, created: int, updated: int, version: int, automation_id: str
+    ) -> StoredAutomation:
+        cached = self._parsed.get(automation_id)
+        if cached is not None and cached[0] == document:
+            automation = cached[1]
+        else:
+            automation = Automation.model_validate_json(document)
+            self._parsed[automation_id] = (document, automation)
+        return StoredAutomation(automation, from_us(created), from_us(updated), version)
 
 
 def _check_name_free(conn: sqlite3.Connection, a: Automation) -> None:
@@ -170,9 +217,3 @@ def _check_name_free(conn: sqlite3.Connection, a: Automation) -> None:
     ).fetchone()
     if clash is not None:
         raise Conflict(f"an automation named {a.name!r} already exists", details=a.name)
-
-
-def _stored(document: str, created: int, updated: int, version: int) -> StoredAutomation:
-    return StoredAutomation(
-        Automation.model_validate_json(document), from_us(created), from_us(updated), version
-    )

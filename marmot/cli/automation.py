@@ -86,6 +86,10 @@ def register(commands: Any) -> None:
     lint.register(sub, common)
 
 
+# Automations sent in one create request (the daemon takes at most 1,000).
+CREATE_PART = 1000
+
+
 def _resolve(client: Client, ref: str) -> Automation:
     try:
         return client.read_automation(UUID(ref))
@@ -144,8 +148,9 @@ def run_create(args: argparse.Namespace) -> int:
     created = []
     with connect(args) as client:
         lint.warn_before_write(client, args.files, args.strict)
-        for automation in automations:
-            created.append(client.create_automation(automation))
+        # In parts of CREATE_PART: each part is created all or none, laid out at once.
+        for start in range(0, len(automations), CREATE_PART):
+            created.extend(client.create_automations(automations[start : start + CREATE_PART]))
         applied = apply_deployment_triggers(client, deployments) if deployments else []
     created.extend(a for item in applied for a in item.created)
     replaced = sum(len(item.deleted) for item in applied)

@@ -32,6 +32,9 @@ __all__ = ["raw_automations", "register", "warn_before_write"]
 
 _err = Console(stderr=True, highlight=False)
 
+# Documents linted per request (the daemon takes at most 100).
+LINT_PART = 100
+
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add ``lint`` to the ``automation`` group."""
@@ -76,12 +79,21 @@ def _offline(documents: Sequence[dict[str, Any]]) -> list[LintReport]:
     return reports
 
 
+def _lint(client: Client, documents: Sequence[dict[str, Any]]) -> list[LintReport]:
+    """The daemon's reports on any number of documents (sent in parts)."""
+    return [
+        report
+        for start in range(0, len(documents), LINT_PART)
+        for report in client.lint_automations(documents[start : start + LINT_PART])
+    ]
+
+
 def run_lint(args: argparse.Namespace) -> int:
     documents = _documents(args.files)
     raw = [d for _, d in documents]
     try:
         with connect(args) as client:
-            reports = client.lint_automations(raw)
+            reports = _lint(client, raw)
     except DaemonUnavailable as exc:
         _err.print(f"[yellow]note:[/] {escape(str(exc))}: only the checks on the files ran")
         reports = _offline(raw)
@@ -123,7 +135,7 @@ def warn_before_write(client: Client, paths: Sequence[str], strict: bool) -> Non
     documents = [(p, d) for p in paths if not is_prefect_yaml(p) for d in raw_automations(p)]
     if not documents:
         return
-    reports = client.lint_automations([d for _, d in documents])
+    reports = _lint(client, [d for _, d in documents])
     findings = [(report.automation, f) for report in reports for f in report.findings]
     for name, finding in findings:
         hint = f" (did you mean {', '.join(finding.suggestions)}?)" if finding.suggestions else ""

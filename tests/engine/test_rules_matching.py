@@ -363,3 +363,37 @@ def test_interest_index_routes_exactly_as_the_whole_interest_test() -> None:
     assert checked == 2 * 5 * 3 * 2
     index.remove("any-name")
     assert "any-name" not in index.route(event("other", 0, "prefect.flow-run.1"))
+
+
+def test_interest_index_files_literal_resource_ids_and_routes_as_the_plain_test() -> None:
+    # The index files automations that name their resource ids literally under
+    # those ids; routing must equal the whole interest test of every automation,
+    # in registration order, whatever the mix of literal, glob, negated and no match.
+    import random
+
+    rng = random.Random(5)
+    names = [f"n.{k}" for k in range(6)]
+    resources = [f"r.{k}" for k in range(8)]
+    specs: list[dict[str, Any]] = [
+        {},
+        {"prefect.resource.id": "r.1"},
+        {"prefect.resource.id": ["r.2", "r.3"]},
+        {"prefect.resource.id": "r.*"},
+        {"prefect.resource.id": "!r.4"},
+        {"prefect.resource.id": "r.5", "color": "blue"},
+        {"color": "blue"},
+    ]
+    index: InterestIndex[int] = InterestIndex()
+    matchers: dict[int, list[TriggerMatcher]] = {}
+    for key in range(60):
+        triggers = [
+            _matcher(expect=set(rng.sample(names, 2)), match=rng.choice(specs))
+            for _ in range(rng.choice([1, 1, 2]))
+        ]
+        matchers[key] = triggers
+        index.set(key, triggers)
+    for _ in range(400):
+        labels = {"color": "blue"} if rng.random() < 0.5 else {}
+        e = event(rng.choice(names), 0, resource_id=rng.choice(resources), labels=labels)
+        expected = [k for k, ms in matchers.items() if any(m.is_interested(e) for m in ms)]
+        assert index.route(e) == expected
