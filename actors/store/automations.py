@@ -97,8 +97,7 @@ class Automations:
     def _read_one(self, where: str, value: str, missing: str) -> StoredAutomation:
         with self._db.lock:
             row = self._db.conn.execute(
-                "SELECT document, created, updated, version, id FROM automations"
-                f" WHERE {where}",
+                f"SELECT document, created, updated, version, id FROM automations WHERE {where}",
                 (value,),
             ).fetchone()
         if row is None:
