@@ -46,6 +46,15 @@ LATE_AFTER_US = 1_000_000
 # batch them: a firing's action started ~20 ms late, p50 ~31 ms to delivered.)
 EXECUTOR_BATCH_MAX = 200
 
+# The least time between the starts of two calls to one executor. An executor
+# call returns once its actions are claimed (a millisecond or two), so on an
+# unloaded machine a steady flow of firings can go one per call: each call is a
+# Ray round trip and a write transaction in the action log, on the database
+# the daemon's event log appends to (SQLite has one writer). Paced, a lane
+# makes at most ~200 calls/s and a firing waits at most this long; one after a
+# quiet spell waits not at all.
+EXECUTOR_MIN_GAP_S = 0.005
+
 # (automation id, firing, automation.triggered event) in wire form.
 _Job = tuple[str, list[Any], list[Any]]
 
@@ -139,6 +148,7 @@ class Dispatcher:
                 self._executor_failed,
                 batch_max=EXECUTOR_BATCH_MAX,
                 max_inflight=1,
+                min_gap_s=EXECUTOR_MIN_GAP_S,
             )
             for executor in self.executors
         ]

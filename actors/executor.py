@@ -246,11 +246,19 @@ class ExecutorHost:
         """Yield packed :class:`ExecutorResults` as actions finish (a Ray stream).
 
         Outcomes that finish together are recorded in the action log in one
-        transaction before their events go out.
+        transaction before their events go out. Chunks are paced
+        (``RESULTS_MIN_GAP_S``): what finishes soon after a chunk waits out the
+        gap and goes in the next one; after a quiet spell a chunk goes at once.
         """
         done = self._queue()
+        loop = asyncio.get_running_loop()
+        last = float("-inf")
         while True:
             chunk = [await done.get()]
+            rest_s = last + RESULTS_MIN_GAP_S - loop.time()
+            if rest_s > 0:
+                await asyncio.sleep(rest_s)
+            last = loop.time()
             while not done.empty() and len(chunk) < 1000:
                 chunk.append(done.get_nowait())
             outcomes = [(f.key, f.status, f.detail) for f in chunk if f.status is not None]
@@ -342,6 +350,14 @@ class ExecutorHost:
             )
             await self._sleep(delay)
             attempt += 1
+
+
+# The least time between two chunks of the results stream. Each chunk is a Ray
+# stream item, a write transaction in the action log (the daemon's event log
+# appends wait for it) and an emit into the daemon's event log; the outcomes of
+# a steady flow of firings otherwise went one or two per chunk. An action's
+# effect is not delayed by it, only the events that report it.
+RESULTS_MIN_GAP_S = 0.01
 
 
 @lru_cache(maxsize=1024)

@@ -2,7 +2,11 @@
 
 While a call is in flight new items queue up, so batches grow with load and
 a quiet lane sends at once (DESIGN.md: per-item Ray calls cannot be fast).
-Calls on one lane are issued in order, so an actor sees its items in order.
+A lane may also be paced (``min_gap_s``): a call starts at least that long
+after the one before, so a steady trickle of items goes in a few calls a
+second rather than one call each, while an item after a quiet spell still
+goes at once. Calls on one lane are issued in order, so an actor sees its
+items in order.
 """
 
 from __future__ import annotations
@@ -55,13 +59,21 @@ class Lane(Generic[T]):
         *,
         batch_max: int,
         max_inflight: int,
+        min_gap_s: float = 0.0,
     ) -> None:
+        """``min_gap_s``: the least time from the start of one call to the start of
+        the next (0: none). Items that come sooner wait out the rest of it with
+        whatever queues meanwhile (unless a full batch is waiting); a lane that
+        sent nothing for that long sends at once, no timer involved."""
         self.handle = handle
         self._call = call
         self._on_result = on_result
         self._on_failure = on_failure
         self.batch_max = batch_max
         self.max_inflight = max_inflight
+        self.min_gap_s = min_gap_s
+        self._last_call = float("-inf")  # loop time the last call started
+        self._rest: asyncio.Task[None] | None = None  # waiting out min_gap_s
         self._items: deque[T] = deque()
         self._redo: deque[T] = deque()
         self._inflight: deque[asyncio.Task[None]] = deque()
@@ -121,6 +133,14 @@ class Lane(Generic[T]):
             if not source:
                 self._wake.clear()
                 continue
+            loop = asyncio.get_running_loop()
+            rest_s = self._last_call + self.min_gap_s - loop.time()
+            if rest_s > 0 and len(source) < self.batch_max:
+                # Paced: what comes meanwhile goes in the same call.
+                self._rest = loop.create_task(asyncio.sleep(rest_s))
+                await self._rest
+                continue
+            self._last_call = loop.time()
             size = min(self.batch_max, len(source))
             batch = [source.popleft() for _ in range(size)]
             self.batches += 1
@@ -175,6 +195,8 @@ class Lane(Generic[T]):
         """Return once nothing is queued or in flight."""
         while self.busy:
             pending = [t for t in self._inflight if not t.done()]
+            if self._rest is not None and not self._rest.done():
+                pending.append(self._rest)
             if pending:
                 await asyncio.wait(pending)
             else:
@@ -182,7 +204,12 @@ class Lane(Generic[T]):
 
     async def close(self) -> None:
         """Stop sending; cancel calls still awaited."""
-        tasks = [self._task, *self._inflight, *([self._backoff] if self._backoff else [])]
+        tasks = [
+            self._task,
+            *self._inflight,
+            *([self._backoff] if self._backoff else []),
+            *([self._rest] if self._rest else []),
+        ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -8,7 +8,8 @@ process, and publishers over ZeroMQ PUSH in separate processes. Prints:
     automations, one actor per automation and with automations_per_actor=50;
   * publish-to-firing p50/p99 latency at a fixed rate (every event fires);
   * proactive lateness p50/p99 (firing time minus the window's deadline);
-  * daemon RSS and unique memory per automation actor.
+  * daemon RSS and unique memory per automation actor;
+  * CPU an idle automation actor uses (% of a core, by thread name).
 """
 
 from __future__ import annotations
@@ -322,16 +323,69 @@ def memory(automations: int, per_actor: int) -> tuple[float, float, int]:
             daemon.stop()
 
 
+def _ticks(pid: int) -> dict[str, int]:
+    """CPU ticks (user + system) each thread of a process spent so far, summed by
+    thread name (Ray names its threads: io_service, grpc workers...)."""
+    spent: dict[str, int] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue  # the thread ended
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        spent[name] = spent.get(name, 0) + int(fields[11]) + int(fields[12])
+    return spent
+
+
+def idle_cpu(
+    automations: int, per_actor: int, seconds: float, settle_s: float = 10.0
+) -> tuple[float, int, list[tuple[str, float]]]:
+    """CPU an idle automation actor uses: % of a core per actor (mean over the actors,
+    sampled from /proc over ``seconds`` once ``settle_s`` passed after the last one
+    was created), the number of actors, and the busiest thread names with their %
+    of a core per actor."""
+    import ray._private.state
+
+    with tempfile.TemporaryDirectory() as folder:
+        daemon = start_daemon(Path(folder), automations_per_actor=per_actor)
+        try:
+            with Client(daemon.rpc_url, timeout_s=600) as client:
+                for i in range(automations):
+                    client.create_automation(reactive(f"i{i}", f"bench.i{i}", threshold=10))
+            time.sleep(settle_s)
+            pids = [
+                int(info["Pid"])
+                for info in ray._private.state.actors().values()
+                if info["ActorClassName"] == "AutomationHost"
+                and info["State"] == "ALIVE"
+                and info.get("Pid")
+            ]
+            before = {pid: _ticks(pid) for pid in pids}
+            time.sleep(seconds)
+            after = {pid: _ticks(pid) for pid in pids}
+        finally:
+            daemon.stop()
+    hz = os.sysconf("SC_CLK_TCK")
+    by_thread: dict[str, int] = {}
+    for pid in pids:
+        for name, ticks in after[pid].items():
+            by_thread[name] = by_thread.get(name, 0) + ticks - before[pid].get(name, 0)
+    scale = 100 / hz / seconds / max(len(pids), 1)  # ticks -> % of a core per actor
+    threads = sorted(((n, t * scale) for n, t in by_thread.items() if t), key=lambda x: -x[1])
+    return sum(by_thread.values()) * scale, len(pids), threads[:8]
+
+
 def _cases(spec: list[str] | None, quick: bool) -> list[tuple[str, tuple[float, ...]]]:
     """The steps to run: ``--case`` values, or all of them (fewer with --quick)."""
     if spec:
         steps = []
         for item in spec:
             kind, *numbers = item.split(":")
-            if kind not in {"throughput", "latency", "lateness", "memory"}:
+            if kind not in {"throughput", "latency", "lateness", "memory", "idle"}:
                 raise SystemExit(
                     f"unknown case {item!r}: throughput:A:P, latency:RATE:SHARE, "
-                    "lateness, memory:A:P"
+                    "lateness, memory:A:P, idle:A:P"
                 )
             steps.append((kind, tuple(float(n) for n in numbers)))
         return steps
@@ -350,6 +404,7 @@ def _cases(spec: list[str] | None, quick: bool) -> list[tuple[str, tuple[float, 
         ("lateness", ()),
         ("memory", (100, 1)),
         ("memory", (100, 50)),
+        ("idle", (100, 1)),
     ]
 
 
@@ -361,7 +416,8 @@ def main() -> None:
         "--case",
         action="append",
         help="run only this step (repeatable): throughput:AUTOMATIONS:PER_ACTOR, "
-        "latency:RATE:ONE_IN, lateness, memory:AUTOMATIONS:PER_ACTOR",
+        "latency:RATE:ONE_IN, lateness, memory:AUTOMATIONS:PER_ACTOR, "
+        "idle:AUTOMATIONS:PER_ACTOR",
     )
     args = parser.parse_args()
     seconds = 10 if not args.quick else 3
@@ -393,6 +449,18 @@ def main() -> None:
                 p50, p99, n = lateness(200 if not args.quick else 20)
                 print(
                     f"proactive lateness: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({n} deadlines)",
+                    flush=True,
+                )
+            elif kind == "idle":
+                automations, per_actor = int(numbers[0]), int(numbers[1])
+                share, actors, threads = idle_cpu(
+                    automations, per_actor, 30 if not args.quick else 5
+                )
+                busiest = ", ".join(f"{name} {pct:.2f}" for name, pct in threads)
+                print(
+                    f"idle {automations} automations, {per_actor}/actor: {share:.2f} % of a core "
+                    f"per actor ({actors} actors, {share * actors / 100:.2f} cores in all; "
+                    f"by thread, % per actor: {busiest})",
                     flush=True,
                 )
             else:
