@@ -23,6 +23,7 @@ from ray.exceptions import RayActorError
 from marmot.actors.lanes import Lane
 from marmot.actors.metrics import Metrics
 from marmot.actors.runtime import AutomationRef, Reply
+from marmot.actors.store.database import WriteBusy
 from marmot.actors.store.events import DUPLICATE_ID_OTHER_CONTENT, EventLog
 from marmot.actors.store.followers import HeldFollowers
 from marmot.actors.wire import Outcome, pack_batch, pack_event, pack_events, unpack_event
@@ -61,6 +62,8 @@ class RouterStats:
     received: int = 0
     routed: int = 0
     backpressure_waits: int = 0
+    # Small appends that found the write lock taken and went to a thread.
+    append_waits: int = 0
 
 
 class Router:
@@ -231,10 +234,7 @@ class Router:
             flat = [event for events, _, _ in batch for event in events]
             bodies = [body for _, packed, _ in batch for body in packed]
             try:
-                if len(flat) <= INLINE_APPEND_EVENTS:
-                    seqs = self._event_log.append(flat, bodies)
-                else:
-                    seqs = await asyncio.to_thread(self._event_log.append, flat, bodies)
+                seqs = await self._append(flat, bodies)
             except Exception as exc:  # handed to every submitter; the loop goes on
                 # The daemon's own events wait out a full disk, first in line, written
                 # again after a back-off for as long as it lasts: no firing is lost.
@@ -314,6 +314,17 @@ class Router:
             )
             logged_at = now
         self._behind_reported = (self.events_clock.behind, logged_at)
+
+    async def _append(self, events: list[Event], bodies: list[bytes]) -> list[int]:
+        """Log events: a small group commit on the event loop unless another thread or
+        process holds the write lock (an actor's checkpoint, an executor's action
+        log): then, as a big one, in a thread, so the loop never waits for a lock."""
+        if len(events) <= INLINE_APPEND_EVENTS:
+            try:
+                return self._event_log.append(events, bodies, wait=False)
+            except WriteBusy:
+                self.stats.append_waits += 1
+        return await asyncio.to_thread(self._event_log.append, events, bodies)
 
     def sent_upto(self, actor: str) -> int:
         """A sequence number up to which every logged event that ``actor`` must see

@@ -27,7 +27,7 @@ from marmot.actors.store.faults import FolderIdentity, storage_failure
 from marmot.engine.clock import Clock
 from marmot.engine.errors import Conflict, StorageFailed, StorageLost
 
-__all__ = ["BUSY_TIMEOUT_S", "Database", "select_in"]
+__all__ = ["BUSY_TIMEOUT_S", "Database", "WriteBusy", "select_in"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,11 @@ def select_in(conn: sqlite3.Connection, query: str, values: Sequence[Any]) -> li
         chunk = list(values[start : start + _VALUES_PER_QUERY])
         rows += conn.execute(query.format(marks=",".join("?" * len(chunk))), chunk).fetchall()
     return rows
+
+
+class WriteBusy(Exception):
+    """A write that was not to wait found the write lock taken (by another thread
+    of this process or another process): nothing was written."""
 
 
 class Database:
@@ -138,7 +143,7 @@ class Database:
         return self._lost or self._write_fault or self._checkpoint_fault
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, wait: bool = True) -> Iterator[sqlite3.Connection]:
         """Hold the lock and a write transaction; commit on success, roll back on error.
 
         Raises ``StorageFull`` when the disk refuses the write, another
@@ -146,14 +151,18 @@ class Database:
         and ``StorageLost``, before committing, once the data folder was deleted or
         replaced since the database was opened (checked on every write: two ``stat``
         calls, so nothing is acknowledged that went to a deleted file).
+        Without ``wait``, raises ``WriteBusy`` at once if another thread or process
+        holds the write lock (for callers on an event loop, which must not block).
         """
-        with self.lock:
+        if not self.lock.acquire(blocking=wait):
+            raise WriteBusy("the database is being written by another thread")
+        try:
             if self._lost is not None:
                 raise self._lost
             try:
                 if self.conn.in_transaction:  # left open by a rollback that failed
                     self.conn.execute("ROLLBACK")
-                self.conn.execute("BEGIN IMMEDIATE")
+                self._begin(wait)
                 try:
                     yield self.conn
                     self._identity.check()
@@ -172,6 +181,22 @@ class Database:
                     "writes to %s accepted again after %d refused", self.folder, self._refusals
                 )
                 self._write_fault, self._refusals = None, 0
+        finally:
+            self.lock.release()
+
+    def _begin(self, wait: bool) -> None:
+        if wait:
+            self.conn.execute("BEGIN IMMEDIATE")
+            return
+        self.conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise WriteBusy("another process holds the database's write lock") from exc
+            raise
+        finally:
+            self.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
 
     def _refused(self, exc: BaseException) -> StorageFailed | None:
         """Record a write the storage refused (None: ``exc`` is no storage failure)."""

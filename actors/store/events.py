@@ -119,7 +119,9 @@ class EventLog:
         counts them as ``marmot_events_dropped{reason="duplicate_id_other_content"}``)."""
         self._on_conflicts = counter
 
-    def append(self, events: Sequence[Event], bodies: Sequence[bytes] | None = None) -> list[int]:
+    def append(
+        self, events: Sequence[Event], bodies: Sequence[bytes] | None = None, *, wait: bool = True
+    ) -> list[int]:
         """Append events in one transaction; returns their sequence numbers, in order.
 
         ``bodies``: the events already packed with ``wire.pack_event`` (the
@@ -131,7 +133,8 @@ class EventLog:
         ``received`` aside): the first content stays and the new one is
         dropped. Such drops are counted (``count_conflicts_with``) and logged,
         at most one line per 10 s; the comparison costs only on this rare
-        path, where the stored bodies are read back.
+        path, where the stored bodies are read back. Without ``wait``, raises
+        ``WriteBusy`` (nothing written) if the write lock is taken.
         """
         if not events:
             return []
@@ -149,7 +152,7 @@ class EventLog:
             )
             for e, body in zip(events, bodies, strict=True)
         ]
-        with self._db.transaction() as conn:
+        with self._db.transaction(wait=wait) as conn:
             # Plain INSERT, not OR IGNORE: an ignored row would still use up a
             # sequence number. A duplicate id is rare; it undoes the batch and
             # takes the slower path that looks the known ids up first.
