@@ -10,15 +10,20 @@ Figures printed:
   * events/s and bytes per key for held expect events (SEMANTICS §3.4: a
     Proactive trigger with `after`, 100k keys each holding one event);
   * events/s of `marmot replay` end to end (read + validate + evaluate) on a
-    100k-event JSON-lines file, in process and through the CLI.
+    100k-event JSON-lines file, in process and through the CLI;
+  * the same, with CPU µs per event, on issue 22's replay stream
+    (../shared/bench/speed_scenario.py 100 N 0.1: a scenario file).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import io
 import json
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -29,6 +34,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from marmot import cli as replay_command
 from marmot.documents import load_automations, read_events
 from marmot.engine.interest import InterestIndex
 from marmot.engine.models.automations import Automation
@@ -185,6 +191,37 @@ def held_rate(keys: int) -> tuple[float, float]:
     return keys / elapsed, (after - before) / keys
 
 
+def _cli_run(argv: list[str]) -> tuple[float, float]:
+    """Run ``marmot ARGV`` (output dropped); its wall and CPU seconds."""
+    marmot = str(Path(sys.executable).with_name("marmot"))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    began = time.perf_counter()
+    subprocess.run([marmot, *argv], check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - began
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return wall, cpu
+
+
+def scenario_replay(n: int) -> tuple[float, float, float, float] | None:
+    """Issue 22's replay stream (shared/bench/speed_scenario.py: 100 automations,
+    ``n`` events, 10 % hit) through `marmot replay SCENARIO.json`: events/s and
+    CPU µs per event in process (file read, decode and replay, after imports),
+    then through the CLI end to end (imports included). None without the script."""
+    script = Path(__file__).resolve().parents[2] / "shared" / "bench" / "speed_scenario.py"
+    if not script.exists():
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "speed.json"
+        subprocess.run([sys.executable, str(script), "100", str(n), "0.1", str(path)], check=True)
+        began, cpu = time.perf_counter(), time.process_time()
+        with contextlib.redirect_stdout(io.StringIO()):
+            replay_command.main(["replay", str(path)])
+        wall, cpu = time.perf_counter() - began, time.process_time() - cpu
+        cli_wall, cli_cpu = _cli_run(["replay", str(path)])
+    return n / wall, cpu / n * 1e6, n / cli_wall, cli_cpu / n * 1e6
+
+
 def replay_rate(n: int, automations: int) -> tuple[float, float]:
     """End-to-end events/s: in process, and through `marmot replay --json`."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -227,6 +264,16 @@ def main() -> None:
     in_process, cli = replay_rate(n, 100)
     print(f"replay end to end (in process):      {in_process:>10,.0f} events/s")
     print(f"replay end to end (marmot CLI):      {cli:>10,.0f} events/s")
+    speed = scenario_replay(n)
+    if speed is not None:
+        rate, cpu, cli_rate, cli_cpu = speed
+        print(
+            f"speed scenario (after imports):      {rate:>10,.0f} events/s, {cpu:.2f} µs CPU/event"
+        )
+        print(
+            f"speed scenario (marmot CLI):         {cli_rate:>10,.0f} events/s, "
+            f"{cli_cpu:.2f} µs CPU/event"
+        )
 
 
 if __name__ == "__main__":

@@ -60,7 +60,9 @@ class CausalOrdering:
         self.max_waiting = max_waiting
         self.cycles = 0  # followers processed at once because they closed a cycle
         self.evicted = 0  # followers released early by max_waiting
-        self._seen: OrderedDict[UUID, int] = OrderedDict()
+        # Keyed by the id's integer: hashing an int is a C call, hashing a UUID a
+        # Python one, and this is looked up for every event.
+        self._seen: OrderedDict[int, int] = OrderedDict()
         # leader id -> follower id -> follower; follower id -> (its latest delivery in
         # µs, its leader's id).
         self._followers: dict[UUID, dict[UUID, Event]] = {}
@@ -84,6 +86,27 @@ class CausalOrdering:
             return True
         return False
 
+    def offer_us(self, event: Event, now_us: int) -> list[Event] | None:
+        """``is_duplicate`` then ``admit_us`` in one call: None for a duplicate, else
+        the events to evaluate now (none if it must wait).
+
+        The common case, an event that follows nothing while no follower waits,
+        only records the id: nothing can wait for it, so it is all that is ready."""
+        key = event.id.int
+        at = self._seen.get(key)
+        if at is not None and at > now_us - self.seen_for:
+            self.duplicates += 1
+            return None
+        if event.follows is None and not self._waitlist:
+            seen = self._seen
+            seen[key] = now_us
+            if at is not None:
+                seen.move_to_end(key)  # seen long ago: now the newest
+            elif len(seen) > self._next_expiry:
+                self._expire_in_bulk(now_us)
+            return [event]
+        return self.admit_us(event, now_us)
+
     def admit(self, event: Event, now: datetime) -> list[Event]:
         """Offer an arriving event (not a duplicate); return the events to evaluate now,
         in order: none if it must wait, else it and the followers it releases."""
@@ -100,7 +123,7 @@ class CausalOrdering:
                 else:
                     self._wait(leader, event, received)
                     return []
-        if event.id in self._waitlist:
+        if self._waitlist and event.id in self._waitlist:
             self._forget(event.id)  # it waited, and now goes anyway
         return self._process(event, from_us(now_us), now_us)
 
@@ -171,8 +194,8 @@ class CausalOrdering:
         if depth > MAX_DEPTH:
             return False
         ready.append(event)
-        self._remember(event.id, now_us)
-        waiting = self._followers.get(event.id)
+        self._remember_key(event.id.int, now_us)
+        waiting = self._followers.get(event.id) if self._followers else None
         if not waiting:
             return True
         for follower in sorted(waiting.values(), key=lambda e: e.occurred):
@@ -217,17 +240,20 @@ class CausalOrdering:
         return None
 
     def _was_seen(self, event_id: UUID, now_us: int) -> bool:
-        at = self._seen.get(event_id)
+        at = self._seen.get(event_id.int)
         return at is not None and at > now_us - self.seen_for
 
-    def _remember(self, event_id: UUID, now_us: int) -> None:
+    def _remember_key(self, key: int, now_us: int) -> None:
         seen = self._seen
-        seen[event_id] = now_us
-        seen.move_to_end(event_id)
-        # Expire in bulk, not per event: the lookup above checks the age anyway.
+        seen[key] = now_us
+        seen.move_to_end(key)
         if len(seen) > self._next_expiry:
-            self._expire(now_us)
-            self._next_expiry = len(seen) + 4096
+            self._expire_in_bulk(now_us)
+
+    def _expire_in_bulk(self, now_us: int) -> None:
+        # Expire in bulk, not per event: the lookup checks the age anyway.
+        self._expire(now_us)
+        self._next_expiry = len(self._seen) + 4096
 
     def _expire(self, now_us: int) -> None:
         horizon = now_us - self.seen_for

@@ -35,6 +35,10 @@ from marmot.engine.triggers.firing import Firing, conformance_line
 # Automations without an id get one derived from their name and position,
 # so replays of the same files give the same firing ids.
 _REPLAY_NAMESPACE = UUID("0b7f0c9e-7a51-5d1e-9c3f-2a4e6d8b1c00")
+# Later than any time: nothing is pending.
+_NEVER = 2**63
+# At most this many event names are remembered as interesting or not.
+_NAMES_KEPT = 8192
 
 
 class Scenario(MarmotModel):
@@ -101,6 +105,11 @@ class Replay:
         self.firings: list[ReplayFiring] = []
         # Lazy heap of (deadline on the events clock, evaluator); -1 means due now.
         self._deadlines: list[tuple[int, int]] = []
+        # Event name -> whether any automation looks at such events (_learn_name).
+        self._named: dict[str, bool] = {}
+        # No tick is due for an event arriving before this (µs; see _quiet).
+        self._quiet_until = -1
+        self._quiet_offset = 0
         self._current: list[int | None] = [None] * len(self.evaluators)
         for i in range(len(self.evaluators)):
             self._schedule(i)
@@ -112,6 +121,8 @@ class Replay:
         self._current[i] = deadline
         if deadline is not None:
             heapq.heappush(self._deadlines, (deadline, i))
+            if deadline < self._quiet_until:
+                self._quiet_until = -1  # it may be due before: look again
 
     def _record(self, i: int, firings: list[Firing]) -> None:
         automation = self.automations[i]
@@ -143,18 +154,33 @@ class Replay:
         while True:
             work = self._next_work()
             if work is None:
+                self._quiet(_NEVER)
                 return
             if self.tick:
                 k = max(self._next_tick, -(-(work - self.start) // self.tick))
                 when = self.start + k * self.tick
                 if when > limit:
+                    self._quiet(when)
                     return
                 self._next_tick = k + 1
             else:
                 when = max(work, self.clock)
                 if when > limit:
+                    self._quiet(when)
                     return
             self._run_tick(when)
+
+    def _quiet(self, until: int) -> None:
+        """Note that no tick is due before ``until`` (µs), so ``feed`` need not look
+        again for events arriving earlier.
+
+        It stays true until a deadline earlier than ``until`` is scheduled, a
+        follower waits (a lost deadline), or the events clock's offset rises:
+        each of these sets it back to -1. Anything else only delays the next
+        tick: the clock and the tick counter only move forward, and a stale
+        deadline only hides a later one."""
+        self._quiet_until = until
+        self._quiet_offset = self.events_clock.offset_us()
 
     def _run_tick(self, when: int) -> None:
         # As Prefect's loops do at a tick: proactive evaluation at ``as_of`` (taken
@@ -188,18 +214,63 @@ class Replay:
         time in the sense of SEMANTICS §6.
         """
         occurred = to_us(event.occurred)
-        arrival = to_us(event.received) if event.received else occurred
-        self.run_until_us(arrival)
-        if self.tick and arrival >= self.start:
+        received = event.received
+        arrival = occurred if received is None else to_us(received)
+        if arrival >= self._quiet_until:
+            self.run_until_us(arrival)
+        tick = self.tick
+        if tick and arrival >= self.start + self._next_tick * tick:
             # Every tick at or before the arrival has now run (idle ones skipped).
-            self._next_tick = max(self._next_tick, (arrival - self.start) // self.tick + 1)
+            self._next_tick = (arrival - self.start) // tick + 1
         if arrival > self.clock:
             self.clock = arrival
-        if self.causal.is_duplicate(event.id, self.clock):
+        ready = self.causal.offer_us(event, self.clock)
+        if ready is None:
             return  # processed already: dropped before anything sees it (SEMANTICS §6)
         self.events_clock.observe_us(occurred, self.clock)
-        for ready in self.causal.admit_us(event, self.clock):
-            self._evaluate(ready, occurred if ready is event else to_us(ready.occurred))
+        named = self._named.get(event.event)
+        if named is None:
+            named = self._learn_name(event.event)
+        for item in ready:
+            if item is not event:
+                self._evaluate(item, to_us(item.occurred))
+            elif named:
+                self._evaluate_arrived(event, occurred)
+        if event.follows is not None or self.events_clock.offset_us() > self._quiet_offset:
+            # It may wait (a lost deadline), or the offset rose (deadlines come
+            # due earlier on the wall clock): look again at the next event.
+            self._quiet_until = -1
+
+    def _learn_name(self, name: str) -> bool:
+        """Whether any enabled automation's trigger looks at events named ``name``
+        (what the interest index routes by first), remembered per name: most
+        events of a stream concern no automation, and are then skipped at once."""
+        named = any(
+            matcher.interested_in_name(name)
+            for i, evaluator in enumerate(self.evaluators)
+            if self.automations[i].enabled
+            for matcher in evaluator.matchers
+        )
+        if len(self._named) >= _NAMES_KEPT:
+            self._named.clear()
+        self._named[name] = named
+        return named
+
+    def _evaluate_arrived(self, event: Event, occurred: int) -> None:
+        """``_evaluate`` for the event just fed: the events clock has seen it already
+        (observing it again changes nothing), and most events reach no evaluator."""
+        hits = self.index.route(event)
+        if not hits:
+            return
+        # Visited in the order _evaluate visits them (a set's), so firings are
+        # recorded in the same order.
+        reached: Iterable[int] = hits if len(hits) == 1 else set(hits)
+        clock = self.clock
+        for i in reached:
+            firings = self.evaluators[i].apply_at(event, occurred, clock)
+            if firings:
+                self._record(i, firings)
+            self._schedule(i)
 
     def _evaluate(self, event: Event, occurred: int) -> set[int]:
         """Evaluate one event; returns the evaluators it reached."""
@@ -212,8 +283,9 @@ class Replay:
 
     def run(self, events: Iterable[Event], until: datetime) -> list[ReplayFiring]:
         """Feed every event, run the clock to ``until``; return the sorted firings."""
+        feed = self.feed
         for event in events:
-            self.feed(event)
+            feed(event)
         self.run_until(until)
         return self.sorted_firings()
 
@@ -247,6 +319,24 @@ def replay_scenario(
         event if event is not None else Event.model_validate(document)
         for event, document in zip(validated, scenario.events, strict=True)
     ]
+    return _replay(scenario, automations, events, tick)
+
+
+def replay_events(
+    scenario: Scenario, events: Sequence[Event], *, tick: float | None = None
+) -> list[ReplayFiring]:
+    """Run a scenario's automations over ``events``, its events already made (the
+    CLI decodes a file's events in bulk); ``scenario.events`` is not read."""
+    automations = load_automations(scenario.automations, scope=scenario.name)
+    return _replay(scenario, automations, events, tick)
+
+
+def _replay(
+    scenario: Scenario,
+    automations: Sequence[Automation],
+    events: Sequence[Event],
+    tick: float | None,
+) -> list[ReplayFiring]:
     step = scenario.tick_seconds if tick is None else tick
     return Replay(automations, start=scenario.start, tick=step).run(events, scenario.until)
 

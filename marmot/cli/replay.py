@@ -9,15 +9,25 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from pydantic import TypeAdapter, ValidationError
 
 from marmot.cli.output import json_lines, table
 from marmot.documents import DocumentError, load_automations, read_events
 from marmot.engine.models.events import Event, EventLimits, UtcDatetime
-from marmot.engine.replay import Replay, Scenario, default_until, replay_scenario
-from marmot.transport.event_decoder import fast_document_events
+from marmot.engine.replay import (
+    Replay,
+    ReplayFiring,
+    Scenario,
+    default_until,
+    replay_events,
+    replay_scenario,
+)
+from marmot.transport.event_decoder import fast_document_events, fast_events
 
 _TIME = TypeAdapter(UtcDatetime)
+# A scenario document's top-level fields, each left as its JSON text.
+_FIELDS = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
 
 def register(commands: Any) -> None:
@@ -70,16 +80,7 @@ def run(args: argparse.Namespace) -> int:
             raise DocumentError("--resolved", None, "is for backtests: scenarios are Prefect's")
         if args.automations or args.events:
             raise DocumentError("replay", None, "give a scenario or --automations/--events")
-        collecting = gc.isenabled()
-        gc.disable()  # what is loaded is kept: nothing for the collector to find
-        try:
-            scenario, validated = _load_scenario(Path(args.scenario))
-        finally:
-            if collecting:
-                gc.enable()
-        _keep_loaded()
-        firings = replay_scenario(scenario, tick=args.tick, validated=validated)
-        json_lines(r.line() for r in firings)
+        json_lines(r.line() for r in _replay_scenario_file(Path(args.scenario), args.tick))
         return 0
     if not args.automations or not args.events:
         raise DocumentError("replay", None, "needs SCENARIO.json, or --automations and --events")
@@ -130,21 +131,73 @@ def _labels(labels: dict[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in labels.items())
 
 
-def _load_scenario(path: Path) -> tuple[Scenario, list[Event | None] | None]:
-    """The scenario, and its events made the fast way where they are plainly valid."""
+def _replay_scenario_file(path: Path, tick: float | None) -> list[ReplayFiring]:
+    """Read a scenario file and replay it (with ``tick`` instead of its own, if given)."""
+    collecting = gc.isenabled()
+    gc.disable()  # what is loaded is kept: nothing for the collector to find
     try:
-        raw = path.read_bytes()
-        data = json.loads(raw.decode("utf-8"))
+        raw = _read(path)
+        plain = _plain_scenario(path, raw)
+        loaded = _load_scenario(path, raw) if plain is None else None
+    finally:
+        if collecting:
+            gc.enable()
+    _keep_loaded()
+    if plain is not None:
+        return replay_events(*plain, tick=tick)
+    assert loaded is not None
+    scenario, validated = loaded
+    return replay_scenario(scenario, tick=tick, validated=validated)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
     except OSError as exc:
         raise DocumentError(str(path), None, exc.strerror or str(exc)) from exc
+
+
+def _load_scenario(path: Path, raw: bytes) -> tuple[Scenario, list[Event | None] | None]:
+    """The scenario, and its events made the fast way where they are plainly valid."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
     except json.JSONDecodeError as exc:
         raise DocumentError(str(path), exc.lineno, f"not valid JSON: {exc.msg}") from exc
+    scenario = _validated_scenario(path, data)
+    # Read as the model reads a scenario's events (no edge limits); an event the
+    # fast way leaves is validated by the model, with its messages.
+    return scenario, fast_document_events(raw, EventLimits())
+
+
+def _validated_scenario(path: Path, data: Any) -> Scenario:
     try:
-        scenario = Scenario.model_validate(data)
+        return Scenario.model_validate(data)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         field = ".".join(str(p) for p in first["loc"])
         raise DocumentError(str(path), None, first["msg"], field) from exc
-    # Read as the model reads a scenario's events (no edge limits); an event the
-    # fast way leaves is validated by the model, with its messages.
-    return scenario, fast_document_events(raw, EventLimits())
+
+
+def _plain_scenario(path: Path, raw: bytes) -> tuple[Scenario, list[Event]] | None:
+    """A scenario whose events are all plainly valid, read in one pass: the
+    events array is decoded in bulk by the fast path, and only the rest of the
+    document (a few automations) is parsed as JSON and validated by the model.
+
+    None when anything is unusual (not JSON msgspec reads, no events array, an
+    event the fast path leaves to the model): the caller then reads the file
+    the general way, which reports every problem with its own messages."""
+    try:
+        fields = _FIELDS.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    events = fields.pop("events", None)
+    array = b"" if events is None else bytes(events)
+    if array[:1] != b"[":
+        return None
+    made = fast_events(array, True, limits=EventLimits(), max_batch=len(array), received=None)
+    if made is None:
+        return None
+    header = {name: json.loads(bytes(value)) for name, value in fields.items()}
+    # The events are made already: the model checks the rest of the document
+    # (the scenario it makes holds no event documents).
+    return _validated_scenario(path, {**header, "events": []}), made
