@@ -12,7 +12,7 @@ TREE   := .typecheck
 # The browser of the web console's tests (Debian's package).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test lint tree typecheck imports pytest bench conformance clean screenshots
+.PHONY: run test lint tree typecheck imports pytest bench bench-engine conformance clean screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,7 +62,12 @@ imports: tree
 conformance: $(STAMP)
 	$(BIN)/python ../shared/conformance/compare.py --ours "$(BIN)/marmot replay {scenario}" ../shared/conformance ../shared/conformance/added
 
+# Every row of issue 22's table, measured now (bench/speed.py; minutes).
+# make bench BENCH_ARGS="--quick" (smoke run), or "--prefect --fleet" (all).
 bench: $(STAMP)
+	$(BIN)/python bench/speed.py $(BENCH_ARGS)
+
+bench-engine: $(STAMP)
 	$(BIN)/python bench/engine.py
 
 clean:
