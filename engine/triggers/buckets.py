@@ -94,6 +94,10 @@ class BucketTrigger:
         self._pushes = 0
         # Proactive buckets at or over threshold, deleted at the next advance.
         self._full: set[Key] = set()
+        # Set by a proactive evaluation that left no key-() bucket (the one it
+        # opened held enough events to be deleted at once, §3.3 step 2 with
+        # §3.4): the next one that can open it is a microsecond later, not now.
+        self._reopen_at: int | None = None
         self._sink = sink
         self.max_keys = max_keys
         self.evicted = 0
@@ -150,6 +154,7 @@ class BucketTrigger:
 
     def on_event(self, event: Event, occurred: int, fired_us: int) -> None:
         """Reactive evaluation of one event the trigger is interested in."""
+        self._reopen_at = None
         name = event.event
         matcher = self.matcher
         key = matcher.bucketing_key(event)
@@ -250,9 +255,10 @@ class BucketTrigger:
 
     def advance(self, as_of: int, fired_us: int) -> None:
         """Proactive evaluation at ``as_of`` on the events clock (the sweep is ``sweep``)."""
+        opened: Bucket | None = None
         if self.is_proactive:
-            if not self.has_for_each:
-                self._ensure((), as_of, as_of + self.within, 0, None)
+            if not self.has_for_each and () not in self.buckets:
+                opened = self._ensure((), as_of, as_of + self.within, 0, None)
             for key in list(self._full):
                 full = self.buckets.get(key)
                 if full is not None and full.count >= self.threshold:
@@ -265,6 +271,10 @@ class BucketTrigger:
             for _, _, key, bucket in due:
                 if self.buckets.get(key) is bucket:
                     self._evaluate(key, bucket, as_of, None, fired_us)
+        # The ()-bucket opened here was deleted as full at once: evaluating again at
+        # this as_of would open and delete the same bucket.
+        deleted = opened is not None and () not in self.buckets
+        self._reopen_at = as_of + 1 if deleted else None
         if self.resolutions is not None:
             self.resolutions.advance(as_of, fired_us)
 
@@ -309,8 +319,10 @@ class BucketTrigger:
         ``-1`` means "as soon as possible" (a Proactive bucket to delete or
         open); ``None`` means never, until another event arrives.
         """
-        if self.is_proactive and (self._full or (not self.has_for_each and () not in self.buckets)):
+        if self.is_proactive and self._full:
             return -1
+        if self.is_proactive and not self.has_for_each and () not in self.buckets:
+            return -1 if self._reopen_at is None else self._reopen_at
         self._clean_top()
         deadline: int | None = None
         if self._heap:
@@ -349,6 +361,7 @@ class BucketTrigger:
             ],
             "unresolved": self.resolutions.snapshot() if self.resolutions is not None else [],
             "held": self.held.snapshot() if self.held is not None else [],
+            "reopen_at": self._reopen_at,
         }
 
     def restore(self, data: dict[str, Any]) -> None:
@@ -363,12 +376,14 @@ class BucketTrigger:
             self.resolutions.restore(data["unresolved"])
         if self.held is not None:
             self.held.restore(data["held"])
+        self._reopen_at = data.get("reopen_at")
 
     def clear(self) -> None:
         """Forget every bucket."""
         self.buckets.clear()
         self._heap.clear()
         self._full.clear()
+        self._reopen_at = None
         if self.held is not None:
             self.held.clear()
         if self.resolutions is not None:

@@ -310,3 +310,22 @@ def test_a_threshold_of_zero_holds_nothing_and_explains_cleanly() -> None:
     ev.apply([event("finished", 5, "job")])
     assert _held(ev) == {}
     assert ev.explain().triggers[0].held == []
+
+
+def test_a_key_bucket_deleted_as_it_opens_is_next_due_a_microsecond_later_not_now() -> None:
+    # Without for_each, proactive evaluation opens the ()-bucket (§3.3 step 1); a
+    # held event at that instant fills it and step 2 deletes it. Evaluating again
+    # at the same as_of would do the same for ever (a daemon's timer, replay and
+    # backtest at tick 0 spun there): the next deadline is the next microsecond.
+    ev = evaluator(_heartbeat(threshold=1) | {"for_each": []})
+    ev.apply([event("stopped", 100)])  # expect-only: held
+    assert ev.next_deadline_us() == -1  # no ()-bucket yet: due now
+    ev.advance(at(100), at(100))
+    assert buckets(ev) == []  # opened with the held event, so deleted at once
+    assert ev.next_deadline_us() == to_us(at(100)) + 1
+    ev.advance(at(100) + timedelta(microseconds=1), at(100))
+    opened = buckets(ev)
+    assert len(opened) == 1 and opened[0].count == 0  # the held event is before it
+    # An event the trigger is interested in makes it due at once again.
+    ev.apply([event("stopped", 101)])
+    assert ev.next_deadline_us() is not None
