@@ -40,6 +40,13 @@ class InterestIndex(Generic[K]):
     def __init__(self) -> None:
         self._matchers: dict[K, Sequence[TriggerMatcher]] = {}
         self._by_name: dict[str, _Named[K]] = {}
+        # Keys by the literal names their triggers take (every trigger's names
+        # literal), and the keys that may take other names: a name not seen
+        # before is tested against those two groups only, not the whole fleet.
+        self._literal: dict[str, set[K]] = {}
+        self._wild: set[K] = set()
+        self._order: dict[K, int] = {}
+        self._added = 0
 
     def __len__(self) -> int:
         return len(self._matchers)
@@ -49,19 +56,44 @@ class InterestIndex(Generic[K]):
 
     def set(self, key: K, matchers: Sequence[TriggerMatcher]) -> None:
         """Add or replace the event-trigger matchers registered under ``key``."""
+        self._unfile(key)
+        if key not in self._matchers:
+            self._order[key] = self._added  # registration order (dict order)
+            self._added += 1
         self._matchers[key] = tuple(matchers)
+        names = [m.literal_names for m in matchers]
+        if any(n is None for n in names):
+            self._wild.add(key)
+        else:
+            for name in frozenset().union(*(n for n in names if n is not None)):
+                self._literal.setdefault(name, set()).add(key)
         self._by_name.clear()
 
     def remove(self, key: K) -> None:
         """Forget ``key``; unknown keys are ignored."""
-        if self._matchers.pop(key, None) is not None:
+        if key in self._matchers:
+            self._unfile(key)
+            del self._matchers[key]
+            del self._order[key]
             self._by_name.clear()
+
+    def _unfile(self, key: K) -> None:
+        self._wild.discard(key)
+        for name in {n for m in self._matchers.get(key, ()) for n in m.literal_names or ()}:
+            keys = self._literal.get(name)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._literal[name]
 
     def _named(self, name: str) -> _Named[K]:
         found = self._by_name.get(name)
         if found is None:
             found = _Named()
-            for position, (key, matchers) in enumerate(self._matchers.items()):
+            order = self._order
+            candidates = sorted(self._wild | self._literal.get(name, set()), key=order.__getitem__)
+            for key in candidates:
+                position, matchers = order[key], self._matchers[key]
                 named = tuple(m for m in matchers if m.interested_in_name(name))
                 if not named:
                     continue

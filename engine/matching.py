@@ -112,6 +112,7 @@ class TriggerMatcher:
         "_for_each",
         "_has_related_label",
         "_interest",
+        "_literal_names",
         "_match",
         "_name_regex",
         "_names",
@@ -127,6 +128,8 @@ class TriggerMatcher:
         names = sorted(trigger.expect | trigger.after)
         # (a) plain fnmatchcase over expect + after, with no `!` handling.
         self._names: list[Predicate] | None = [_glob(p) for p in names] if trigger.expect else None
+        literal = trigger.expect and not any(_GLOB_CHARS & set(p) for p in names)
+        self._literal_names = frozenset(names) if literal else None
         # (b) an empty `expect` makes the regex "any non-empty name".
         self._name_regex = name_regex(names if trigger.expect else [])
         self._match = CompiledSpec(trigger.match)
@@ -158,6 +161,14 @@ class TriggerMatcher:
     def covers_all(self) -> bool:
         """True when part (c) accepts every event: no ``match`` or ``match_related``."""
         return self._match.is_empty and not self._related
+
+    @property
+    def literal_names(self) -> frozenset[str] | None:
+        """The only event names parts (a) and (b) accept, when ``expect`` is not empty
+        and every ``expect``/``after`` pattern is literal (no glob): (a) is then
+        equality; None when other names may pass. (For the interest index: other
+        automations need not be asked about a name.)"""
+        return self._literal_names
 
     @property
     def resource_ids(self) -> frozenset[str] | None:

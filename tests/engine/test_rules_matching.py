@@ -385,14 +385,31 @@ def test_interest_index_files_literal_resource_ids_and_routes_as_the_plain_test(
     ]
     index: InterestIndex[int] = InterestIndex()
     matchers: dict[int, list[TriggerMatcher]] = {}
+    patterns = [*names, "n.*", "n.1*", "!n.2"]
+
+    def triggers() -> list[TriggerMatcher]:
+        found = []
+        for _ in range(rng.choice([1, 1, 2])):
+            expect = set(rng.sample(patterns, 2)) if rng.random() < 0.9 else set()
+            after = set(rng.sample(names, 1)) if rng.random() < 0.2 else set()
+            found.append(_matcher(expect=expect, after=after, match=rng.choice(specs)))
+        return found
+
     for key in range(60):
-        triggers = [
-            _matcher(expect=set(rng.sample(names, 2)), match=rng.choice(specs))
-            for _ in range(rng.choice([1, 1, 2]))
-        ]
-        matchers[key] = triggers
-        index.set(key, triggers)
-    for _ in range(400):
+        matchers[key] = triggers()
+        index.set(key, matchers[key])
+    # Changed and removed keys: a changed one keeps its place, a removed one
+    # comes back last.
+    for key in rng.sample(range(60), 10):
+        matchers[key] = triggers()
+        index.set(key, matchers[key])
+    for key in rng.sample(range(60), 10):
+        del matchers[key]
+        index.remove(key)
+        if rng.random() < 0.5:
+            matchers[key] = triggers()
+            index.set(key, matchers[key])
+    for _ in range(600):
         labels = {"color": "blue"} if rng.random() < 0.5 else {}
         e = event(rng.choice(names), 0, resource_id=rng.choice(resources), labels=labels)
         expected = [k for k, ms in matchers.items() if any(m.is_interested(e) for m in ms)]
