@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -44,6 +45,9 @@ __all__ = [
 ACTOR_MEMORY_BYTES = 52 * 1024 * 1024
 ACTOR_RESIDENT_BYTES = 94 * 1024 * 1024
 ACTORS_PER_CORE = 60
+# How long the cluster's resources, as ``capacity`` reads them from Ray's GCS,
+# are taken as they were (status is polled; a node joining shows within this).
+CLUSTER_CACHE_S = 2.0
 
 # Read by each Ray worker at start-up: the nice value of its task thread.
 WORKER_NICENESS_ENV = "RAY_worker_niceness"
@@ -274,6 +278,8 @@ class RayRuntime:
     def __init__(self, config: RayConfig) -> None:
         self.config = config
         self._started_here = False
+        # (when read, cluster resources, live nodes), for ``capacity``
+        self._cluster: tuple[float, dict[str, float], int] | None = None
 
     @property
     def namespace(self) -> str:
@@ -402,14 +408,19 @@ class RayRuntime:
 
     def capacity(self, actors_in_use: int) -> dict[str, Any]:
         """What this Ray node (or cluster) can still take, in automation actors."""
-        resources = ray.cluster_resources()  # type: ignore[no-untyped-call]
+        now = time.monotonic()
+        if self._cluster is None or now - self._cluster[0] > CLUSTER_CACHE_S:
+            resources = ray.cluster_resources()  # type: ignore[no-untyped-call]
+            alive = len([n for n in ray.nodes() if n.get("Alive")])  # type: ignore[no-untyped-call]
+            self._cluster = (now, resources, alive)
+        _, resources, alive = self._cluster
         cpus = float(resources.get("CPU", os.cpu_count() or 1))
         memory = float(resources.get("memory", 0.0))
         by_cpu = int(cpus * ACTORS_PER_CORE)
         by_memory = int(memory // ACTOR_MEMORY_BYTES) if memory else by_cpu
         limit = min(by_cpu, by_memory)
         return {
-            "nodes": len([n for n in ray.nodes() if n.get("Alive")]),  # type: ignore[no-untyped-call]
+            "nodes": alive,
             "cpus": cpus,
             "memory_bytes": memory,
             "actor_memory_unique_bytes": ACTOR_MEMORY_BYTES,
