@@ -140,6 +140,7 @@ class Service:
         """Start the timer and executors and load every enabled automation."""
         self.runtime.start()
         self.placement.layout.budget = self._actor_budget()
+        self.placement.layout.cores = max(float(self.runtime.capacity(0)["cpus"]), 1.0)
         self.timers.start()
         self.dispatcher.start()
         self.upkeep.start(self._tasks)

@@ -25,7 +25,7 @@ def test_auto_packs_once_the_fleet_outgrows_the_budget_and_says_so_once() -> Non
 
 def test_auto_never_runs_more_actors_than_the_budget_it_fills_the_least_loaded() -> None:
     layout = Layout("auto", budget=2)
-    layout.plan(10_000)
+    layout.plan(300)
     full = {f"x{i}" for i in range(AUTO_PER_ACTOR)}
     fuller = full | {"extra"}
     assert layout.key_for("z", {"shard-0": fuller, "shard-1": full}) == "shard-1"
@@ -48,3 +48,16 @@ def test_one_per_actor_never_packs() -> None:
     layout = Layout(1, budget=1)
     assert layout.plan(1_000) is False
     assert layout.key_for("a", {"automation-b": {"b"}}) == "automation-a"
+
+
+def test_auto_spreads_a_large_fleet_over_a_few_actors_per_core() -> None:
+    layout = Layout("auto", budget=100, cores=2)
+    layout.plan(10_000)
+    assert layout.per_actor == 2_500  # 4 actors: 2 per core
+    layout.plan(12_000)
+    assert layout.per_actor == 3_000  # grows with the fleet, never shrinks
+    layout.plan(500)
+    assert layout.per_actor == 3_000
+    small = Layout("auto", budget=100, cores=2)
+    small.plan(101)
+    assert small.per_actor == AUTO_PER_ACTOR
