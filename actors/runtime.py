@@ -51,7 +51,7 @@ CLUSTER_CACHE_S = 2.0
 
 # Read by each Ray worker at start-up: the nice value of its task thread.
 WORKER_NICENESS_ENV = "RAY_worker_niceness"
-# Read by every process of an embedded Ray: whether its event loops time each handler.
+# Read by every process of Ray: whether its event loops time each handler.
 EVENT_STATS_ENV = "RAY_event_stats"
 AUTH_MODE_ENV = "RAY_AUTH_MODE"
 # Where Ray announces that a new local cluster uses token authentication.
@@ -317,14 +317,11 @@ class RayRuntime:
             # executors lower their own (executors.nice). Set in the environment
             # the raylet and its workers inherit; an explicit value wins.
             os.environ.setdefault(WORKER_NICENESS_ENV, "0")
-            # Idle actors' CPU (issue 22): Ray's per-handler event-loop statistics
-            # (timings kept for its debug dumps and dashboard metrics, neither of
-            # which Marmot uses) cost every worker on each wake-up, and an idle
-            # worker wakes ~100 times a second (its task loop's signal check, a
-            # fixed 10 ms timer). Off, 100 idle automation actors used 0.57-0.68 %
-            # of a core each instead of 0.77-0.93 % (bench/daemon.py --case
-            # idle:100:1, alternated runs on a busy host).
-            os.environ.setdefault(EVENT_STATS_ENV, "0")
+            # Ray's event-loop statistics (RAY_event_stats) stay on: turned off,
+            # idle actors used a little less CPU on a busy host (0.57-0.68 % of a
+            # core each against 0.77-0.93 %), but a firing's webhook arrived
+            # 25-35 ms later at 1 event/s (p50 50-64 ms against 28-38 ms, quiet
+            # host, bench/actions.py --rate 1) and the daemon spent more CPU.
             # Ray's gRPC servers listen on every interface, and Ray replaces a
             # loopback node address with the machine's own (services.
             # resolve_ip_for_localhost): they cannot be kept to loopback. Token

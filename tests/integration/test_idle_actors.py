@@ -1,4 +1,5 @@
-"""What an embedded Ray's workers are started with to keep idle actors cheap (issue 22)."""
+"""What an embedded Ray's workers are started with (issue 22): Ray's event-loop
+statistics stay on, as Ray has them; off, a firing's action ran 25-35 ms later."""
 
 from __future__ import annotations
 
@@ -17,13 +18,13 @@ def _environ(pid: int) -> dict[str, str]:
     return {name: value for name, _, value in pairs}
 
 
-def test_automation_actors_run_without_rays_event_loop_statistics(ray_session: None) -> None:
+def test_automation_actors_keep_rays_event_loop_statistics(ray_session: None) -> None:
     runtime = RayRuntime(RayConfig())
     runtime.start()  # joined: the session's embedded Ray
     actor = runtime.automation_actor("idle-env-probe")
     try:
         pid = ray.get(actor.handle.__ray_call__.remote(lambda _self: os.getpid()), timeout=60)
-        assert os.environ[EVENT_STATS_ENV] == "0"  # set before the embedded Ray started
-        assert _environ(pid).get(EVENT_STATS_ENV) == "0"  # what the actor's process runs with
+        assert os.environ.get(EVENT_STATS_ENV) != "0"  # not set before Ray started
+        assert _environ(pid).get(EVENT_STATS_ENV) != "0"  # what the actor's process runs with
     finally:
         runtime.kill(actor)
