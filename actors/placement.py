@@ -111,26 +111,7 @@ class Placement:
 
     async def place(self, automation: Automation, *, recover: bool = False) -> None:
         """Host an automation in an actor: fresh, or (``recover``) from its checkpoint."""
-        automation_id = str(automation.id)
-        self._warn_unresolved(automation)
-        key = self._actor_of.get(automation_id) or self._actor_key_for(automation_id)
-        actor = self._actor(key)
-        actor.automations.add(automation_id)
-        document = automation.model_dump_json()
-        self.automations[automation_id] = automation
-        self.documents[automation_id] = document
-        self._actor_of[automation_id] = key
-        # Submitted before the route exists, so the actor loads before it
-        # applies any event routed to it.
-        if recover:
-            held = self._router.held_seqs()
-            recovered = actor.ref.recover(document, self._clock.now_us(), held)
-            self._router.route(automation_id, key, Evaluator(automation).matchers)
-            await self._on_recovered(await recovered)
-        else:
-            loaded = actor.ref.load(document)
-            self._router.route(automation_id, key, Evaluator(automation).matchers)
-            self._on_deadlines({automation_id: await loaded})
+        await self.place_many([automation], recover=recover)
 
     async def place_many(self, automations: Sequence[Automation], *, recover: bool = False) -> None:
         """``place`` for many automations at once: one call per actor for each part of

@@ -180,17 +180,13 @@ class AutomationRef:
         """How many automations it hosts."""
         return Reply(self.handle.ping.remote())
 
-    def load(self, document: str) -> Reply[int | None]:
-        """Host an automation fresh; its next deadline (µs, -1 for due now) or None."""
-        return Reply(self.handle.load.remote(document))
-
     def recover(self, document: str, now_us: int, held: list[int]) -> Reply[Outcome]:
         """Host an automation from its checkpoint, replaying the log since (but the
         followers the router holds back, ``held`` by sequence number)."""
         return Reply(self.handle.recover.remote(document, now_us, held), Outcome.unpack)
 
     def load_many(self, documents: list[str]) -> Reply[dict[str, int | None]]:
-        """Host automations fresh; each one's next deadline."""
+        """Host automations fresh; each one's next deadline (µs, -1 for due now) or None."""
         return Reply(self.handle.load_many.remote(documents))
 
     def recover_many(self, documents: list[str], now_us: int, held: list[int]) -> Reply[Outcome]:

@@ -35,6 +35,15 @@ class ValidationFailed(MarmotError):
 
     code = "validation_failed"
 
+    @classmethod
+    def from_details(cls, details: list[dict[str, Any]]) -> ValidationFailed:
+        """``N validation errors: first.loc: first message``, with every problem
+        (``loc``, ``msg``, ``type``) as details."""
+        first = details[0] if details else {"loc": [], "msg": "invalid"}
+        where = ".".join(str(p) for p in first["loc"]) or "params"
+        noun = "error" if len(details) == 1 else "errors"
+        return cls(f"{len(details)} validation {noun}: {where}: {first['msg']}", details=details)
+
 
 class NotFound(MarmotError):
     """Raised when the named automation, block or resource does not exist."""

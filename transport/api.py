@@ -384,9 +384,5 @@ def _validated_all(documents: list[dict[str, Any]]) -> list[Automation]:
                 for e in exc.errors(include_url=False)
             )
     if details:
-        where = ".".join(str(p) for p in details[0]["loc"])
-        noun = "error" if len(details) == 1 else "errors"
-        raise ValidationFailed(
-            f"{len(details)} validation {noun}: {where}: {details[0]['msg']}", details=details
-        )
+        raise ValidationFailed.from_details(details)
     return automations

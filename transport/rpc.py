@@ -155,11 +155,7 @@ def _validation_error(exc: ValidationError) -> ValidationFailed:
         }
         for e in exc.errors(include_url=False)
     ]
-    first = details[0] if details else {"loc": [], "msg": "invalid"}
-    where = ".".join(str(p) for p in first["loc"]) or "params"
-    count = len(details)
-    noun = "error" if count == 1 else "errors"
-    return ValidationFailed(f"{count} validation {noun}: {where}: {first['msg']}", details=details)
+    return ValidationFailed.from_details(details)
 
 
 def _check_token(expected: str, given: Any) -> None:
