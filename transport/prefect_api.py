@@ -8,6 +8,7 @@ event query is ``POST /events/filter`` and the ``next_page`` links it returns.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,11 +19,26 @@ import httpx
 
 from marmot.config import PrefectConfig
 
-__all__ = ["EVENT_PAGE_SIZE", "PrefectAuth", "events_out_url", "page_events", "time_filter"]
+__all__ = [
+    "EVENT_PAGE_SIZE",
+    "PrefectAuth",
+    "events_out_url",
+    "page_events",
+    "request",
+    "time_filter",
+]
 
 # The most events one POST /events/filter page may hold (Prefect's
 # INTERACTIVE_PAGE_SIZE; the server refuses more).
 EVENT_PAGE_SIZE = 50
+# Statuses a Prefect server answers for a moment's trouble (its SQLite busy is
+# a 503): the request is sent again, as Prefect's own client does.
+RETRIED_STATUSES = frozenset({429, 502, 503})
+# Sends of one request at most, the first pause between them (doubled each
+# time), and the longest pause a Retry-After header may ask for.
+_TRIES = 4
+_FIRST_PAUSE_S = 0.25
+_LONGEST_PAUSE_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +72,31 @@ class PrefectAuth:
         return self.api_key or self.auth_string
 
 
+async def request(http: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """Send one request, sent again (up to 4 times in all, 0.25 s apart and doubling,
+    or as Retry-After asks, at most 5 s) while the server answers 429, 502 or 503.
+    Raises ``httpx.HTTPError``: ``HTTPStatusError`` for a refusal or for the last
+    retried status."""
+    pause = _FIRST_PAUSE_S
+    for attempt in range(1, _TRIES + 1):
+        response = await http.request(method, url, **kwargs)
+        if response.status_code not in RETRIED_STATUSES or attempt == _TRIES:
+            break
+        await asyncio.sleep(_retry_after_s(response) or pause)
+        pause *= 2
+    response.raise_for_status()
+    return response
+
+
+def _retry_after_s(response: httpx.Response) -> float | None:
+    """Seconds a Retry-After header asks to wait (capped), None without a usable one."""
+    try:
+        seconds = float(response.headers.get("retry-after", ""))
+    except ValueError:
+        return None
+    return min(max(seconds, 0.0), _LONGEST_PAUSE_S)
+
+
 def events_out_url(api_url: str) -> str:
     """The event stream's websocket URL of an API URL (``http`` becomes ``ws``)."""
     base = api_url.rstrip("/")
@@ -84,9 +125,8 @@ async def page_events(
     each ``next_page``; yields each page's events as JSON. Raises ``httpx.HTTPError``
     (a refusal as ``HTTPStatusError``)."""
     body = {"filter": {**filter_json, "order": "ASC"}, "limit": page_size}
-    response = await http.post(api_url.rstrip("/") + "/events/filter", json=body)
+    response = await request(http, "POST", api_url.rstrip("/") + "/events/filter", json=body)
     while True:
-        response.raise_for_status()
         page = response.json()
         events: list[dict[str, Any]] = page.get("events") or []
         if events:
@@ -94,4 +134,4 @@ async def page_events(
         next_page = page.get("next_page")
         if not next_page:
             return
-        response = await http.get(str(next_page))
+        response = await request(http, "GET", str(next_page))

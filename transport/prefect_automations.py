@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from marmot.engine.models.automations import Automation
 from marmot.problems import problems
+from marmot.transport.prefect_api import request
 
 __all__ = [
     "ImportOutcome",
@@ -76,8 +77,7 @@ async def read_prefect_automations(http: httpx.AsyncClient, api_url: str) -> lis
     found: list[dict[str, Any]] = []
     url = api_url.rstrip("/") + "/automations/filter"
     while True:
-        response = await http.post(url, json={"limit": _PAGE, "offset": len(found)})
-        response.raise_for_status()
+        response = await request(http, "POST", url, json={"limit": _PAGE, "offset": len(found)})
         page: list[dict[str, Any]] = response.json()
         found += page
         if len(page) < _PAGE:
@@ -89,8 +89,7 @@ async def pause_prefect_automation(
 ) -> None:
     """Disable one automation on the server. Raises ``httpx.HTTPError``."""
     url = f"{api_url.rstrip('/')}/automations/{automation_id}"
-    response = await http.patch(url, json={"enabled": False})
-    response.raise_for_status()
+    await request(http, "PATCH", url, json={"enabled": False})
 
 
 def selected(

@@ -112,9 +112,16 @@ class PrefectServer:
         return {"Authorization": "Basic " + base64.b64encode(self.auth_string.encode()).decode()}
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        """One request; raises unless it answers 2xx. Returns the JSON."""
+        """One request; raises unless it answers 2xx. Returns the JSON.
+
+        A 503 (the server's SQLite busy, say while Marmot writes to it) is sent
+        again a few times, as Prefect's own client does."""
         with httpx.Client(base_url=self.api + "/", timeout=30.0, headers=self.headers()) as http:
-            response = http.request(method, path.lstrip("/"), **kwargs)
+            for pause_s in (0.2, 0.5, 1.0, 2.0, 0.0):
+                response = http.request(method, path.lstrip("/"), **kwargs)
+                if response.status_code != 503 or not pause_s:
+                    break
+                time.sleep(pause_s)
         response.raise_for_status()
         return response.json() if response.content else None
 
