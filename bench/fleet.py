@@ -209,14 +209,26 @@ class Serve:
         return total / 1024
 
     def cpu_s(self) -> float:
-        ticks = 0
+        return sum(self.cpu_by_process().values())
+
+    def cpu_by_process(self) -> dict[str, float]:
+        """CPU seconds so far of each process in the tree, by a readable name
+        (``daemon``, Ray's process title such as ``ray::AutomationHost``, or
+        the program), with the pid."""
+        found: dict[str, float] = {}
+        tick = os.sysconf("SC_CLK_TCK")
         for pid in self.tree():
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            ticks += int(fields[11]) + int(fields[12])
-        return ticks / os.sysconf("SC_CLK_TCK")
+            if self.process is not None and pid == self.process.pid:
+                name = "daemon"
+            else:
+                name = Path(argv[0].decode(errors="replace")).name.split(" ")[0] or "?"
+            found[f"{name}[{pid}]"] = (int(fields[11]) + int(fields[12])) / tick
+        return found
 
 
 def _blast(url: str, count: int, seed: int) -> None:
@@ -247,28 +259,84 @@ def _blast(url: str, count: int, seed: int) -> None:
     sock.close()
 
 
-def throughput(serve: Serve, client: Client, count: int) -> tuple[float, float, float]:
+def _profile(serve: Serve, folder: Path, seconds: int) -> list[subprocess.Popen[bytes]]:
+    """py-spy (next to the interpreter) recording the daemon and its Ray workers for
+    ``seconds``, as collapsed stacks in ``folder`` (one file per process)."""
+    spy = str(Path(sys.executable).with_name("py-spy"))
+    folder.mkdir(parents=True, exist_ok=True)
+    spies = []
+    for pid in serve.tree():
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if not any(k in command for k in ("python", "marmot", "ray::")):
+            continue  # Ray's own binaries (raylet, gcs_server)
+        kind = "daemon" if pid == (serve.process.pid if serve.process else -1) else "worker"
+        out = folder / f"{kind}-{pid}.txt"
+        spies.append(
+            subprocess.Popen(
+                [spy, "record", "--pid", str(pid), "--duration", str(seconds)]
+                + ["--rate", "200", "--format", "raw", "--output", str(out), "--nonblocking"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    return spies
+
+
+def _outside(status: dict[str, Any]) -> int:
+    """Events accepted from outside (not the daemon's own automation.* events)."""
+    by_source: dict[str, int] = status["events_by_source"]
+    return sum(n for source, n in by_source.items() if source != "automation")
+
+
+def throughput(
+    serve: Serve, client: Client, count: int, profile: Path | None = None
+) -> tuple[float, float, float]:
     """Events/s PUSH -> routed, and CPU per event (µs): daemon tree, machine."""
-    before = client.status()["events_received"]
+    first = client.status()
+    before = _outside(first)
+    own_before = first["events_by_source"].get("automation", 0)
     process = multiprocessing.get_context("spawn").Process(
         target=_blast, args=(serve.ingest_url, count, 11)
     )
     process.start()
     # Timed from the first event the daemon receives, not from the publisher's set-up.
-    while client.status()["events_received"] == before:
+    while _outside(client.status()) == before:
         time.sleep(0.005)
-    meter, tree_cpu = CpuMeter(), serve.cpu_s()
+    spies = _profile(serve, profile, 20) if profile is not None else []
+    meter, by_process = CpuMeter(), serve.cpu_by_process()
+    tree_cpu = sum(by_process.values())
     meter.start()
     started = time.perf_counter()
     while True:
         status = client.status()
-        if status["events_received"] - before >= count and status["queued_events"] == 0:
+        if _outside(status) - before >= count and status["queued_events"] == 0:
             break
         time.sleep(0.1)  # polling status costs the daemon too
     elapsed = time.perf_counter() - started
     meter.stop()
     process.join(60)
-    tree = (serve.cpu_s() - tree_cpu) / count * 1e6
+    after = serve.cpu_by_process()
+    tree = (sum(after.values()) - tree_cpu) / count * 1e6
+    used = {k: v - by_process.get(k, 0.0) for k, v in after.items()}
+    grouped: dict[str, float] = {}
+    for key, seconds in used.items():
+        grouped[key.partition("[")[0]] = grouped.get(key.partition("[")[0], 0.0) + seconds
+    print(
+        "  CPU per event by process (µs): "
+        + ", ".join(
+            f"{k} {v / count * 1e6:.1f}"
+            for k, v in sorted(grouped.items(), key=lambda kv: -kv[1])
+            if v / count * 1e6 >= 1
+        ),
+        flush=True,
+    )
+    own = client.status()["events_by_source"].get("automation", 0) - own_before
+    print(f"  the daemon's own events (automation.*) during the run: {own:,}", flush=True)
+    for spy in spies:
+        spy.wait(60)
     return count / elapsed, tree, meter.machine_s / count * 1e6
 
 
@@ -328,6 +396,15 @@ def main() -> None:
     parser.add_argument("--automations", type=int, default=10_000)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--files", type=int, default=10, help="YAML files to spread them over")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="record the daemon and its Ray workers with py-spy during the throughput run "
+        "(20 s, collapsed stacks in this folder; the figures then include py-spy's cost)",
+    )
+    parser.add_argument(
+        "--only-throughput", action="store_true", help="stop after the throughput run"
+    )
     args = parser.parse_args()
     rows = _Rows()
     with tempfile.TemporaryDirectory() as tmp:
@@ -353,7 +430,7 @@ def main() -> None:
             rows.append(("status (s)", f"{serve.cli('status'):.2f}"))
             rows.append(("memory, daemon + Ray, PSS (MB)", f"{serve.pss_mb():.0f}"))
             with Client(serve.rpc_url, timeout_s=600) as client:
-                rate, tree, machine = throughput(serve, client, args.events)
+                rate, tree, machine = throughput(serve, client, args.events, args.profile)
                 rows.append(
                     (
                         f"throughput, {args.events} events (events/s)",
@@ -361,6 +438,8 @@ def main() -> None:
                         f"machine {machine:.1f} µs)",
                     )
                 )
+                if args.only_throughput:
+                    return
                 p50, p99, n = lateness(client)
                 rows.append(
                     (f"proactive lateness ({n} firings) p50 / p99 (ms)", f"{p50:.1f} / {p99:.1f}")

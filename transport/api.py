@@ -63,6 +63,21 @@ def automation_view(stored: StoredAutomation) -> AutomationView:
     )
 
 
+def automation_summary(stored: StoredAutomation) -> p.AutomationSummary:
+    """An automation's line in a listing (its parts were validated when it was stored)."""
+    automation = stored.automation
+    return p.AutomationSummary.model_construct(
+        id=automation.id,
+        name=automation.name,
+        enabled=automation.enabled,
+        trigger=automation.trigger.type,
+        actions=[action.type for action in automation.actions],
+        tags=list(automation.tags),
+        updated=stored.updated,
+        version=stored.version,
+    )
+
+
 # What an events.filter reply holds besides its events: the reply's map and id,
 # the page's map and cursor, the array's header.
 _EVENTS_REPLY_OVERHEAD = 512
@@ -160,6 +175,7 @@ class Api:
             "automations.read": self.read,
             "automations.read_by_name": self.read_by_name,
             "automations.filter": self.filter,
+            "automations.summaries": self.summaries,
             "automations.update": self.update,
             "automations.delete": self.delete,
             "automations.pause": self.pause,
@@ -228,6 +244,16 @@ class Api:
             offset=params.offset,
         )
         return [automation_view(s) for s in found]
+
+    async def summaries(self, params: p.AutomationFilter) -> list[p.AutomationSummary]:
+        found = self.service.store.automations.list(
+            name_prefix=params.name_prefix,
+            enabled=params.enabled,
+            tags=params.tags,
+            limit=params.limit,
+            offset=params.offset,
+        )
+        return [automation_summary(s) for s in found]
 
     async def update(self, params: p.UpdateAutomation) -> AutomationView:
         automation = validated_automation({**params.automation, "id": str(params.id)})

@@ -35,7 +35,7 @@ from marmot.engine.models.history import History, WhyReport
 from marmot.engine.models.lint import LintReport
 from marmot.engine.models.verdicts import TestReport
 from marmot.transport.curve import client_curve
-from marmot.transport.protocol import AutomationView
+from marmot.transport.protocol import AutomationSummary, AutomationView
 from marmot.transport.publisher import Publisher
 from marmot.transport.requests import (
     AutomationLike,
@@ -218,6 +218,22 @@ class Client:
     ) -> list[AutomationView]:
         """Automations with their ``created``/``updated``/``version``, sorted by name."""
         return self.send(Requests.list_automations(name_prefix, enabled, tags, limit, offset))
+
+    def list_automation_summaries(
+        self,
+        *,
+        name_prefix: str | None = None,
+        enabled: bool | None = None,
+        tags: Sequence[str] = (),
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[AutomationSummary]:
+        """``list_automations`` as one line each (id, name, enabled, trigger and action
+        types, tags, updated, version): what a listing of thousands needs, sent
+        and read in a fraction of the time."""
+        return self.send(
+            Requests.list_automation_summaries(name_prefix, enabled, tags, limit, offset)
+        )
 
     def update_automation(
         self, automation_id: UUID | str, automation: AutomationLike
@@ -520,6 +536,20 @@ class AsyncClient:
     ) -> list[AutomationView]:
         """Automations with their ``created``/``updated``/``version``, sorted by name."""
         return await self.send(Requests.list_automations(name_prefix, enabled, tags, limit, offset))
+
+    async def list_automation_summaries(
+        self,
+        *,
+        name_prefix: str | None = None,
+        enabled: bool | None = None,
+        tags: Sequence[str] = (),
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[AutomationSummary]:
+        """``list_automations`` as one line each (see ``Client.list_automation_summaries``)."""
+        return await self.send(
+            Requests.list_automation_summaries(name_prefix, enabled, tags, limit, offset)
+        )
 
     async def update_automation(
         self, automation_id: UUID | str, automation: AutomationLike

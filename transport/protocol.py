@@ -252,6 +252,20 @@ class AutomationView(Automation):
         return Automation.model_validate(self.model_dump(exclude={"created", "updated", "version"}))
 
 
+class AutomationSummary(BaseModel):
+    """One line of a listing: what ``marmot automation ls`` shows of an automation,
+    without its trigger and actions in full (a fleet's listing stays small)."""
+
+    id: UUID
+    name: str
+    enabled: bool
+    trigger: str  # the trigger's type
+    actions: list[str]  # each action's type
+    tags: list[str]
+    updated: datetime
+    version: int
+
+
 class EventView(Event):
     """An event from the log, with its sequence number."""
 
@@ -317,6 +331,12 @@ _TABLE = (
     _method("automations.read", ById, AutomationView, "read_automation"),
     _method("automations.read_by_name", ByName, AutomationView, "read_automation_by_name"),
     _method("automations.filter", AutomationFilter, list[AutomationView], "list_automations"),
+    _method(
+        "automations.summaries",
+        AutomationFilter,
+        list[AutomationSummary],
+        "list_automation_summaries",
+    ),
     _method("automations.update", UpdateAutomation, AutomationView, "update_automation"),
     _method("automations.delete", ById, Deleted, "delete_automation"),
     _method("automations.pause", ById, AutomationView, "pause_automation"),

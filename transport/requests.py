@@ -22,7 +22,7 @@ from marmot.engine.models.explain import Explanation
 from marmot.engine.models.history import History, WhyReport
 from marmot.engine.models.lint import LintReport
 from marmot.engine.models.verdicts import TestReport
-from marmot.transport.protocol import METHODS, AutomationView, Method
+from marmot.transport.protocol import METHODS, AutomationSummary, AutomationView, Method
 
 __all__ = ["AutomationLike", "EventLike", "EventPages", "Request", "Requests", "is_serving"]
 
@@ -196,6 +196,24 @@ class Requests:
         return _request(
             "automations.filter",
             _typed("automations.filter"),
+            name_prefix=name_prefix,
+            enabled=enabled,
+            tags=list(tags) or None,
+            limit=limit,
+            offset=offset,
+        )
+
+    @staticmethod
+    def list_automation_summaries(
+        name_prefix: str | None = None,
+        enabled: bool | None = None,
+        tags: Sequence[str] = (),
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> Request[list[AutomationSummary]]:
+        return _request(
+            "automations.summaries",
+            _typed("automations.summaries"),
             name_prefix=name_prefix,
             enabled=enabled,
             tags=list(tags) or None,

@@ -32,6 +32,19 @@ class Checkpoints:
                 [(owner, seq, state, now) for owner, seq, state in checkpoints],
             )
 
+    def advance_many(self, owners: Sequence[str], seq: int) -> None:
+        """Move the checkpoints of ``owners`` forward to ``seq``, their states kept
+        (owners whose state has not changed since; one without a checkpoint, or
+        with one already past ``seq``, is left alone)."""
+        if not owners:
+            return
+        now = self._db.now_us()
+        with self._db.transaction() as conn:
+            conn.executemany(
+                "UPDATE checkpoints SET seq = ?, updated = ? WHERE owner = ? AND seq < ?",
+                [(seq, now, owner, seq) for owner in owners],
+            )
+
     def load(self, owner: str) -> tuple[int, bytes] | None:
         """``(seq, state)`` of ``owner``'s latest checkpoint, or None if it has none."""
         with self._db.lock:

@@ -156,3 +156,28 @@ def test_an_idle_automations_checkpoint_moves_to_what_the_daemon_has_sent(tmp_pa
     outcome = Outcome.unpack(second.recover(DOCUMENT, now_us=0))
     assert outcome.evaluated == 0
     assert buckets(second) == buckets(host)
+
+
+def test_an_idle_automation_is_not_snapshotted_again_when_its_checkpoint_moves(
+    tmp_path: Path,
+) -> None:
+    log = Log(tmp_path / "marmot.db")
+    host = AutomationHost(log.factory)
+    host.load(DOCUMENT)
+    host.apply(log.batch(log.append(failed(1))))
+    host.checkpoint()
+    state_before = log.store.checkpoints.load(AID)
+    assert state_before is not None
+    snapshots: list[str] = []
+    evaluator = host._evaluators[AID]
+    snapshot = evaluator.snapshot
+    evaluator.snapshot = lambda: snapshots.append(AID) or snapshot()  # type: ignore[method-assign]
+    others = log.append(*(event("other.thing", n) for n in range(3)))
+    assert host.checkpoint(upto=others[-1][0]) == 1
+    assert snapshots == []
+    saved = log.store.checkpoints.load(AID)
+    assert saved == (others[-1][0], state_before[1])
+    # Once it changes, it is snapshotted again.
+    host.apply(log.batch(log.append(failed(2))))
+    assert host.checkpoint() == 1
+    assert snapshots == [AID]

@@ -75,6 +75,7 @@ METHOD_PARAMS: dict[str, tuple[str, ...]] = {
     "automations.read": ("id",),
     "automations.read_by_name": ("name",),
     "automations.filter": ("name_prefix", "enabled", "tags", "limit", "offset"),
+    "automations.summaries": ("name_prefix", "enabled", "tags", "limit", "offset"),
     "automations.delete": ("id",),
     "automations.pause": ("id",),
     "automations.resume": ("id",),

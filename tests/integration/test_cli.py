@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
 from marmot.cli import main
-from marmot.transport.client import Client
+from marmot.transport.client import AsyncClient, Client
 from tests.integration.harness import DaemonThread, wait_for
 
 pytestmark = pytest.mark.integration
@@ -118,3 +119,49 @@ def test_bad_automation_file_exits_2(
     )
     code, _, err = _run(capsys, "automation", "create", "-f", str(bad), "--url", daemon.rpc_url)
     assert code == 2 and f"{bad}:" in err and "require" in err
+
+
+def test_automation_ls_lists_one_line_per_automation_as_the_full_listing_says(
+    daemon: DaemonThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prefix = "summary-"
+    documents = [
+        {
+            "name": f"{prefix}{k}",
+            "tags": ["team-a"] if k % 2 else [],
+            "trigger": {"type": "event", "expect": [f"summary.{k}"], "threshold": 1},
+            "actions": [{"type": "do-nothing"}, {"type": "pause-automation", "source": "inferred"}],
+        }
+        for k in range(5)
+    ]
+    with Client(daemon.rpc_url) as client:
+        client.create_automations(documents)
+        client.pause_automation(client.read_automation_by_name(f"{prefix}3").id)
+        full = client.list_automations(name_prefix=prefix)
+        lines = client.list_automation_summaries(name_prefix=prefix)
+        assert [
+            (s.id, s.name, s.enabled, s.trigger, s.tags, s.updated, s.version) for s in lines
+        ] == [(a.id, a.name, a.enabled, a.trigger.type, a.tags, a.updated, a.version) for a in full]
+        assert lines[0].actions == ["do-nothing", "pause-automation"]
+        assert [
+            s.name for s in client.list_automation_summaries(name_prefix=prefix, tags=["team-a"])
+        ] == [
+            f"{prefix}1",
+            f"{prefix}3",
+        ]
+        assert [
+            s.name for s in client.list_automation_summaries(name_prefix=prefix, enabled=False)
+        ] == [f"{prefix}3"]
+        assert [
+            s.name for s in client.list_automation_summaries(name_prefix=prefix, limit=2, offset=1)
+        ] == [f"{prefix}1", f"{prefix}2"]
+
+    async def listed_async() -> list[str]:
+        async with AsyncClient(daemon.rpc_url) as client:
+            return [s.name for s in await client.list_automation_summaries(name_prefix=prefix)]
+
+    assert asyncio.run(listed_async()) == [f"{prefix}{k}" for k in range(5)]
+    code, out, _ = _run(capsys, "automation", "ls", "--url", daemon.rpc_url)
+    assert code == 0
+    row = next(line for line in out.splitlines() if f"{prefix}3" in line)
+    assert str(full[3].id) in row and "False" in row and "event" in row
