@@ -177,6 +177,12 @@ class Router:
     # -- events ------------------------------------------------------------------
 
     @property
+    def calls(self) -> tuple[int, int]:
+        """Calls made to automation actors so far, and the events they carried."""
+        lanes = self._lanes.values()
+        return sum(lane.batches for lane in lanes), sum(lane.sent for lane in lanes)
+
+    @property
     def queued(self) -> int:
         """Events waiting to be sent to actors, over all actors."""
         return sum(lane.queued for lane in self._lanes.values())

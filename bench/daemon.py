@@ -24,19 +24,31 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
+
+import yaml
 
 from marmot.actors.runtime import RayRuntime
 from marmot.config import RayConfig, load_config
+from marmot.engine.ids import new_event_id
 from marmot.engine.models.events import Event
 from marmot.engine.triggers.firing import Firing
 from marmot.transport.client import Client
 from marmot.transport.daemon import DaemonThread
 
+# Set by --random-ids (read again in the publisher processes).
+RANDOM_IDS_ENV = "MARMOT_BENCH_RANDOM_IDS"
+
+
+def _new_id() -> UUID:
+    """A publisher's event id: time-ordered (version 7) as Prefect makes them, or
+    random (version 4) with --random-ids, the event log's costliest case."""
+    return uuid4() if os.environ.get(RANDOM_IDS_ENV) else new_event_id()
+
 
 def _event(name: str, k: int) -> dict[str, Any]:
     return {
-        "id": str(uuid4()),
+        "id": str(_new_id()),
         "occurred": datetime.now(UTC).isoformat(),
         "event": name,
         "resource": {"prefect.resource.id": f"prefect.flow-run.{k % 97}"},
@@ -105,6 +117,10 @@ def reactive(name: str, expect: str, threshold: int) -> dict[str, Any]:
     }
 
 
+# Config settings given with --set KEY=VALUE (YAML values), for every daemon started.
+SETTINGS: dict[str, Any] = {}
+
+
 def start_daemon(folder: Path, **overrides: Any) -> DaemonThread:
     config = load_config(
         None,
@@ -114,6 +130,7 @@ def start_daemon(folder: Path, **overrides: Any) -> DaemonThread:
             "rpc.url": "tcp://127.0.0.1:*",
             "ingest.pull_url": "tcp://127.0.0.1:*",
             "http.enabled": False,
+            **SETTINGS,
             **overrides,
         },
     )
@@ -174,6 +191,7 @@ def throughput(
                     client.create_automation(reactive(f"a{i}", name, threshold=10))
             service = daemon.daemon.service
             assert service is not None
+            calls_before = service.router.calls
             process = publisher(daemon.ingest_url, names, events)
             # Time from the first event in to the last evaluated, so the
             # publisher process's start-up does not count.
@@ -186,6 +204,14 @@ def throughput(
             if cpu is not None:
                 cpu.stop()
             process.join(30)
+            calls, carried = (
+                now - then for now, then in zip(service.router.calls, calls_before, strict=True)
+            )
+            print(
+                f"  {calls:,} calls to automation actors, {carried / max(calls, 1):.1f} "
+                "events per call",
+                flush=True,
+            )
             assert daemon.daemon.store is not None
             logged = daemon.daemon.store.events.count()
             return events / elapsed, logged, evaluated(daemon)
@@ -419,7 +445,27 @@ def main() -> None:
         "latency:RATE:ONE_IN, lateness, memory:AUTOMATIONS:PER_ACTOR, "
         "idle:AUTOMATIONS:PER_ACTOR",
     )
+    parser.add_argument(
+        "--random-ids",
+        action="store_true",
+        help="publish events with random (version 4) ids instead of time-ordered "
+        "(version 7) ones, as Prefect's: each append then lands on a random page "
+        "of the event log's id index",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config setting for the daemons (dotted key, YAML value), e.g. "
+        "router.batch_max_events=1024 (repeatable)",
+    )
     args = parser.parse_args()
+    for setting in args.set:
+        key, _, value = setting.partition("=")
+        SETTINGS[key] = yaml.safe_load(value)
+    if args.random_ids:
+        os.environ[RANDOM_IDS_ENV] = "1"
     seconds = 10 if not args.quick else 3
     runtime = RayRuntime(RayConfig())
     runtime.start()

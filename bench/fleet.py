@@ -274,10 +274,10 @@ def _profile(serve: Serve, folder: Path, seconds: int) -> list[subprocess.Popen[
             continue  # Ray's own binaries (raylet, gcs_server)
         kind = "daemon" if pid == (serve.process.pid if serve.process else -1) else "worker"
         out = folder / f"{kind}-{pid}.txt"
+        options = ["--rate", "200", "--format", "raw", "--output", str(out), "--nonblocking"]
         spies.append(
             subprocess.Popen(
-                [spy, "record", "--pid", str(pid), "--duration", str(seconds)]
-                + ["--rate", "200", "--format", "raw", "--output", str(out), "--nonblocking"],
+                [spy, "record", "--pid", str(pid), "--duration", str(seconds), *options],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )

@@ -53,7 +53,7 @@ def test_defaults_suit_one_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert config.rpc.url == DEFAULT_RPC_URL == "tcp://127.0.0.1:7601"
     assert config.rpc.token is None
     assert (config.http.enabled, config.http.host, config.http.port) == (True, "127.0.0.1", 7602)
-    assert config.router.batch_max_events == 256
+    assert config.router.batch_max_events == 4096
     assert config.router.max_inflight_per_actor == 2
     assert config.automations_per_actor == "auto"
     assert config.max_automation_actors is None

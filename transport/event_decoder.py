@@ -37,10 +37,11 @@ from __future__ import annotations
 import gc
 from datetime import datetime
 from typing import Any, Final
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import msgspec
 
+from marmot.engine.ids import new_event_id
 from marmot.engine.models.events import (
     MAX_EVENT_NAME,
     RESOURCE_ID,
@@ -75,7 +76,7 @@ class _WireEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     occurred: msgspec.Raw
     event: str
     resource: dict[str, str]
-    id: UUID = msgspec.field(default_factory=uuid4)
+    id: UUID = msgspec.field(default_factory=new_event_id)
     related: list[dict[str, str]] = msgspec.field(default_factory=list)
     # Kept raw: its encoded size bounds its size as JSON, so most need no measuring.
     payload: msgspec.Raw = msgspec.Raw(b"")

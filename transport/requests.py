@@ -11,9 +11,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from marmot.actors.clock import SYSTEM_CLOCK
+from marmot.engine.ids import new_event_id
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.backtest import BacktestJob
 from marmot.engine.models.blocks import BlockDocument
@@ -43,7 +44,7 @@ def _event_doc(event: EventLike) -> dict[str, Any]:
         return event.model_dump(mode="json", exclude={"received"})
     # As Prefect's clients: an event without an id or a time gets them when sent.
     document = dict(event)
-    document.setdefault("id", str(uuid4()))
+    document.setdefault("id", str(new_event_id()))
     document.setdefault("occurred", SYSTEM_CLOCK.now().isoformat())
     return document
 

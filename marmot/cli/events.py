@@ -9,13 +9,13 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
 from pydantic import ValidationError
 
 from marmot.cli.connect import client_options, connect
 from marmot.cli.output import json_lines, table
 from marmot.documents import DocumentError, field_path, parse_event_line
+from marmot.engine.ids import new_event_id
 from marmot.engine.models.events import RESOURCE_ID, RESOURCE_ROLE, Event
 from marmot.problems import problems
 
@@ -75,7 +75,7 @@ def _from_flags(args: argparse.Namespace) -> dict[str, Any]:
         except json.JSONDecodeError as exc:
             raise DocumentError("--payload", None, f"not valid JSON: {exc.msg}") from exc
     return {
-        "id": str(uuid4()),
+        "id": str(new_event_id()),
         "occurred": args.occurred or datetime.now(UTC).isoformat(),
         "event": args.event,
         "resource": resource,
@@ -107,7 +107,7 @@ def _from_file(path: str) -> list[dict[str, Any]]:
         except ValueError as exc:
             found.append(DocumentError(name, number, f"not a JSON object: {exc}"))
         else:
-            document.setdefault("id", str(uuid4()))
+            document.setdefault("id", str(new_event_id()))
             document.setdefault("occurred", now)
             try:
                 Event.model_validate(document)

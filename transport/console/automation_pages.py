@@ -9,7 +9,7 @@ import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import yaml
 from starlette.requests import Request
@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from marmot.engine.errors import MarmotError, NotFound
+from marmot.engine.ids import new_event_id
 from marmot.transport.console.context import Console, body_of, error_lines, form_of
 from marmot.transport.console.lookups import Picks
 from marmot.transport.console.starters import STARTERS, starter_document
@@ -312,7 +313,7 @@ class AutomationPages:
                 raise DocumentError("the request must be a JSON object")
             automation = parse_document(str(body.get("automation", "")))
             event = parse_document(str(body.get("event", "")))
-            event.setdefault("id", str(uuid4()))
+            event.setdefault("id", str(new_event_id()))
             event.setdefault("occurred", datetime.now(UTC).isoformat())
             report = await self.console.call(
                 "automations.test", {"automation": automation, "events": [event]}
