@@ -238,24 +238,28 @@ class AutomationHost:
         touched: set[str] = set()
         missing: set[str] = set()
         evaluated = 0
+        evaluators, floor, seen = self._evaluators, self._floor, self._seen
         for seq, targets, event in Batch.unpack(blob):
             occurred = to_us(event.occurred)
             now = to_us(event.received) if event.received else occurred
             for automation_id in targets:
-                evaluator = self._evaluators.get(automation_id)
+                evaluator = evaluators.get(automation_id)
                 if evaluator is None:
                     # Not hosted here: Ray restarted this actor empty. The
                     # daemon recovers it when the outcome says so.
                     missing.add(automation_id)
                     continue
-                if 0 < seq <= self._floor[automation_id]:
+                if 0 < seq <= floor[automation_id]:
                     continue  # already replayed from the log on recovery
                 # (A follower that was held back comes with its sequence number
-                # negated: it is never one the replay applied.)
-                firings.extend(evaluator.apply_at(event, occurred, now))
+                # negated: it is never one the replay applied.) The router sent
+                # the event because the automation is interested in it.
+                fired = evaluator.apply_routed(event, occurred, now)
+                if fired:
+                    firings.extend(fired)
                 touched.add(automation_id)
-                if seq > self._seen[automation_id]:
-                    self._seen[automation_id] = seq
+                if seq > seen[automation_id]:
+                    seen[automation_id] = seq
                 evaluated += 1
             if seq > self._applied_seq:
                 self._applied_seq = seq

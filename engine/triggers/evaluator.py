@@ -65,6 +65,8 @@ class Evaluator:
         # The events-clock time of the evaluation under way (see Firing.evaluated_us).
         self._evaluating_us: int | None = None
         self._build(automation.trigger, "trigger", None)
+        # A tree of one event (or metric) trigger: a routed event concerns it.
+        self._single = self._evaluated[0] if len(self._evaluated) == 1 else None
 
     def _build(self, trigger: Trigger, path: str, parent: _Parent) -> None:
         if isinstance(trigger, EventTrigger):
@@ -233,6 +235,19 @@ class Evaluator:
         if not self.automation.enabled:
             return []
         self._apply_one(event, occurred_us, now_us)
+        return self._drain()
+
+    def apply_routed(self, event: Event, occurred_us: int, now_us: int) -> list[Firing]:
+        """``apply_at`` for an event routed here because the automation is interested
+        in it (``matchers``, through the interest index): a tree of one trigger
+        does not test its interest again."""
+        single = self._single
+        if single is None:
+            return self.apply_at(event, occurred_us, now_us)
+        if not self.automation.enabled:
+            return []
+        self._evaluating_us = occurred_us
+        single.on_event(event, occurred_us, now_us)
         return self._drain()
 
     def _apply_one(self, event: Event, occurred: int | None, now: int | None) -> None:
