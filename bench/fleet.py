@@ -48,8 +48,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from daemon import CpuMeter
 
+from marmot.engine.ids import new_event_id
 from marmot.transport.client import Client
 
+# Set by --random-ids (read again in the publisher process).
+RANDOM_IDS_ENV = "MARMOT_BENCH_RANDOM_IDS"
 NAMES = 1000
 RESOURCES = 1000
 MARMOT = str(Path(sys.executable).with_name("marmot"))
@@ -242,7 +245,7 @@ def _blast(url: str, count: int, seed: int) -> None:
     events = [
         Event.model_validate(
             {
-                "id": str(uuid4()),
+                "id": str(uuid4() if os.environ.get(RANDOM_IDS_ENV) else new_event_id()),
                 "occurred": now,
                 "event": _name(rng.randrange(NAMES)),
                 "resource": {"prefect.resource.id": _resource(rng.randrange(RESOURCES))},
@@ -405,7 +408,15 @@ def main() -> None:
     parser.add_argument(
         "--only-throughput", action="store_true", help="stop after the throughput run"
     )
+    parser.add_argument(
+        "--random-ids",
+        action="store_true",
+        help="publish events with random (version 4) ids instead of time-ordered "
+        "(version 7) ones, as Prefect's",
+    )
     args = parser.parse_args()
+    if args.random_ids:
+        os.environ[RANDOM_IDS_ENV] = "1"
     rows = _Rows()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
