@@ -30,11 +30,11 @@ import yaml
 
 from marmot.actors.runtime import RayRuntime
 from marmot.config import RayConfig, load_config
-from marmot.engine.ids import new_event_id
 from marmot.engine.models.events import Event
 from marmot.engine.triggers.firing import Firing
 from marmot.transport.client import Client
 from marmot.transport.daemon import DaemonThread
+from marmot.transport.event_ids import new_event_id
 
 # Set by --random-ids (read again in the publisher processes).
 RANDOM_IDS_ENV = "MARMOT_BENCH_RANDOM_IDS"

@@ -48,8 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from daemon import CpuMeter
 
-from marmot.engine.ids import new_event_id
 from marmot.transport.client import Client
+from marmot.transport.event_ids import new_event_id
 
 # Set by --random-ids (read again in the publisher process).
 RANDOM_IDS_ENV = "MARMOT_BENCH_RANDOM_IDS"

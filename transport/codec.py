@@ -27,6 +27,7 @@ from marmot.engine.models.events import (
     EventLimits,
 )
 from marmot.transport.event_decoder import fast_elements, fast_events
+from marmot.transport.event_ids import new_event_id
 
 __all__ = [
     "DEFAULT_MAX_BATCH",
@@ -329,6 +330,8 @@ def _validate(value: object, context: dict[str, Any]) -> Event | tuple[str, str]
     """The event a value describes, or ``(reason, message)`` saying why it does not."""
     if not isinstance(value, dict):
         return NOT_AN_EVENT, f"an event must be a map, not {_kind(value)}"
+    if "id" not in value:
+        value = {**value, "id": new_event_id()}  # time-ordered, as the fast path's
     try:
         return Event.model_validate(value, context=context)
     except ValidationError as exc:

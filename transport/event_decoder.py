@@ -41,7 +41,6 @@ from uuid import UUID
 
 import msgspec
 
-from marmot.engine.ids import new_event_id
 from marmot.engine.models.events import (
     MAX_EVENT_NAME,
     RESOURCE_ID,
@@ -58,6 +57,7 @@ from marmot.transport.event_fields import (
     read_payloads,
     read_times,
 )
+from marmot.transport.event_ids import new_event_id
 
 __all__ = ["fast_document_events", "fast_elements", "fast_event_line", "fast_events"]
 

@@ -17,6 +17,7 @@ from marmot.engine.clock import Clock
 from marmot.engine.models.events import Event
 from marmot.transport.codec import events_frame
 from marmot.transport.curve import client_curve
+from marmot.transport.event_ids import new_event_id
 
 __all__ = ["Publisher"]
 
@@ -87,6 +88,7 @@ class Publisher:
 
     def _validated(self, document: Mapping[str, Any]) -> Event:
         fields = dict(document)
+        fields.setdefault("id", new_event_id())
         fields.setdefault("occurred", self._clock.now())
         return Event.model_validate(fields)
 

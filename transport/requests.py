@@ -14,7 +14,6 @@ from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 from marmot.actors.clock import SYSTEM_CLOCK
-from marmot.engine.ids import new_event_id
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.backtest import BacktestJob
 from marmot.engine.models.blocks import BlockDocument
@@ -23,6 +22,7 @@ from marmot.engine.models.explain import Explanation
 from marmot.engine.models.history import History, WhyReport
 from marmot.engine.models.lint import LintReport
 from marmot.engine.models.verdicts import TestReport
+from marmot.transport.event_ids import new_event_id
 from marmot.transport.protocol import METHODS, AutomationSummary, AutomationView, Method
 
 __all__ = ["AutomationLike", "EventLike", "EventPages", "Request", "Requests", "is_serving"]

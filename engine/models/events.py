@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from pydantic import AfterValidator, BaseModel, Field, ValidationInfo, model_validator
 from pydantic_core import PydanticCustomError, to_json
 
-from marmot.engine.ids import new_event_id
 from marmot.engine.models._base import MarmotModel
 
 RESOURCE_ID = "prefect.resource.id"
@@ -157,7 +156,7 @@ class Event(MarmotModel):
 
     model_config = MarmotModel.model_config | {"frozen": True}
 
-    id: UUID = Field(default_factory=new_event_id)
+    id: UUID = Field(default_factory=uuid4)
     # Checked by pydantic's own datetime validator (no Python call per event),
     # so a refusal names the field: "occurred: Input should be less than ...".
     occurred: datetime = Field(ge=OCCURRED_START, lt=OCCURRED_END)

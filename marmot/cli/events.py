@@ -15,9 +15,9 @@ from pydantic import ValidationError
 from marmot.cli.connect import client_options, connect
 from marmot.cli.output import json_lines, table
 from marmot.documents import DocumentError, field_path, parse_event_line
-from marmot.engine.ids import new_event_id
 from marmot.engine.models.events import RESOURCE_ID, RESOURCE_ROLE, Event
 from marmot.problems import problems
+from marmot.transport.event_ids import new_event_id
 
 
 def register(commands: Any) -> None:

@@ -17,7 +17,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from marmot.engine.errors import MarmotError, NotFound
-from marmot.engine.ids import new_event_id
 from marmot.transport.console.context import Console, body_of, error_lines, form_of
 from marmot.transport.console.lookups import Picks
 from marmot.transport.console.starters import STARTERS, starter_document
@@ -27,6 +26,7 @@ from marmot.transport.console.summaries import (
     trigger_summary,
     verdict_lines,
 )
+from marmot.transport.event_ids import new_event_id
 from marmot.transport.protocol import METHODS
 
 __all__ = ["AutomationPages", "PAGE_SIZE"]

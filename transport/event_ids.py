@@ -1,5 +1,9 @@
 """New event ids: time-ordered UUIDs (version 7, RFC 9562), as Prefect gives its events.
 
+Given at the edges to events that come without an id (ingest, webhooks, RPC,
+the clients, the console, the CLI). The engine's own model default stays a
+random id: the engine never reads the wall clock.
+
 The first 48 bits are the Unix time in milliseconds, then the version, then
 74 random bits (and the variant). Ids made later sort later, so the event
 log's unique index on ids grows at its end: with random (version 4) ids
