@@ -14,14 +14,13 @@ import posixpath
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
-import httpx
-
-from marmot.actors.action_runs import ActionFailed
 from marmot.engine.errors import MarmotError, NotFound, ValidationFailed
-from marmot.transport.orchestrator import OrchestratorClient
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "DeploymentLookupFailed",
@@ -155,6 +154,11 @@ class PrefectDeploymentResolver:
 
     def _fetch(self, names: list[str]) -> list[dict[str, Any]]:
         """Every deployment with one of these names, page after page."""
+        # Imported here: the HTTP client is only needed when a lookup is made, and
+        # importing it slowed every `marmot automation` command.
+        from marmot.actors.action_runs import ActionFailed
+        from marmot.transport.orchestrator import OrchestratorClient
+
         assert self.api_url is not None
 
         async def fetch(api_url: str) -> list[dict[str, Any]]:

@@ -86,3 +86,31 @@ def test_with_no_daemon_a_command_fails_at_once_saying_how_to_start_one(
     err = capsys.readouterr().err
     assert "no Marmot daemon answers" in err and "marmot serve" in err
     assert time.monotonic() - began < 5  # not the 10 s time-out
+
+
+def test_a_command_imports_its_own_module_only_and_help_lists_them_all() -> None:
+    # `marmot automation ls` must not pay for importing the daemon's modules.
+    script = (
+        "import sys\nfrom marmot.cli import main\n"
+        "try:\n    main(['automation', 'ls', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('marmot.cli.')))\n"
+        "print('marmot.transport.orchestrator' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    loaded, orchestrator = done.stdout.strip().splitlines()[-2:]
+    assert "'marmot.cli.automation'" in loaded
+    assert "'marmot.cli.serve'" not in loaded and "'marmot.cli.admin'" not in loaded
+    assert orchestrator == "False"
+
+
+def test_an_unknown_command_is_refused_with_every_command_offered(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["automaton", "ls"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'automaton'" in err
+    assert all(name in err for name in ("serve", "automation", "backtest", "emit", "events"))
