@@ -162,3 +162,13 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+
+    def events_by_source(self) -> dict[str, int]:
+        """Events accepted so far by where they came from (ingest, rpc, webhook,
+        prefect; automation: the daemon's own), as ``marmot_events_received`` counts."""
+        return {
+            sample.labels["source"]: int(sample.value)
+            for family in self.events_received.collect()
+            for sample in family.samples
+            if sample.name.endswith("_total")
+        }

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
@@ -74,9 +73,6 @@ class Service:
         self.store = store
         self.config = config
         self.metrics = metrics or Metrics()
-        # Events accepted, by where they came from (ingest, rpc, webhook, prefect,
-        # automation: the daemon's own), for status.
-        self.events_by_source: Counter[str] = Counter()
         self._clock = clock
         self.progress = progress if progress is not None else StartupProgress()
         self._recovery_gate = recovery_gate
@@ -423,7 +419,6 @@ class Service:
         """Accept validated events; returns their sequence numbers once logged."""
         seqs = await self.router.submit(events, backpressure=source != "automation")
         self.metrics.events_received.labels(source).inc(len(events))
-        self.events_by_source[source] += len(events)
         self.timers.offset_changed()
         return seqs
 
@@ -432,7 +427,6 @@ class Service:
         for backpressure like anyone's, unless ``may_wait`` is off."""
         seqs = await self.router.submit(events, backpressure=may_wait)
         self.metrics.events_received.labels("automation").inc(len(seqs))
-        self.events_by_source["automation"] += len(seqs)
         self.timers.offset_changed()
         for watcher in self.own_event_watchers:
             watcher(events)  # once logged (the Prefect write-back sends them on)
@@ -458,7 +452,7 @@ class Service:
             "layout": layout.describe(),
             "executors": len(self.dispatcher.executors),
             "events_received": self.router.stats.received,
-            "events_by_source": dict(self.events_by_source),
+            "events_by_source": self.metrics.events_by_source(),
             "events_routed": self.router.stats.routed,
             "queued_events": self.router.queued,
             "held_followers": self.router.causal.waiting,

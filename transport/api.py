@@ -236,24 +236,19 @@ class Api:
         return automation_view(self.service.store.automations.read_by_name(params.name))
 
     async def filter(self, params: p.AutomationFilter) -> list[AutomationView]:
-        found = self.service.store.automations.list(
-            name_prefix=params.name_prefix,
-            enabled=params.enabled,
-            tags=params.tags,
-            limit=params.limit,
-            offset=params.offset,
-        )
-        return [automation_view(s) for s in found]
+        return [automation_view(s) for s in self._listed(params)]
 
     async def summaries(self, params: p.AutomationFilter) -> list[p.AutomationSummary]:
-        found = self.service.store.automations.list(
+        return [automation_summary(s) for s in self._listed(params)]
+
+    def _listed(self, params: p.AutomationFilter) -> list[StoredAutomation]:
+        return self.service.store.automations.list(
             name_prefix=params.name_prefix,
             enabled=params.enabled,
             tags=params.tags,
             limit=params.limit,
             offset=params.offset,
         )
-        return [automation_summary(s) for s in found]
 
     async def update(self, params: p.UpdateAutomation) -> AutomationView:
         automation = validated_automation({**params.automation, "id": str(params.id)})

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
@@ -22,6 +21,7 @@ import httpx
 
 from marmot.actors.action_runs import ActionFailed, TransientFailure
 from marmot.engine.errors import NotFound
+from marmot.transport.prefect_api import retry_after_s
 
 __all__ = [
     "OrchestratorClient",
@@ -292,7 +292,7 @@ def _raise_for_status(response: httpx.Response, where: str, what: str) -> None:
     detail = _detail(response)
     said = f"HTTP {status}" + (f": {detail}" if detail else "")
     if status == 429 or status >= 500:
-        retry_after = _retry_after_s(response) if status in (429, 503) else None
+        retry_after = retry_after_s(response) if status in (429, 503) else None
         raise TransientFailure(f"orchestrator answered {where} with {said}", retry_after)
     if status == 404:
         raise OrchestratorNotFound(f"{what} was not found on the orchestrator ({said})")
@@ -336,20 +336,6 @@ def _clip(text: str) -> str:
     if len(text) <= _MAX_DETAIL_CHARS:
         return text
     return text[: _MAX_DETAIL_CHARS - 1] + "…"
-
-
-def _retry_after_s(response: httpx.Response) -> float | None:
-    """``Retry-After`` in seconds; the HTTP-date form is not used by Prefect and is ignored."""
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None
-    if not math.isfinite(seconds) or seconds < 0:
-        return None
-    return seconds
 
 
 def _accepted(body: dict[str, Any], subject: str) -> dict[str, Any]:

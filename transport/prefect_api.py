@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +26,7 @@ __all__ = [
     "events_out_url",
     "page_events",
     "request",
+    "retry_after_s",
     "time_filter",
 ]
 
@@ -88,13 +90,24 @@ async def request(http: httpx.AsyncClient, method: str, url: str, **kwargs: Any)
     return response
 
 
-def _retry_after_s(response: httpx.Response) -> float | None:
-    """Seconds a Retry-After header asks to wait (capped), None without a usable one."""
+def retry_after_s(response: httpx.Response) -> float | None:
+    """``Retry-After`` in seconds; the HTTP-date form is not used by Prefect and is ignored."""
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
     try:
-        seconds = float(response.headers.get("retry-after", ""))
+        seconds = float(value.strip())
     except ValueError:
         return None
-    return min(max(seconds, 0.0), _LONGEST_PAUSE_S)
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return seconds
+
+
+def _retry_after_s(response: httpx.Response) -> float | None:
+    """Seconds a Retry-After header asks to wait (capped), None without a usable one."""
+    seconds = retry_after_s(response)
+    return None if seconds is None else min(seconds, _LONGEST_PAUSE_S)
 
 
 def events_out_url(api_url: str) -> str:

@@ -75,6 +75,27 @@ class Request(Generic[T]):
     read: Callable[[Any], T]
 
 
+def _filtered(
+    method_name: str,
+    name_prefix: str | None,
+    enabled: bool | None,
+    tags: Sequence[str],
+    limit: int | None,
+    offset: int | None,
+) -> Request[Any]:
+    """A listing of automations (full or one line each) with ``AutomationFilter``'s
+    filters."""
+    return _request(
+        method_name,
+        _typed(method_name),
+        name_prefix=name_prefix,
+        enabled=enabled,
+        tags=list(tags) or None,
+        limit=limit,
+        offset=offset,
+    )
+
+
 def _request(method_name: str, read: Callable[[Any], T], /, **params: Any) -> Request[T]:
     method = METHODS[method_name]
     given = {k: v for k, v in params.items() if v is not None}
@@ -194,15 +215,7 @@ class Requests:
         limit: int | None = None,
         offset: int | None = None,
     ) -> Request[list[AutomationView]]:
-        return _request(
-            "automations.filter",
-            _typed("automations.filter"),
-            name_prefix=name_prefix,
-            enabled=enabled,
-            tags=list(tags) or None,
-            limit=limit,
-            offset=offset,
-        )
+        return _filtered("automations.filter", name_prefix, enabled, tags, limit, offset)
 
     @staticmethod
     def list_automation_summaries(
@@ -212,15 +225,7 @@ class Requests:
         limit: int | None = None,
         offset: int | None = None,
     ) -> Request[list[AutomationSummary]]:
-        return _request(
-            "automations.summaries",
-            _typed("automations.summaries"),
-            name_prefix=name_prefix,
-            enabled=enabled,
-            tags=list(tags) or None,
-            limit=limit,
-            offset=offset,
-        )
+        return _filtered("automations.summaries", name_prefix, enabled, tags, limit, offset)
 
     @staticmethod
     def update_automation(

@@ -18,7 +18,7 @@ from marmot.cli.output import fail
 from marmot.engine.errors import DaemonUnavailable, MarmotError, ValidationFailed
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
-EXIT_STARTING = 4  # marmot status while the daemon starts (status.EXIT_STARTING)
+EXIT_STARTING = 4  # marmot status while the daemon starts
 
 # The module that registers each command, in the order --help lists them. A run
 # imports only its command's module: importing them all (the daemon's, the

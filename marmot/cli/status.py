@@ -16,12 +16,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from marmot.actors.startup import StartupPhase
+from marmot.cli import EXIT_OK, EXIT_STARTING
 from marmot.cli.connect import client_options, connect
 from marmot.cli.output import fail, json_lines, line, table
 from marmot.engine.errors import DaemonUnavailable
 from marmot.transport.client import Client
 
-EXIT_SERVING, EXIT_STARTING = 0, 4
 DEFAULT_WAIT_S = 300.0
 SERVING = "serving"
 
@@ -64,7 +64,7 @@ def run_status(args: argparse.Namespace) -> int:
         _print_serving(status)
     else:
         line(starting_line(status))
-    return EXIT_SERVING if is_serving else EXIT_STARTING
+    return EXIT_OK if is_serving else EXIT_STARTING
 
 
 def _wait(client: Client, timeout_s: float) -> None:

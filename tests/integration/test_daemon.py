@@ -186,6 +186,14 @@ def test_status_reports_capacity(client: Client) -> None:
     assert status["automation_actors"] <= status["automations_loaded"]
 
 
+def test_status_counts_events_by_where_they_came_from(client: Client) -> None:
+    before = client.status()["events_by_source"]
+    client.emit([_event("test.by-source", "r.by-source"), _event("test.by-source", "r.other")])
+    after = client.status()["events_by_source"]
+    assert after.get("rpc", 0) - before.get("rpc", 0) == 2
+    assert after.get("ingest", 0) == before.get("ingest", 0)
+
+
 def test_sdk_automation_lifecycle(daemon: DaemonThread, monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncio
 

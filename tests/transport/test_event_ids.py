@@ -59,7 +59,7 @@ def test_events_without_an_id_get_one_wherever_they_come_in() -> None:
     assert [e.id.version for e in frame.events] == [7]
 
 
-def test_the_engine_model_alone_gives_a_random_id_and_reads_no_clock() -> None:
+def test_the_engine_model_alone_gives_a_random_id() -> None:
     document = {
         "occurred": "2026-12-06T10:00:00Z",
         "event": "a.b",
