@@ -91,6 +91,11 @@ def unpack_event(body: bytes) -> Event:
     return event_from_wire(unpack(body))
 
 
+# Looked up once: reading an enum member off its class costs ~0.2 µs, as much as
+# the rest of building the UUID.
+_UNKNOWN_SAFETY = SafeUUID.unknown
+
+
 def _uuid(value: bytes) -> UUID:
     """A UUID from its 16 bytes, built directly: ``UUID(bytes=...)`` costs more than
     the rest of rebuilding an event."""
@@ -98,7 +103,7 @@ def _uuid(value: bytes) -> UUID:
         raise ValueError(f"a UUID is 16 bytes, not {len(value)}")
     uuid = object.__new__(UUID)
     object.__setattr__(uuid, "int", int.from_bytes(value, "big"))
-    object.__setattr__(uuid, "is_safe", SafeUUID.unknown)
+    object.__setattr__(uuid, "is_safe", _UNKNOWN_SAFETY)
     return uuid
 
 

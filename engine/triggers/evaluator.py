@@ -64,6 +64,8 @@ class Evaluator:
         self._out: list[Firing] = []
         # The events-clock time of the evaluation under way (see Firing.evaluated_us).
         self._evaluating_us: int | None = None
+        # Firing ids are named from the id's text: made once, not per firing.
+        self._id_text = str(automation.id)
         self._build(automation.trigger, "trigger", None)
         # A tree of one event (or metric) trigger: a routed event concerns it.
         self._single = self._evaluated[0] if len(self._evaluated) == 1 else None
@@ -116,17 +118,16 @@ class Evaluator:
     def _leaf_fired(self, index: int, leaf: LeafFiring) -> None:
         path = self._leaf_paths[index]
         event_id = leaf.event.id if leaf.event else None
+        trigger = self.leaves[index]
         firing = Firing(
-            id=firing_id(self.automation.id, path, leaf.key, leaf.start, leaf.end, event_id),
+            id=firing_id(self._id_text, path, leaf.key, leaf.start, leaf.end, event_id),
             automation_id=self.automation.id,
             trigger_path=path,
-            labels=self.leaves[index].matcher.labels(leaf.key),
+            labels=trigger.matcher.labels(leaf.key),
             triggering_event=leaf.event,
             fired_us=leaf.fired_us,
-            posture=self.leaves[index].trigger.posture,
-            deadline_us=leaf.end
-            if self.leaves[index].trigger.posture is Posture.Proactive
-            else None,
+            posture=trigger.trigger.posture,
+            deadline_us=leaf.end if trigger.is_proactive else None,
             evaluated_us=self._evaluating_us,
         )
         self._propagate(firing, self._leaf_parents[index])
