@@ -31,7 +31,6 @@ from marmot.documents import (
 )
 from marmot.engine.errors import Conflict, NotFound, ValidationFailed
 from marmot.engine.models.automations import Automation
-from marmot.engine.templates.checks import validated_automation
 from marmot.transport.client import Client
 
 __all__ = [
@@ -208,6 +207,8 @@ def _error(where: str, root: yaml.Node | None, loc: list[int | str], message: st
 def _automations(
     where: str, root: yaml.Node | None, item: _Declared, deployment_id: UUID
 ) -> list[Automation]:
+    from marmot.engine.templates.checks import validated_automation  # Jinja: see documents
+
     found: list[Automation] = []
     for position, spec in enumerate(item.specs):
         loc: list[int | str] = [*item.loc, "triggers", position]

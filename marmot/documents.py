@@ -20,7 +20,6 @@ from marmot.engine.errors import ValidationFailed
 from marmot.engine.models.actions import ACTION_TYPES
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.events import Event, EventLimits
-from marmot.engine.templates.checks import validated_automation
 from marmot.problems import problems
 from marmot.transport.event_decoder import fast_event_line
 
@@ -160,6 +159,10 @@ def document_entries(
 
 def load_automations(path: str | Path) -> list[Automation]:
     """Every automation in a YAML or JSON file; raises ``DocumentError``."""
+    # Here, not at the top: it brings in Jinja, which commands that only name
+    # this module's errors (`marmot automation ls` among them) need not load.
+    from marmot.engine.templates.checks import validated_automation
+
     file = Path(path)
     found: list[Automation] = []
     for data, node in read_documents(file):

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.auth
@@ -28,10 +28,12 @@ import zmq.utils.z85
 from zmq.auth.thread import ThreadAuthenticator
 
 from marmot.actors.clock import SYSTEM_CLOCK
-from marmot.actors.metrics import Metrics
 from marmot.actors.throttle import LogThrottle
 from marmot.engine.clock import Clock
 from marmot.engine.errors import ValidationFailed
+
+if TYPE_CHECKING:
+    from marmot.actors.metrics import Metrics
 
 __all__ = [
     "ClientCurve",
@@ -141,7 +143,12 @@ class CurveServer:
             if not self.clients_dir.is_dir():
                 raise ValidationFailed(f"{self.clients_dir}: not a folder of client public keys")
             self.clients = frozenset(zmq.auth.load_certificates(str(self.clients_dir)))
-        self.metrics = metrics if metrics is not None else Metrics()
+        if metrics is None:
+            # Here, not at the top: clients import this module and need no metrics.
+            from marmot.actors.metrics import Metrics
+
+            metrics = Metrics()
+        self.metrics = metrics
         self._authenticators: dict[int, ThreadAuthenticator] = {}
         # One ZAP thread per context reports here.
         self._throttle = LogThrottle(5.0, clock)

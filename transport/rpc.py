@@ -60,6 +60,7 @@ from marmot.engine.errors import (
 from marmot.transport.codec import pack_rpc, unpack_rpc
 from marmot.transport.curve import CurveServer
 from marmot.transport.rpc_frames import (
+    DEFAULT_MAX_REQUEST_BYTES,
     NOT_A_MAP,
     UNDECODABLE,
     Header,
@@ -83,10 +84,6 @@ log = logging.getLogger(__name__)
 
 # What ``pack`` raises for a value it cannot encode.
 _PACK_ERRORS: Final = (TypeError, ValueError, OverflowError)
-# Ample for a thousand events per call (the CLI's chunk) and any automation,
-# and it bounds what one frame can make the server allocate: unpacking may
-# grow a frame ~70x (a one-byte empty map becomes a Python dict).
-DEFAULT_MAX_REQUEST_BYTES: Final = 16 * 1024 * 1024
 # One reply at most (events.filter pages well under it: rpc.page_bytes).
 DEFAULT_MAX_REPLY_BYTES: Final = 16 * 1024 * 1024
 # Replies of 64 KiB or more a peer has not taken yet, per connection.

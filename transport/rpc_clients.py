@@ -31,7 +31,7 @@ from marmot.engine.errors import (
 )
 from marmot.transport.codec import pack_rpc, unpack_rpc
 from marmot.transport.curve import ClientCurve
-from marmot.transport.rpc import DEFAULT_MAX_REQUEST_BYTES
+from marmot.transport.rpc_frames import DEFAULT_MAX_REQUEST_BYTES
 
 __all__ = ["AsyncRpcClient", "RpcClient"]
 

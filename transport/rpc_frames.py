@@ -16,7 +16,21 @@ import msgpack
 
 from marmot.engine.errors import ValidationFailed
 
-__all__ = ["NOT_A_MAP", "UNDECODABLE", "Header", "Unreadable", "decode_in_steps", "read_header"]
+__all__ = [
+    "DEFAULT_MAX_REQUEST_BYTES",
+    "NOT_A_MAP",
+    "UNDECODABLE",
+    "Header",
+    "Unreadable",
+    "decode_in_steps",
+    "read_header",
+]
+
+# Ample for a thousand events per call (the CLI's chunk) and any automation,
+# and it bounds what one frame can make the server allocate: unpacking may
+# grow a frame ~70x (a one-byte empty map becomes a Python dict). Here, where
+# clients read it too without importing the server.
+DEFAULT_MAX_REQUEST_BYTES: Final = 16 * 1024 * 1024
 
 # Why a frame cannot be answered (marmot_rpc_requests_dropped's reason label).
 UNDECODABLE: Final = "undecodable"

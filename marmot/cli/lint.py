@@ -24,7 +24,6 @@ from marmot.deployments import is_prefect_yaml
 from marmot.documents import document_entries, load_automations, read_documents
 from marmot.engine.errors import DaemonUnavailable, ValidationFailed
 from marmot.engine.models.lint import LintReport
-from marmot.engine.templates.checks import validated_automation
 from marmot.engine.triggers.lint import lint_automation, proactive_floor
 from marmot.transport.client import Client
 
@@ -71,6 +70,10 @@ def _documents(paths: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _offline(documents: Sequence[dict[str, Any]]) -> list[LintReport]:
+    # Imported here: Jinja is only needed when there is no daemon to ask, and every
+    # `marmot automation` verb builds its parser from this module.
+    from marmot.engine.templates.checks import validated_automation
+
     reports = []
     for document in documents:
         automation = validated_automation(document)

@@ -15,10 +15,9 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-import httpx
 import yaml
 
 from marmot.cli.connect import connect
@@ -26,16 +25,12 @@ from marmot.cli.output import json_lines, line, table
 from marmot.engine.errors import DaemonUnavailable, NotFound, ValidationFailed
 from marmot.engine.models.automations import Automation
 from marmot.transport.client import Client
-from marmot.transport.prefect_api import PrefectAuth
-from marmot.transport.prefect_automations import (
-    ImportOutcome,
-    ImportStep,
-    pause_prefect_automation,
-    plan_import,
-    prefect_document,
-    read_prefect_automations,
-    selected,
-)
+
+# The Prefect API client (httpx) is imported where it is used: every `marmot
+# automation` verb builds its parser from this module.
+if TYPE_CHECKING:
+    from marmot.transport.prefect_api import PrefectAuth
+    from marmot.transport.prefect_automations import ImportStep
 
 __all__ = ["register"]
 
@@ -113,6 +108,8 @@ def _prefect_api(args: argparse.Namespace) -> tuple[str, PrefectAuth]:
     )
     if not url:
         raise ValidationFailed("name the Prefect server: --prefect-api-url URL or $PREFECT_API_URL")
+    from marmot.transport.prefect_api import PrefectAuth
+
     auth = PrefectAuth(
         api_key=args.prefect_api_key or os.environ.get("PREFECT_API_KEY") or None,
         auth_string=os.environ.get("PREFECT_API_AUTH_STRING") or None,
@@ -121,6 +118,10 @@ def _prefect_api(args: argparse.Namespace) -> tuple[str, PrefectAuth]:
 
 
 def _read_source(url: str, auth: PrefectAuth) -> list[dict[str, Any]]:
+    import httpx
+
+    from marmot.transport.prefect_automations import read_prefect_automations
+
     async def read() -> list[dict[str, Any]]:
         async with httpx.AsyncClient(headers=auth.headers(), timeout=30.0) as http:
             return await read_prefect_automations(http, url)
@@ -135,6 +136,9 @@ def _read_source(url: str, auth: PrefectAuth) -> list[dict[str, Any]]:
 
 def _pause_sources(url: str, auth: PrefectAuth, ids: list[str]) -> list[tuple[str, str]]:
     """Disable these automations on the server; returns those that failed, with why."""
+    import httpx
+
+    from marmot.transport.prefect_automations import pause_prefect_automation
 
     async def pause() -> list[tuple[str, str]]:
         failed: list[tuple[str, str]] = []
@@ -151,6 +155,8 @@ def _pause_sources(url: str, auth: PrefectAuth, ids: list[str]) -> list[tuple[st
 
 def run_import(args: argparse.Namespace) -> int:
     """Import a Prefect server's automations; exits 1 if any was refused."""
+    from marmot.transport.prefect_automations import ImportOutcome, plan_import, selected
+
     url, auth = _prefect_api(args)
     source = [d for d in _read_source(url, auth) if isinstance(d, dict)]
     with connect(args) as client:
@@ -178,6 +184,8 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def _apply(client: Client, step: ImportStep) -> None:
+    from marmot.transport.prefect_automations import ImportOutcome
+
     if step.automation is None or step.outcome is ImportOutcome.UNCHANGED:
         return
     if step.outcome is ImportOutcome.CREATED:
@@ -187,6 +195,8 @@ def _apply(client: Client, step: ImportStep) -> None:
 
 
 def _report(steps: list[ImportStep], args: argparse.Namespace, paused: list[str]) -> None:
+    from marmot.transport.prefect_automations import ImportOutcome
+
     if args.json:
         json_lines(
             {**s.to_json(), "dry_run": args.dry_run, "source_paused": s.id in paused} for s in steps
@@ -214,6 +224,8 @@ def _report(steps: list[ImportStep], args: argparse.Namespace, paused: list[str]
 
 def run_export(args: argparse.Namespace) -> int:
     """Write automations in Prefect's schema."""
+    from marmot.transport.prefect_automations import prefect_document
+
     with connect(args) as client:
         chosen: list[Automation] = (
             [_resolve(client, ref) for ref in args.automations]
