@@ -29,13 +29,27 @@ class StoredAutomation:
     version: int
 
 
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    document: str
+    version: int
+    updated: int
+    automation: Automation
+
+
+# Documents read per query when a listing finds some changed (SQLite's limit on
+# parameters is far above it).
+_READ_PART = 500
+
+
 class Automations:
     """Create, read, list, change and delete automations; names are unique."""
 
     def __init__(self, db: Database) -> None:
-        # Parsed documents by id, so listing a fleet does not validate every
-        # document again (documents only change through this class).
-        self._parsed: dict[str, tuple[str, Automation]] = {}
+        # Parsed documents by id, so listing a fleet neither reads nor validates
+        # every document again. Documents only change through this class, each
+        # change with a new version and time, which tell a parse still current.
+        self._parsed: dict[str, _Parsed] = {}
         self._db = db
 
     def create(self, a: Automation) -> StoredAutomation:
@@ -130,13 +144,42 @@ class Automations:
             params.append(tag)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         params += [-1 if limit is None else max(limit, 0), max(offset, 0)]
+        listed: list[StoredAutomation] = []
         with self._db.lock:
-            rows = self._db.conn.execute(
-                "SELECT document, created, updated, version, id FROM automations"
+            conn = self._db.conn
+            rows = conn.execute(
+                "SELECT id, created, updated, version FROM automations"
                 f"{where} ORDER BY name LIMIT ? OFFSET ?",
                 params,
             ).fetchall()
-        return [self._stored(*row) for row in rows]
+            # Only the documents that changed since they were parsed here are read.
+            stale = [row[0] for row in rows if not self._current(*row)]
+            documents: dict[str, str] = {}
+            for start in range(0, len(stale), _READ_PART):
+                part = stale[start : start + _READ_PART]
+                documents.update(
+                    conn.execute(
+                        "SELECT id, document FROM automations"
+                        f" WHERE id IN ({', '.join('?' * len(part))})",
+                        part,
+                    ).fetchall()
+                )
+        for automation_id, created, updated, version in rows:
+            document = documents.get(automation_id)
+            if document is not None:
+                listed.append(self._stored(document, created, updated, version, automation_id))
+            else:
+                parsed = self._parsed.get(automation_id)
+                if parsed is None:
+                    continue  # deleted by another process between the two reads
+                listed.append(
+                    StoredAutomation(parsed.automation, from_us(created), from_us(updated), version)
+                )
+        return listed
+
+    def _current(self, automation_id: str, created: int, updated: int, version: int) -> bool:
+        parsed = self._parsed.get(automation_id)
+        return parsed is not None and parsed.version == version and parsed.updated == updated
 
     def update(self, a: Automation) -> StoredAutomation:
         """Replace the stored automation with ``a.id``, bumping its version; returns it.
@@ -202,11 +245,11 @@ class Automations:
         self, document: str, created: int, updated: int, version: int, automation_id: str
     ) -> StoredAutomation:
         cached = self._parsed.get(automation_id)
-        if cached is not None and cached[0] == document:
-            automation = cached[1]
+        if cached is not None and cached.document == document:
+            automation = cached.automation
         else:
             automation = Automation.model_validate_json(document)
-            self._parsed[automation_id] = (document, automation)
+        self._parsed[automation_id] = _Parsed(document, version, updated, automation)
         return StoredAutomation(automation, from_us(created), from_us(updated), version)
 
 

@@ -192,6 +192,37 @@ def test_list_filters_by_prefix_enabled_and_tags_sorted_by_name(store: Store) ->
     assert names(offset=3) == ["prod_x"]
 
 
+def test_a_listing_reads_only_the_documents_changed_since_they_were_parsed(
+    tmp_path: Path, store: Store, clock: ManualClock
+) -> None:
+    # A fleet's `automation ls` must not read and compare 10,000 documents each time.
+    for name in ("a", "b", "c"):
+        store.automations.create(automation(name))
+    with Store.open(store.path, clock=clock) as other:
+        statements: list[str] = []
+        other.db.conn.set_trace_callback(statements.append)
+
+        def documents_read() -> list[str]:
+            read = [s for s in statements if "document" in s.split("FROM")[0]]
+            statements.clear()
+            return read
+
+        assert [s.automation.name for s in other.automations.list()] == ["a", "b", "c"]
+        assert len(documents_read()) == 1  # the first listing parses them all, in one read
+        assert [s.automation.name for s in other.automations.list()] == ["a", "b", "c"]
+        assert documents_read() == []
+        # Changed by another writer: a new version, so that one document is read again.
+        b = store.automations.read_by_name("b")
+        clock.advance(timedelta(seconds=1))
+        store.automations.update(b.automation.model_copy(update={"description": "new"}))
+        listed = {s.automation.name: s for s in other.automations.list()}
+        assert listed["b"].version == 2 and listed["b"].automation.description == "new"
+        assert listed["a"].version == 1
+        assert documents_read() == [
+            f"SELECT id, document FROM automations WHERE id IN ('{b.automation.id}')"
+        ]
+
+
 # -- event log --------------------------------------------------------------------------
 
 
