@@ -97,6 +97,7 @@ class Dispatcher:
         self._lanes: list[Lane[_Job]] = []
         self.firings_total = 0
         self._fired_lines = LogThrottle()
+        self._late_lines = LogThrottle()
 
     def _log_firing(self, automation: Automation, firing: Firing) -> None:
         """One INFO line per firing (or resolution), naming the automation, its key
@@ -118,6 +119,25 @@ class Dispatcher:
             on,
             more,
             extra={"automation": str(firing.automation_id), "firing": str(firing.id)},
+        )
+
+    def _log_late(self, late_ones: list[tuple[int, str]]) -> None:
+        """One WARNING for the late firings of a dispatch, at most one every few seconds
+        (saying how many it left out): a fleet restarted after a while has thousands
+        of proactive windows that ended meanwhile, and each is counted in
+        ``marmot_late_firings_total`` and marked in its triggered event."""
+        skipped = self._late_lines.admit("late")
+        if skipped is None:
+            return
+        latest, name = max(late_ones)
+        more = f"; {skipped} more since the last line" if skipped else ""
+        log.warning(
+            "%d late firing(s): deadlines passed up to %.1f s (automation %r) before they "
+            "could be evaluated, while the daemon or its timer was down or behind%s",
+            len(late_ones),
+            latest / 1e6,
+            name,
+            more,
         )
 
     @property
@@ -200,6 +220,7 @@ class Dispatcher:
         """
         jobs: list[_Job] = []
         triggered: list[Event] = []
+        late_ones: list[tuple[int, str]] = []
         for firing in firings:
             automation_id = str(firing.automation_id)
             automation = self._automation(automation_id)
@@ -216,13 +237,11 @@ class Dispatcher:
             if late > LATE_AFTER_US:
                 event = _marked_late(event, late)
                 self._metrics.late_firings.inc()
-                log.warning(
-                    "late firing: the deadline passed %.1f s before it could be evaluated",
-                    late / 1e6,
-                    extra={"automation": automation_id, "firing": str(firing.id)},
-                )
+                late_ones.append((late, automation.name))
             triggered.append(event)
             jobs.append((automation_id, firing_to_wire(firing), event_to_wire(event)))
+        if late_ones:
+            self._log_late(late_ones)
         if not jobs:
             return
         if announce:

@@ -7,6 +7,8 @@ comes within its gap."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -296,3 +298,25 @@ def test_a_full_batch_does_not_wait_out_the_gap() -> None:
 def test_the_executor_gap_is_a_few_milliseconds(gap_s: float) -> None:
     # What a firing may wait under load: small against the 20 ms p99 target.
     assert 0 < gap_s <= 0.01
+
+
+def test_late_firings_of_a_dispatch_are_logged_in_one_line_and_each_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A fleet restarted after a while: thousands of proactive windows ended meanwhile.
+    late = [
+        dataclasses.replace(_firing(n), deadline_us=10_000_000, evaluated_us=10_000_000 + late_us)
+        for n, late_us in enumerate([2_000_000, 107_600_000, 5_000_000] * 100)
+    ]
+
+    async def scenario(dispatcher: Dispatcher, executors: list[FakeExecutor]) -> None:
+        with caplog.at_level(logging.WARNING, logger="marmot.actors.dispatch"):
+            await dispatcher.dispatch(late)
+            await dispatcher.dispatch([_firing(1000)])  # on time: no line
+        assert dispatcher._metrics.late_firings._value.get() == 300
+
+    run_dispatcher(tmp_path, 1, scenario)
+    lines = [r.getMessage() for r in caplog.records if "late firing" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("300 late firing(s): deadlines passed up to 107.6 s")
+    assert "'batching-test'" in lines[0]
