@@ -15,15 +15,19 @@ where it was; events at or below that number arriving again are skipped.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from marmot.actors.gc_thresholds import tune_gc
 from marmot.actors.store import Store
 from marmot.actors.wire import Batch, Outcome, pack, unpack
+from marmot.engine.interest import InterestIndex
 from marmot.engine.models.automations import Automation
 from marmot.engine.models.explain import Explanation
 from marmot.engine.timestamps import from_us, to_us
@@ -33,6 +37,16 @@ from marmot.engine.triggers.firing import Firing
 log = logging.getLogger(__name__)
 
 _REPLAY_PAGE = 2000
+
+
+@dataclass(slots=True)
+class _Restored:
+    """An automation restored from its checkpoint, before the log since is replayed."""
+
+    evaluator: Evaluator
+    document: str
+    since: int  # the checkpoint's sequence number
+    replayed: int = 0  # events of the log after it
 
 
 def fingerprint(document: str) -> str:
@@ -119,17 +133,10 @@ class AutomationHost:
     def recover_many(
         self, documents: list[str], now_us: int, held: list[int] | None = None
     ) -> bytes:
-        """``recover`` for many automations in one call (a restart of a packed fleet);
-        returns one packed ``Outcome`` for them all."""
-        firings: list[Firing] = []
-        deadlines: dict[str, int | None] = {}
-        replayed = 0
-        for document in documents:
-            outcome = Outcome.unpack(self.recover(document, now_us, held))
-            firings.extend(outcome.firings)
-            deadlines.update(outcome.deadlines)
-            replayed += outcome.evaluated
-        return Outcome(firings, deadlines, self._applied_seq, replayed).pack()
+        """``recover`` for many automations in one call (a restart of a packed fleet):
+        the log since their checkpoints is read once for them all. Returns one
+        packed ``Outcome``."""
+        return self._recover(documents, held).pack()
 
     def recover(self, document: str, now_us: int, held: list[int] | None = None) -> bytes:
         """Host an automation from its checkpoint, replaying the event log since.
@@ -142,36 +149,66 @@ class AutomationHost:
         fresh, as ``load`` does. ``held``: sequence numbers of followers the router
         holds back; the replay skips them (they come when released).
         """
-        automation = Automation.model_validate_json(document)
-        automation_id = str(automation.id)
+        return self._recover([document], held).pack()
+
+    def _recover(self, documents: list[str], held: list[int] | None) -> Outcome:
         store = self._log()
-        saved = store.checkpoints.load(automation_id) if store is not None else None
-        state: dict[str, Any] = unpack(saved[1]) if saved is not None else {}
-        if store is None or saved is None or state.get("fingerprint") != fingerprint(document):
-            deadline = self.load(document)
-            return Outcome([], {automation_id: deadline}, self._applied_seq, 0).pack()
-        evaluator = Evaluator(automation, resolve=self._resolve, max_keys=self._max_keys)
-        evaluator.restore(state["state"])
-        seq, replayed = saved[0], 0
+        deadlines: dict[str, int | None] = {}
+        restored: dict[str, _Restored] = {}
+        for document in documents:
+            automation = Automation.model_validate_json(document)
+            automation_id = str(automation.id)
+            saved = store.checkpoints.load(automation_id) if store is not None else None
+            state: dict[str, Any] = unpack(saved[1]) if saved is not None else {}
+            if store is None or saved is None or state.get("fingerprint") != fingerprint(document):
+                deadlines[automation_id] = self.load(document)
+                continue
+            evaluator = Evaluator(automation, resolve=self._resolve, max_keys=self._max_keys)
+            evaluator.restore(state["state"])
+            restored[automation_id] = _Restored(evaluator, document, saved[0])
         firings: list[Firing] = []
-        skip = set(held or ())
+        replayed = 0
+        if store is not None and restored:
+            end = self._replay(store, restored, set(held or ()), firings)
+            for automation_id, r in restored.items():
+                upto = max(r.since, end)
+                self._host(automation_id, r.evaluator, r.document, upto, floor=upto)
+                self._dirty.add(automation_id)
+                deadlines[automation_id] = r.evaluator.next_deadline_us()
+                replayed += r.replayed
+                extra = {"automation": automation_id, "from_seq": r.since, "replayed": r.replayed}
+                log.info("automation recovered", extra=extra)
+        return Outcome(firings, deadlines, self._applied_seq, replayed)
+
+    @staticmethod
+    def _replay(
+        store: Store, restored: dict[str, _Restored], skip: set[int], firings: list[Firing]
+    ) -> int:
+        """Apply the log after each automation's checkpoint, read once from the oldest
+        of them, each event to the automations interested in it (the daemon's
+        routing); returns the last sequence number read (0: none)."""
+        index: InterestIndex[str] = InterestIndex()
+        for automation_id, r in restored.items():
+            index.set(automation_id, r.evaluator.matchers)
+        seq = min(r.since for r in restored.values())
+        read: list[int] = []
         while page := store.events.read_after(seq, _REPLAY_PAGE):
             for logged_seq, event in page:
+                read.append(logged_seq)
                 if logged_seq in skip:
+                    continue
+                targets = [a for a in index.route(event) if restored[a].since < logged_seq]
+                if not targets:
                     continue
                 occurred = to_us(event.occurred)
                 received = to_us(event.received) if event.received else occurred
-                firings.extend(evaluator.apply_at(event, occurred, received))
-            replayed += len(page)
+                for automation_id in targets:
+                    evaluator = restored[automation_id].evaluator
+                    firings.extend(evaluator.apply_at(event, occurred, received))
             seq = page[-1][0]
-        self._host(automation_id, evaluator, document, seq, floor=seq)
-        self._dirty.add(automation_id)
-        log.info(
-            "automation recovered",
-            extra={"automation": automation_id, "from_seq": saved[0], "replayed": replayed},
-        )
-        deadlines = {automation_id: evaluator.next_deadline_us()}
-        return Outcome(firings, deadlines, self._applied_seq, replayed).pack()
+        for r in restored.values():
+            r.replayed = len(read) - bisect.bisect_right(read, r.since)
+        return read[-1] if read else 0
 
     def _host(
         self, automation_id: str, evaluator: Evaluator, document: str, seq: int, *, floor: int
@@ -191,7 +228,18 @@ class AutomationHost:
 
     def checkpoint(self, upto: int = 0) -> int:
         """Checkpoint every automation whose state changed since its last one; returns how
-        many checkpoints were written or moved.
+        many checkpoints were written or moved (see ``checkpoint_part``)."""
+        return self.checkpoint_part(upto, None)[0]
+
+    def checkpoint_part(self, upto: int, limit: int | None) -> tuple[int, int]:
+        """Checkpoint at most ``limit`` (None: all) of the automations whose state
+        changed since their last checkpoint; returns how many checkpoints were
+        written or moved, and how many changed automations are left.
+
+        Parts keep each call short: the daemon checkpoints a shared actor of
+        thousands of automations a few hundred at a time, so a proactive
+        deadline's evaluation queued meanwhile waits for one part, not for
+        every snapshot (a hundred milliseconds and more after a burst).
 
         ``upto``: a sequence number up to which the daemon has sent this actor
         every event it must see (calls arrive in order). An automation that
@@ -208,12 +256,13 @@ class AutomationHost:
                 self._seen[automation_id] = upto
                 if automation_id not in self._dirty:
                     idle.append(automation_id)
-        changed = sorted(self._dirty)
+        dirty = self._dirty
+        changed = list(dirty if limit is None else itertools.islice(dirty, limit))
         self._checkpoint(changed)
         store = self._log()
         if store is not None:
             store.checkpoints.advance_many(idle, upto)
-        return len(changed) + len(idle)
+        return len(changed) + len(idle), len(dirty)
 
     def _checkpoint(self, automation_ids: list[str]) -> None:
         store = self._log()

@@ -209,6 +209,10 @@ class AutomationRef:
         """Checkpoint the automations whose state changed; how many were saved."""
         return Reply(self.handle.checkpoint.remote(upto))
 
+    def checkpoint_part(self, upto: int, limit: int) -> Reply[tuple[int, int]]:
+        """Checkpoint at most ``limit`` of them; how many were saved and how many are left."""
+        return Reply(self.handle.checkpoint_part.remote(upto, limit))
+
     def explain(self, automation_id: str, limit: int, offset: int) -> Reply[Explanation | None]:
         """An automation's live state (a page of buckets per trigger), or None when it
         is not hosted here."""

@@ -7,6 +7,7 @@ fire what the dead one would have fired, and not apply an event twice.
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -181,3 +182,81 @@ def test_an_idle_automation_is_not_snapshotted_again_when_its_checkpoint_moves(
     host.apply(log.batch(log.append(failed(2))))
     assert host.checkpoint() == 1
     assert snapshots == [AID]
+
+
+def test_changed_automations_are_checkpointed_in_parts(tmp_path: Path) -> None:
+    # A shared actor checkpoints a few hundred at a time: the daemon's deadline calls
+    # go in between the parts instead of waiting for every snapshot.
+    log = Log(tmp_path / "marmot.db")
+    host = AutomationHost(log.factory)
+    ids = []
+    for n in range(5):
+        document = AUTOMATION.model_copy(update={"id": uuid.UUID(int=n + 1), "name": f"a{n}"})
+        host.load(document.model_dump_json())
+        ids.append(str(document.id))
+    rows = log.append(*(failed(n) for n in range(3)))
+    host.apply(Batch([(seq, ids, e) for seq, e in rows]).pack())
+    assert host.checkpoint_part(0, 2) == (2, 3)
+    assert host.checkpoint_part(0, 2) == (2, 1)
+    assert host.checkpoint_part(0, 2) == (1, 0)
+    assert host.checkpoint_part(0, 2) == (0, 0)
+    last = log.store.events.last_seq()
+    assert all(log.store.checkpoints.load(a) is not None for a in ids)
+    assert {log.store.checkpoints.load(a)[0] for a in ids} == {last}  # type: ignore[index]
+
+
+def test_recovering_many_reads_the_log_once_and_ends_as_recovering_each(tmp_path: Path) -> None:
+    # A restarted fleet: 250 automations per call, each replaying the log since its own
+    # checkpoint. Reading (and decoding) the log once per automation took minutes.
+    log = Log(tmp_path / "marmot.db")
+    first = AutomationHost(log.factory)
+    documents = []
+    for n in range(4):
+        automation = AUTOMATION.model_copy(update={"id": uuid.UUID(int=n + 1), "name": f"a{n}"})
+        documents.append(automation.model_dump_json())
+        first.load(documents[-1])
+    ids = [str(uuid.UUID(int=n + 1)) for n in range(4)]
+    first.apply(Batch([(s, ids, e) for s, e in log.append(failed(1), failed(2))]).pack())
+    first.checkpoint()
+    # After the checkpoint: a third failure for all (two are checkpointed after it,
+    # two stay behind it), events nobody is interested in, another failure.
+    first.apply(Batch([(s, ids, e) for s, e in log.append(failed(3))]).pack())
+    first.checkpoint_part(0, 2)
+    log.append(*(event("other.thing", n) for n in range(5)))
+    first.apply(Batch([(s, ids, e) for s, e in log.append(failed(4, "job.2"))]).pack())
+
+    def recovered(together: bool) -> tuple[AutomationHost, Outcome, int]:
+        host = AutomationHost(log.factory)
+        reads = 0
+        store = host._log()
+        assert store is not None
+        read_after = store.events.read_after
+
+        def counted(seq: int, limit: int = 1000) -> Any:
+            nonlocal reads
+            reads += 1
+            return read_after(seq, limit)
+
+        store.events.read_after = counted  # type: ignore[method-assign]
+        if together:
+            outcome = Outcome.unpack(host.recover_many(documents, now_us=0))
+        else:
+            parts = [Outcome.unpack(host.recover(d, now_us=0)) for d in documents]
+            outcome = Outcome(
+                [f for p in parts for f in p.firings],
+                {k: v for p in parts for k, v in p.deadlines.items()},
+                0,
+                sum(p.evaluated for p in parts),
+            )
+        return host, outcome, reads
+
+    together, outcome, reads = recovered(True)
+    alone, expected, reads_alone = recovered(False)
+    assert reads == 2 and reads_alone == 8  # one page and the empty read that ends it
+    assert sorted(f.id for f in outcome.firings) == sorted(f.id for f in expected.firings)
+    assert len(outcome.firings) == 2  # the third failure, replayed for the two behind
+    assert outcome.deadlines == expected.deadlines
+    assert outcome.evaluated == expected.evaluated
+    for automation_id in ids:
+        assert together.explain(automation_id) == alone.explain(automation_id)
+        assert together.state(automation_id) == first.state(automation_id)
