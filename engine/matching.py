@@ -130,8 +130,10 @@ class TriggerMatcher:
         self._names: list[Predicate] | None = [_glob(p) for p in names] if trigger.expect else None
         literal = trigger.expect and not any(_GLOB_CHARS & set(p) for p in names)
         self._literal_names = frozenset(names) if literal else None
-        # (b) an empty `expect` makes the regex "any non-empty name".
-        self._name_regex = name_regex(names if trigger.expect else [])
+        # (b) an empty `expect` makes the regex "any non-empty name". With literal
+        # names, (a) is equality, which (b)'s anchored prefix match always passes:
+        # no regex (compiling 10,000 of them held up a fleet's restart).
+        self._name_regex = None if literal else name_regex(names if trigger.expect else [])
         self._match = CompiledSpec(trigger.match)
         self._related = tuple(
             c for c in (CompiledSpec(s) for s in trigger.related_specs) if not c.is_empty
@@ -151,8 +153,9 @@ class TriggerMatcher:
         """Parts (a) and (b) of the interest test: the event name alone."""
         cached = self._interest.get(name)
         if cached is None:
+            regex = self._name_regex
             cached = (self._names is None or any(p(name) for p in self._names)) and (
-                self._name_regex.match(name) is not None
+                regex is None or regex.match(name) is not None
             )
             _remember(self._interest, name, cached)
         return cached
