@@ -15,7 +15,9 @@ outside, as an operator would:
     deadlines spread over two seconds, read from the ``automation.triggered``
     events in the log;
   * restart to serving: SIGTERM, then a new ``marmot serve`` on the same
-    folder until ``marmot status`` says serving.
+    folder until ``marmot status`` says serving; once right away, and once
+    after the daemon was down for a minute (``--down-s``), as after an outage:
+    the proactive windows that ended meanwhile fire as the fleet recovers.
 
 The fleet: every automation expects 1 % of the event names (10 of 1,000), a
 mix of reactive (60 %), proactive (20 %) and compound (20 %) triggers, 10 %
@@ -411,6 +413,12 @@ def main() -> None:
         "--only-throughput", action="store_true", help="stop after the throughput run"
     )
     parser.add_argument(
+        "--down-s",
+        type=float,
+        default=60.0,
+        help="how long the daemon stays down before the last restart (default 60)",
+    )
+    parser.add_argument(
         "--random-ids",
         action="store_true",
         help="publish events with random (version 4) ids instead of time-ordered "
@@ -482,6 +490,11 @@ def main() -> None:
                 rows.append(
                     ("automation actors after restart", str(client.status()["automation_actors"]))
                 )
+            # An outage: while the daemon is down, proactive windows end; as it recovers,
+            # they fire late and their events go to the log the others still replay.
+            serve.stop()
+            time.sleep(args.down_s)
+            rows.append((f"restart after {args.down_s:g} s down (s)", f"{serve.start():.1f}"))
         finally:
             if serve.process is not None and serve.process.poll() is None:
                 serve.stop()
