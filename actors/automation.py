@@ -186,15 +186,19 @@ class AutomationHost:
     ) -> int:
         """Apply the log after each automation's checkpoint, read once from the oldest
         of them, each event to the automations interested in it (the daemon's
-        routing); returns the last sequence number read (0: none)."""
+        routing); returns the last sequence number read (the oldest checkpoint's
+        when there was nothing after it)."""
         index: InterestIndex[str] = InterestIndex()
         for automation_id, r in restored.items():
             index.set(automation_id, r.evaluator.matchers)
-        seq = min(r.since for r in restored.values())
-        read: list[int] = []
+        seq = end = min(r.since for r in restored.values())
+        # Events read after each checkpoint's sequence number (the replay count).
+        after = dict.fromkeys({r.since for r in restored.values()}, 0)
         while page := store.events.read_after(seq, _REPLAY_PAGE):
+            seqs = [logged_seq for logged_seq, _ in page]
+            for since in after:
+                after[since] += len(seqs) - bisect.bisect_right(seqs, since)
             for logged_seq, event in page:
-                read.append(logged_seq)
                 if logged_seq in skip:
                     continue
                 targets = [a for a in index.route(event) if restored[a].since < logged_seq]
@@ -205,10 +209,10 @@ class AutomationHost:
                 for automation_id in targets:
                     evaluator = restored[automation_id].evaluator
                     firings.extend(evaluator.apply_at(event, occurred, received))
-            seq = page[-1][0]
+            seq = end = page[-1][0]
         for r in restored.values():
-            r.replayed = len(read) - bisect.bisect_right(read, r.since)
-        return read[-1] if read else 0
+            r.replayed = after[r.since]
+        return end
 
     def _host(
         self, automation_id: str, evaluator: Evaluator, document: str, seq: int, *, floor: int

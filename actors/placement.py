@@ -287,16 +287,16 @@ class Placement:
     async def _checkpoint_actor(self, key: str, actor: _Actor) -> int:
         """Checkpoint one actor's changed automations, ``CHECKPOINT_PART`` per call: the
         calls routed meanwhile (a deadline's evaluation) go in between the parts."""
-        # Each call is submitted with the actor's safe sequence number, before
-        # anything else is routed: idle automations' checkpoints move on too.
-        saved, left = await actor.ref.checkpoint_part(self._router.sent_upto(key), CHECKPOINT_PART)
+        # The first call is submitted with the actor's safe sequence number, before
+        # anything else is routed: idle automations' checkpoints move on too. The
+        # parts after it keep that number (still safe), so none moves twice.
+        upto = self._router.sent_upto(key)
+        saved, left = await actor.ref.checkpoint_part(upto, CHECKPOINT_PART)
         # Those that change while the parts go wait for the next round.
         for _ in range(-(-left // CHECKPOINT_PART)):
             if self._actors.get(key) is not actor:
                 break  # replaced or retired meanwhile
-            more, left = await actor.ref.checkpoint_part(
-                self._router.sent_upto(key), CHECKPOINT_PART
-            )
+            more, left = await actor.ref.checkpoint_part(upto, CHECKPOINT_PART)
             saved += more
             if not left:
                 break
