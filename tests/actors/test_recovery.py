@@ -184,16 +184,26 @@ def test_an_idle_automation_is_not_snapshotted_again_when_its_checkpoint_moves(
     assert snapshots == [AID]
 
 
+def copies(host: AutomationHost, count: int) -> tuple[list[str], list[str]]:
+    """Load ``count`` copies of AUTOMATION (ids 1, 2, ...) into ``host``; returns
+    their ids and documents."""
+    documents = [
+        AUTOMATION.model_copy(
+            update={"id": uuid.UUID(int=n + 1), "name": f"a{n}"}
+        ).model_dump_json()
+        for n in range(count)
+    ]
+    for document in documents:
+        host.load(document)
+    return [str(uuid.UUID(int=n + 1)) for n in range(count)], documents
+
+
 def test_changed_automations_are_checkpointed_in_parts(tmp_path: Path) -> None:
     # A shared actor checkpoints a few hundred at a time: the daemon's deadline calls
     # go in between the parts instead of waiting for every snapshot.
     log = Log(tmp_path / "marmot.db")
     host = AutomationHost(log.factory)
-    ids = []
-    for n in range(5):
-        document = AUTOMATION.model_copy(update={"id": uuid.UUID(int=n + 1), "name": f"a{n}"})
-        host.load(document.model_dump_json())
-        ids.append(str(document.id))
+    ids, _ = copies(host, 5)
     rows = log.append(*(failed(n) for n in range(3)))
     host.apply(Batch([(seq, ids, e) for seq, e in rows]).pack())
     assert host.checkpoint_part(0, 2) == (2, 3)
@@ -210,12 +220,7 @@ def test_recovering_many_reads_the_log_once_and_ends_as_recovering_each(tmp_path
     # checkpoint. Reading (and decoding) the log once per automation took minutes.
     log = Log(tmp_path / "marmot.db")
     first = AutomationHost(log.factory)
-    documents = []
-    for n in range(4):
-        automation = AUTOMATION.model_copy(update={"id": uuid.UUID(int=n + 1), "name": f"a{n}"})
-        documents.append(automation.model_dump_json())
-        first.load(documents[-1])
-    ids = [str(uuid.UUID(int=n + 1)) for n in range(4)]
+    ids, documents = copies(first, 4)
     first.apply(Batch([(s, ids, e) for s, e in log.append(failed(1), failed(2))]).pack())
     first.checkpoint()
     # After the checkpoint: a third failure for all (two are checkpointed after it,
