@@ -152,20 +152,17 @@ class EventLog:
             )
             for e, body in zip(events, bodies, strict=True)
         ]
+        # Plain INSERT, not OR IGNORE: an ignored row would still use up a
+        # sequence number. A duplicate id is rare: it rolls the transaction back,
+        # and a second one takes the slower path that looks the known ids up first.
+        try:
+            with self._db.transaction(wait=wait) as conn:
+                last = _insert(conn, rows, self._chunk_rows)
+            return list(range(last - len(rows) + 1, last + 1))
+        except sqlite3.IntegrityError:
+            pass
         with self._db.transaction(wait=wait) as conn:
-            # Plain INSERT, not OR IGNORE: an ignored row would still use up a
-            # sequence number. A duplicate id is rare; it undoes the batch and
-            # takes the slower path that looks the known ids up first.
-            conn.execute("SAVEPOINT append")
-            try:
-                _insert(conn, rows, self._chunk_rows)
-            except sqlite3.IntegrityError:
-                conn.execute("ROLLBACK TO append")
-                conn.execute("RELEASE append")
-                seqs, conflicts = _append_new(conn, rows, self._chunk_rows)
-            else:
-                conn.execute("RELEASE append")
-                return _last_seqs(conn, len(rows))
+            seqs, conflicts = _append_new(conn, rows, self._chunk_rows)
         if conflicts:
             self._report_conflicts(conflicts)
         return seqs
@@ -448,24 +445,23 @@ def _insert_sql(rows: int) -> str:
     return _INSERT + f", {_ROW_MARKS}" * (rows - 1)
 
 
-def _insert(conn: sqlite3.Connection, rows: Sequence[_Row], chunk_rows: int) -> None:
-    """Insert rows in order (so AUTOINCREMENT numbers them in order) in few statements."""
-    start, total = 0, len(rows)
+def _insert(conn: sqlite3.Connection, rows: Sequence[_Row], chunk_rows: int) -> int:
+    """Insert rows in order (so AUTOINCREMENT numbers them in order) in few statements;
+    returns the last one's sequence number.
+
+    Nobody else writes inside our transaction, so AUTOINCREMENT hands the rows
+    consecutive numbers ending at that one.
+    """
+    start, total, last = 0, len(rows), 0
     while start < total:
         left = total - start
         size = chunk_rows if left >= chunk_rows else 1 << (left.bit_length() - 1)
-        conn.execute(_insert_sql(size), [v for row in rows[start : start + size] for v in row])
+        cursor = conn.execute(
+            _insert_sql(size), [v for row in rows[start : start + size] for v in row]
+        )
+        last = cursor.lastrowid or 0
         start += size
-
-
-def _last_seqs(conn: sqlite3.Connection, count: int) -> list[int]:
-    """The sequence numbers of the ``count`` rows just inserted, in order.
-
-    Nobody else writes inside our transaction, so AUTOINCREMENT handed them
-    consecutive numbers ending at the last one.
-    """
-    last: int = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
-    return list(range(last - count + 1, last + 1))
+    return last
 
 
 def _append_new(
@@ -483,8 +479,8 @@ def _append_new(
         if row[0] not in seq_of:
             fresh.setdefault(row[0], row)  # the first of repeats within the batch wins
     if fresh:
-        _insert(conn, list(fresh.values()), chunk_rows)
-        seq_of.update(zip(fresh, _last_seqs(conn, len(fresh)), strict=True))
+        last = _insert(conn, list(fresh.values()), chunk_rows)
+        seq_of.update(zip(fresh, range(last - len(fresh) + 1, last + 1), strict=True))
         kept.update((event_id, row[5]) for event_id, row in fresh.items())
     conflicts = [
         (UUID(bytes=row[0]), seq_of[row[0]])
