@@ -16,6 +16,9 @@ each rate with the CPU time per event (or per action) next to it:
     local receiver, flat out, and publish to webhook call received at
     1 event/s and at 2,000 events/s with one event in 10 firing
     (``bench/actions.py``'s ``run``);
+  * what idling costs on this host (``bench/idle.py``): one event decoded
+    and one Ray actor call, busy and after the process slept, which the
+    latency rows mostly measure on a host where waking is slow;
   * with ``--fleet``, ``bench/fleet.py``'s rows (10,000 automations, or N;
     tens of minutes), run as its own process.
 
@@ -40,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/daemon.py, ben
 
 import actions
 import daemon
+import idle
 
 from marmot.actors.runtime import RayRuntime
 from marmot.config import RayConfig, load_config
@@ -278,6 +282,17 @@ def action_rows(table: Table, sizes: Sizes) -> None:
     )
 
 
+def idle_rows(table: Table) -> None:
+    """The host's cost of waking (``bench/idle.py``): context for the latency rows."""
+    for what, rows in (
+        ("one event decoded", idle.decode_profile()),
+        ("one Ray actor call", idle.ray_call_profile()),
+    ):
+        table.append(
+            Row(f"this host: {what}, busy and after idling", idle.render(rows), "", "(context)")
+        )
+
+
 FLEET_TARGETS = {
     "create": "≤ 60 s",
     "restart to serving": "≤ 30 s",
@@ -343,6 +358,7 @@ def main() -> None:
     try:
         daemon_rows(table, sizes)
         action_rows(table, sizes)
+        idle_rows(table)
     finally:
         runtime.shutdown()
     if args.fleet:
