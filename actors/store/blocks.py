@@ -7,6 +7,7 @@ a normal read never touches the secrets table.
 from __future__ import annotations
 
 import json
+from typing import Any
 from uuid import UUID
 
 from marmot.actors.store.database import Database
@@ -16,12 +17,20 @@ from marmot.engine.timestamps import from_us
 
 __all__ = ["Blocks"]
 
+# Blocks kept parsed with their secrets, at most.
+_PARSED_MAX = 1024
+
 
 class Blocks:
     """Create, read, list and delete blocks; a block's secrets are read only on request."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        # Blocks read with their secrets (an executor's, once per action), by id,
+        # with the rows they were parsed from: a read that finds the same rows
+        # returns the parse it made before (JSON and validation cost ~10 times
+        # the lookup).
+        self._parsed: dict[UUID, tuple[tuple[Any, ...], BlockDocument]] = {}
 
     def create(self, block: BlockDocument) -> BlockDocument:
         """Store a new block; returns it as stored, secrets masked.
@@ -57,20 +66,43 @@ class Blocks:
 
     def read(self, id: UUID, *, include_secrets: bool = False) -> BlockDocument:
         """The block with this id, secrets masked unless ``include_secrets``;
-        raises ``NotFound`` if there is none."""
+        raises ``NotFound`` if there is none.
+
+        With ``include_secrets``, the block and its secrets are read in one
+        lookup, and a block read before with the same content is not parsed
+        again.
+        """
+        if include_secrets:
+            return self._read_with_secrets(id)
         with self._db.lock:
             row = self._db.conn.execute(
                 "SELECT id, name, type, data, created, updated FROM blocks WHERE id = ?",
                 (str(id),),
             ).fetchone()
-            secrets = None
-            if row is not None and include_secrets:
-                secrets = self._db.conn.execute(
-                    "SELECT data FROM block_secrets WHERE block_id = ?", (str(id),)
-                ).fetchone()
         if row is None:
             raise NotFound(f"no block with id {id}", details=str(id))
-        return _block(*row, secrets=None if secrets is None else str(secrets[0]))
+        return _block(*row)
+
+    def _read_with_secrets(self, id: UUID) -> BlockDocument:
+        with self._db.lock:
+            row = self._db.conn.execute(
+                "SELECT b.id, b.name, b.type, b.data, b.created, b.updated, s.data"
+                " FROM blocks AS b LEFT JOIN block_secrets AS s ON s.block_id = b.id"
+                " WHERE b.id = ?",
+                (str(id),),
+            ).fetchone()
+        if row is None:
+            self._parsed.pop(id, None)
+            raise NotFound(f"no block with id {id}", details=str(id))
+        parsed = self._parsed.get(id)
+        if parsed is not None and parsed[0] == row:
+            return parsed[1]
+        *public, secrets = row
+        block = _block(*public, secrets=None if secrets is None else str(secrets))
+        if len(self._parsed) >= _PARSED_MAX and id not in self._parsed:
+            self._parsed.pop(next(iter(self._parsed)))  # the oldest read goes
+        self._parsed[id] = (row, block)
+        return block
 
     def read_by_name(self, type: str, name: str) -> BlockDocument:
         """The block of this type with this name, secrets masked; raises

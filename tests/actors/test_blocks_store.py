@@ -104,6 +104,36 @@ def test_read_with_secrets_returns_the_real_values(store: Store) -> None:
     assert revealed.data.method == "PUT"
 
 
+def test_a_block_read_again_with_secrets_is_parsed_once_and_never_stale(
+    store: Store, db_path: Path
+) -> None:
+    created = store.blocks.create(webhook())
+    first = store.blocks.read(created.id, include_secrets=True)
+
+    assert store.blocks.read(created.id, include_secrets=True) is first  # no second parse
+
+    # Deleted, it is gone for the reader too; created again under its id (at the
+    # same time on this clock) with other content, the new content is read.
+    store.blocks.delete(created.id)
+    with pytest.raises(NotFound):
+        store.blocks.read(created.id, include_secrets=True)
+    again = block("webhook", "hook", url="https://hooks.example.com/other-path")
+    store.blocks.create(again.model_copy(update={"id": created.id}))
+    read = store.blocks.read(created.id, include_secrets=True)
+    assert read.data.url.get_secret_value() == "https://hooks.example.com/other-path"  # type: ignore[union-attr]
+
+    # Secrets changed under it by another process are read too.
+    conn = sqlite3.connect(db_path)
+    with conn:
+        conn.execute(
+            "UPDATE block_secrets SET data = ? WHERE block_id = ?",
+            ('{"url": "https://hooks.example.com/third-path"}', str(created.id)),
+        )
+    conn.close()
+    read = store.blocks.read(created.id, include_secrets=True)
+    assert read.data.url.get_secret_value() == "https://hooks.example.com/third-path"  # type: ignore[union-attr]
+
+
 def test_secrets_live_apart_from_the_public_data(store: Store, db_path: Path) -> None:
     for b in (slack(), email(), webhook()):
         store.blocks.create(b)
