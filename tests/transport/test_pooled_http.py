@@ -19,7 +19,8 @@ import httpx
 import pytest
 
 from marmot.actors.action_runs import ActionFailed, TransientFailure
-from marmot.transport.actions.pooled_http import PooledTransport
+from marmot.engine.models.blocks import BlockDocument
+from marmot.transport.actions.pooled_http import PooledTransport, action_client
 from marmot.transport.notify import call_webhook
 from tests.transport.notify_servers import RecordingServer, free_port
 from tests.transport.test_notify import *  # noqa: F403 (the delivery tests, run again)
@@ -31,9 +32,7 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     """As build_runners makes it (transport/actions/__init__.py)."""
-    async with httpx.AsyncClient(
-        timeout=5.0, follow_redirects=False, transport=PooledTransport()
-    ) as client:
+    async with action_client(5.0) as client:
         yield client
 
 
@@ -166,3 +165,26 @@ def hook_at(url: str, **data: Any) -> Any:
     from tests.transport.test_notify import block
 
     return block("webhook", "hook", url=url, allow_private_urls=True, **data)
+
+
+async def test_a_cookie_one_server_sets_is_never_sent_with_a_later_call(
+    http: httpx.AsyncClient, web: RecordingServer
+) -> None:
+    """As Prefect's blocks, each with a client of its own: a session cookie the host
+    sets for one block's call does not go with another block's call to it."""
+    web.reply("/first", 200, "ok", **{"Set-Cookie": "session=block-a-secret; Path=/"})
+
+    def webhook(name: str, path: str) -> BlockDocument:
+        return BlockDocument.model_validate(
+            {
+                "block_type_slug": "webhook",
+                "name": name,
+                "data": {"url": web.url(path), "allow_private_urls": True},
+            }
+        )
+
+    for block in (webhook("a", "/first"), webhook("b", "/second"), webhook("a", "/first")):
+        await call_webhook(http, block, "{}")
+
+    assert [r.path for r in web.requests] == ["/first", "/second", "/first"]
+    assert [r.headers.get("cookie") for r in web.requests] == [None, None, None]

@@ -18,8 +18,6 @@ async def build_runners(config: MarmotConfig, store: Store) -> RunnerSet:
     """Every action type's runner, sharing one HTTP client and one orchestrator client."""
     # Imported here: the runners (httpx, Jinja, SMTP) load in the executor
     # actors only, never in the daemon's own process.
-    import httpx
-
     from marmot.transport.actions.notifications import BlockResolver, notification_runners
     from marmot.transport.actions.orchestration import orchestration_runners
     from marmot.transport.actions.registry import registry_runners
@@ -27,12 +25,10 @@ async def build_runners(config: MarmotConfig, store: Store) -> RunnerSet:
     from marmot.transport.orchestrator import OrchestratorClient
 
     executors, settings = config.executors, config.orchestrator
-    from marmot.transport.actions.pooled_http import PooledTransport
+    from marmot.transport.actions.pooled_http import action_client
 
     # httpx's interface over aiohttp's pool: a third of the CPU per request.
-    http = httpx.AsyncClient(
-        timeout=executors.action_timeout_s, follow_redirects=False, transport=PooledTransport()
-    )
+    http = action_client(executors.action_timeout_s)
     orchestrator = (
         OrchestratorClient(
             settings.api_url,
