@@ -206,8 +206,7 @@ def replay_rows(table: Table, sizes: Sizes, with_prefect: bool) -> None:
     )
     if not with_prefect:
         return
-    # -P: bench/ not first on sys.path, where bench/prefect.py would hide Prefect.
-    oracle = [sys.executable, "-P", str(BENCH / "prefect_oracle.py"), "run"]
+    oracle = [sys.executable, str(BENCH / "prefect_oracle.py"), "run"]
     theirs = timed(oracle, sizes.prefect_events)
     result, cpu = theirs.figures()
     same = (

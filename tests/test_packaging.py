@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import configparser
 import importlib
+import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -82,3 +84,31 @@ def test_wheel_declares_the_marmot_console_script(wheel: zipfile.ZipFile) -> Non
     # ... and what it names is in the wheel, and callable.
     assert {"marmot/cli.py", "marmot/cli/__init__.py"} & set(wheel.namelist())
     assert callable(importlib.import_module("marmot.cli").run)
+
+
+def test_no_bench_script_hides_an_installed_package(tmp_path: Path) -> None:
+    """A script run as ``python bench/x.py`` has bench/ first on its path: a bench
+    module named like a package (bench/prefect.py was one) hides it from every
+    bench script, and bench/prefect_oracle.py could not import Prefect."""
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    names = sorted(script.stem for script in bench.glob("*.py"))
+    # What each name is without bench/ on the path, as the interpreter finds it
+    # from elsewhere (no repository folder, no PYTHONPATH).
+    found = subprocess.run(
+        [
+            sys.executable,
+            "-P",
+            "-c",
+            "import importlib.util, sys\n"
+            "for name in sys.argv[1:]:\n"
+            "    spec = importlib.util.find_spec(name)\n"
+            "    if spec is not None: print(name, spec.origin)",
+            *names,
+        ],
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert found.stdout.splitlines() == []

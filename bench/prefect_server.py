@@ -1,6 +1,6 @@
 """Marmot next to a real Prefect server: stuck-run cancels and bridge throughput (not a test).
 
-    .venv/bin/python bench/prefect.py [--runs 20] [--within 10]
+    .venv/bin/python bench/prefect_server.py [--runs 20] [--within 10]
                                       [--events 5000] [--batch 100] [--rate R]
 
 Starts ``prefect server start`` (its own automations on, scheduler off) with a
