@@ -290,16 +290,24 @@ class Placement:
         # The first call is submitted with the actor's safe sequence number, before
         # anything else is routed: idle automations' checkpoints move on too. The
         # parts after it keep that number (still safe), so none moves twice.
+        ref = actor.ref
         upto = self._router.sent_upto(key)
-        saved, left = await actor.ref.checkpoint_part(upto, CHECKPOINT_PART)
+        round_ = (upto, ref.changes)
+        if ref.checkpointed == round_:
+            # Nothing sent to it and nothing logged since its last complete
+            # checkpoint: the call would write nothing (an idle actor is not woken).
+            return 0
+        saved, left = await ref.checkpoint_part(upto, CHECKPOINT_PART)
         # Those that change while the parts go wait for the next round.
         for _ in range(-(-left // CHECKPOINT_PART)):
             if self._actors.get(key) is not actor:
                 break  # replaced or retired meanwhile
-            more, left = await actor.ref.checkpoint_part(upto, CHECKPOINT_PART)
+            more, left = await ref.checkpoint_part(upto, CHECKPOINT_PART)
             saved += more
             if not left:
                 break
+        if not left:
+            ref.checkpointed = round_
         return saved
 
     async def explain(self, automation_id: str, limit: int, offset: int) -> Explanation | None:

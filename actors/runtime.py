@@ -175,6 +175,12 @@ class AutomationRef:
 
     def __init__(self, handle: Any) -> None:
         self.handle = handle
+        # Calls made that may change what the actor holds (all but checkpoints
+        # and reads), and the (safe sequence number, such calls) of its last
+        # complete checkpoint: the daemon skips a checkpoint that would write
+        # nothing (Placement).
+        self.changes = 0
+        self.checkpointed: tuple[int, int] | None = None
 
     def ping(self) -> Reply[int]:
         """How many automations it hosts."""
@@ -183,26 +189,32 @@ class AutomationRef:
     def recover(self, document: str, now_us: int, held: list[int]) -> Reply[Outcome]:
         """Host an automation from its checkpoint, replaying the log since (but the
         followers the router holds back, ``held`` by sequence number)."""
+        self.changes += 1
         return Reply(self.handle.recover.remote(document, now_us, held), Outcome.unpack)
 
     def load_many(self, documents: list[str]) -> Reply[dict[str, int | None]]:
         """Host automations fresh; each one's next deadline (µs, -1 for due now) or None."""
+        self.changes += 1
         return Reply(self.handle.load_many.remote(documents))
 
     def recover_many(self, documents: list[str], now_us: int, held: list[int]) -> Reply[Outcome]:
         """``recover`` for many automations: one outcome for them all."""
+        self.changes += 1
         return Reply(self.handle.recover_many.remote(documents, now_us, held), Outcome.unpack)
 
     def unload(self, automation_id: str) -> Reply[bool]:
         """Stop hosting an automation."""
+        self.changes += 1
         return Reply(self.handle.unload.remote(automation_id))
 
     def apply(self, blob: bytes) -> Reply[Outcome]:
         """Evaluate a packed batch of events (``wire.pack_batch``)."""
+        self.changes += 1
         return Reply(self.handle.apply.remote(blob), Outcome.unpack)
 
     def expire(self, as_of_us: int, now_us: int, automation_ids: list[str]) -> Reply[Outcome]:
         """Proactive evaluation of some of its automations at ``as_of_us``."""
+        self.changes += 1
         return Reply(self.handle.expire.remote(as_of_us, now_us, automation_ids), Outcome.unpack)
 
     def checkpoint(self, upto: int) -> Reply[int]:

@@ -310,3 +310,51 @@ def test_a_daemon_whose_http_port_is_taken_fails_to_start_and_cleans_up(
 
         left_behind = asyncio.run(asyncio.wait_for(start_then_clean_up(), 120))
     assert left_behind == [], f"a failed start left these actors running: {left_behind}"
+
+
+def test_a_checkpoint_round_skips_the_actors_with_nothing_to_write(
+    ray_session: None, tmp_path: Path
+) -> None:
+    """An idle actor is not woken to checkpoint nothing: only actors sent something,
+    or whose safe sequence number moved, get the call."""
+    # Periodic checkpoints far off: the test's own rounds are the only ones.
+    with (
+        _own_daemon(tmp_path, **{"data.checkpoint_interval_s": 3600}) as (daemon, _),
+        Client(daemon.rpc_url, timeout_s=30) as client,
+    ):
+        ids = [str(client.create_automation(_reactive(f"c{k}", f"test.ck.{k}")).id) for k in (0, 1)]
+        service = daemon.daemon.service
+        assert service is not None
+        placement = service.placement
+        refs = {i: placement._actors[placement._actor_of[i]].ref for i in ids}
+        calls: dict[str, int] = dict.fromkeys(ids, 0)
+        for automation_id, ref in refs.items():
+            part = ref.checkpoint_part
+
+            def counted(upto: int, limit: int, _id: str = automation_id, _part: Any = part) -> Any:
+                calls[_id] += 1
+                return _part(upto, limit)
+
+            ref.checkpoint_part = counted  # type: ignore[method-assign]
+
+        def round_() -> dict[str, int]:
+            before = dict(calls)
+            client.checkpoint()
+            return {i: calls[i] - before[i] for i in ids}
+
+        assert round_() == dict.fromkeys(ids, 1)  # loaded since: both write
+        assert round_() == dict.fromkeys(ids, 0)  # nothing since: neither is called
+
+        # An event for the first: logged (the safe sequence number moves for both)
+        # and sent to the first. Both are called once; then neither again.
+        client.emit([_event("test.ck.0", "r-1")])
+        wait_for(
+            lambda: client.filter_events(
+                names=["prefect.automation.action.executed"],
+                resource_id=f"prefect.automation.{ids[0]}",
+                limit=1,
+            ),
+            what="c0's action (the last event its firing logs)",
+        )
+        assert round_() == dict.fromkeys(ids, 1)
+        assert round_() == dict.fromkeys(ids, 0)
