@@ -371,3 +371,39 @@ def test_all_parameter_templates_share_one_time_budget() -> None:
                 value, action_run(FULL_EVENT)
             )
         )
+
+
+def test_a_quick_template_renders_on_the_loop_and_a_slow_one_in_a_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    threaded: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def counted(function: Any, source: str, *args: Any) -> Any:
+        threaded.append(source)
+        return await to_thread(function, source, *args)
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+    clock = FakeClock(0.001)  # each read of the clock is a millisecond
+    r = renderer(None, clock, template_timeout_s=10.0)
+
+    # Quick: on the loop, no thread's round trip.
+    assert sync(r.render("{{ event.event }}", action_run(FULL_EVENT))) == FULL_EVENT.event
+    assert threaded == []
+
+    # Past the few milliseconds it may take on the loop: rendered again in a thread
+    # with the whole budget (not failed), and in a thread from then on.
+    slow = "{% for i in range(50) %}{% endfor %}done"
+    began = clock.t
+    assert sync(r.render(slow, action_run(FULL_EVENT))) == "done"
+    first = clock.t - began
+    assert threaded == [slow]
+    began = clock.t
+    assert sync(r.render(slow, action_run(FULL_EVENT))) == "done"
+    assert threaded == [slow, slow]
+    assert clock.t - began < first  # no second try on the loop
+
+    # An error is an error at once, never tried again in a thread.
+    with pytest.raises(ActionFailed, match="ZeroDivisionError"):
+        sync(r.render("{{ 1 / 0 }}", action_run(FULL_EVENT)))
+    assert threaded == [slow, slow]

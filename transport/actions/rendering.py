@@ -176,6 +176,13 @@ def _excerpt(source: str) -> str:
     return repr(source if len(source) <= 40 else f"{source[:40]}…")
 
 
+# A render starts on the executor's event loop with this much of its time
+# budget; one that needs more starts again in a worker thread with all of it.
+INLINE_RENDER_S = 0.005
+# Templates remembered as too slow for the loop, at most.
+_SLOW_SOURCES = 256
+
+
 class Renderer:
     """Renders an action's templates against its run, within ``limits.template_*``."""
 
@@ -189,6 +196,8 @@ class Renderer:
         self._ui_url = config.orchestrator.ui_url
         self._reader = reader
         self._now = clock.monotonic
+        # Templates that outran INLINE_RENDER_S: rendered in a thread from then on.
+        self._slow: dict[str, None] = {}
 
     async def render(self, source: str, run: ActionRun) -> str:
         """The template rendered for this run.
@@ -199,14 +208,31 @@ class Renderer:
         be read.
         """
         context = await self._context([source], run)
+        timeout_s = self._limits.template_timeout_s
         try:
+            if source not in self._slow:
+                # On the loop, for a short while: most templates take microseconds,
+                # and a worker thread's round trip costs ~0.1 ms of CPU (several
+                # times that after an idle spell), more than the render.
+                inline_s = min(INLINE_RENDER_S, timeout_s)
+                started = self._now()
+                try:
+                    return self._render(source, context, inline_s)
+                except TemplateFailed:
+                    if inline_s >= timeout_s or self._now() - started < inline_s:
+                        raise  # it failed by itself, not for want of time
+                self._remember_slow(source)
             # In a worker thread: a slow template must not stall the executor's
-            # other actions for its whole time budget.
-            return await asyncio.to_thread(
-                self._render, source, context, self._limits.template_timeout_s
-            )
+            # other actions for its whole time budget. (Rendering is pure: the one
+            # cut short on the loop is rendered again from the start.)
+            return await asyncio.to_thread(self._render, source, context, timeout_s)
         except TemplateFailed as exc:
             raise ActionFailed(f"template {_excerpt(source)} failed: {exc}") from exc
+
+    def _remember_slow(self, source: str) -> None:
+        if len(self._slow) >= _SLOW_SOURCES:
+            self._slow.pop(next(iter(self._slow)))  # the longest known goes
+        self._slow[source] = None
 
     async def render_parameters(self, value: Any, run: ActionRun) -> Any:
         """``run-deployment`` parameters (or job variables) hydrated as Prefect does.
