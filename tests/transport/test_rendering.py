@@ -407,3 +407,37 @@ def test_a_quick_template_renders_on_the_loop_and_a_slow_one_in_a_thread(
     with pytest.raises(ActionFailed, match="ZeroDivisionError"):
         sync(r.render("{{ 1 / 0 }}", action_run(FULL_EVENT)))
     assert threaded == [slow, slow]
+
+
+def test_a_quick_template_held_up_once_goes_back_to_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Out of time on the loop because the process did not run (a busy machine):
+    rendered in a thread that time, where it is quick, so on the loop again after."""
+    threaded: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def counted(function: Any, source: str, *args: Any) -> Any:
+        threaded.append(source)
+        return await to_thread(function, source, *args)
+
+    class HeldUpOnce:
+        """Still, but 10 ms pass at its third read (the render's first check)."""
+
+        def __init__(self) -> None:
+            self.reads, self.t = 0, 0.0
+
+        def monotonic(self) -> float:
+            self.reads += 1
+            if self.reads == 3:
+                self.t += 0.010
+            return self.t
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+    r = renderer(None, HeldUpOnce(), template_timeout_s=10.0)  # type: ignore[arg-type]
+    source = "{% for i in range(3) %}{{ i }}{% endfor %}"
+
+    assert sync(r.render(source, action_run(FULL_EVENT))) == "012"
+    assert threaded == [source]
+    assert sync(r.render(source, action_run(FULL_EVENT))) == "012"
+    assert threaded == [source]  # on the loop this time

@@ -225,9 +225,20 @@ class Renderer:
             # In a worker thread: a slow template must not stall the executor's
             # other actions for its whole time budget. (Rendering is pure: the one
             # cut short on the loop is rendered again from the start.)
-            return await asyncio.to_thread(self._render, source, context, timeout_s)
+            text, took_s = await asyncio.to_thread(self._timed_render, source, context, timeout_s)
         except TemplateFailed as exc:
             raise ActionFailed(f"template {_excerpt(source)} failed: {exc}") from exc
+        if took_s < INLINE_RENDER_S:
+            # Quick after all: it ran out of time on the loop because the process
+            # was not running meanwhile (a busy machine), not for its own work.
+            self._slow.pop(source, None)
+        return text
+
+    def _timed_render(
+        self, source: str, context: TemplateContext, timeout_s: float
+    ) -> tuple[str, float]:
+        started = self._now()
+        return self._render(source, context, timeout_s), self._now() - started
 
     def _remember_slow(self, source: str) -> None:
         if len(self._slow) >= _SLOW_SOURCES:
