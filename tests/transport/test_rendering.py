@@ -391,9 +391,9 @@ def test_a_quick_template_renders_on_the_loop_and_a_slow_one_in_a_thread(
     assert sync(r.render("{{ event.event }}", action_run(FULL_EVENT))) == FULL_EVENT.event
     assert threaded == []
 
-    # Past the few milliseconds it may take on the loop: rendered again in a thread
+    # Past the 50 ms it may take on the loop: rendered again in a thread
     # with the whole budget (not failed), and in a thread from then on.
-    slow = "{% for i in range(50) %}{% endfor %}done"
+    slow = "{% for a in range(20) %}{% for b in range(20) %}{% endfor %}{% endfor %}done"
     began = clock.t
     assert sync(r.render(slow, action_run(FULL_EVENT))) == "done"
     first = clock.t - began
@@ -422,7 +422,7 @@ def test_a_quick_template_held_up_once_goes_back_to_the_loop(
         return await to_thread(function, source, *args)
 
     class HeldUpOnce:
-        """Still, but 10 ms pass at its third read (the render's first check)."""
+        """Still, but 60 ms pass at its third read (the render's first check)."""
 
         def __init__(self) -> None:
             self.reads, self.t = 0, 0.0
@@ -430,7 +430,7 @@ def test_a_quick_template_held_up_once_goes_back_to_the_loop(
         def monotonic(self) -> float:
             self.reads += 1
             if self.reads == 3:
-                self.t += 0.010
+                self.t += 0.060
             return self.t
 
     monkeypatch.setattr(asyncio, "to_thread", counted)

@@ -177,8 +177,14 @@ def _excerpt(source: str) -> str:
 
 
 # A render starts on the executor's event loop with this much of its time
-# budget; one that needs more starts again in a worker thread with all of it.
-INLINE_RENDER_S = 0.005
+# budget; one that needs more starts again in a worker thread with all of it,
+# and goes to a thread from then on. Most templates take tens of microseconds,
+# but a process woken after an idle spell runs slowly for a while (bench/idle.py:
+# a 5 µs decode took 2.6 ms): a tighter cap sent quick templates to a thread.
+INLINE_RENDER_S = 0.05
+# A template rendered in a thread this quickly goes back to the loop: it ran
+# out of time there because the process was held up, not for its own work.
+QUICK_RENDER_S = 0.01
 # Templates remembered as too slow for the loop, at most.
 _SLOW_SOURCES = 256
 
@@ -211,9 +217,9 @@ class Renderer:
         timeout_s = self._limits.template_timeout_s
         try:
             if source not in self._slow:
-                # On the loop, for a short while: most templates take microseconds,
-                # and a worker thread's round trip costs ~0.1 ms of CPU (several
-                # times that after an idle spell), more than the render.
+                # On the loop, for a short while: a worker thread's round trip costs
+                # ~0.1 ms of CPU (several times that after an idle spell), more
+                # than most renders.
                 inline_s = min(INLINE_RENDER_S, timeout_s)
                 started = self._now()
                 try:
@@ -228,9 +234,7 @@ class Renderer:
             text, took_s = await asyncio.to_thread(self._timed_render, source, context, timeout_s)
         except TemplateFailed as exc:
             raise ActionFailed(f"template {_excerpt(source)} failed: {exc}") from exc
-        if took_s < INLINE_RENDER_S:
-            # Quick after all: it ran out of time on the loop because the process
-            # was not running meanwhile (a busy machine), not for its own work.
+        if took_s < QUICK_RENDER_S:
             self._slow.pop(source, None)
         return text
 
