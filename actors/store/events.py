@@ -459,7 +459,9 @@ def _insert(conn: sqlite3.Connection, rows: Sequence[_Row], chunk_rows: int) -> 
         cursor = conn.execute(
             _insert_sql(size), [v for row in rows[start : start + size] for v in row]
         )
-        last = cursor.lastrowid or 0
+        if cursor.lastrowid is None:  # never for an INSERT; a wrong number must not pass
+            raise RuntimeError("the event log's insert gave no sequence number")
+        last = cursor.lastrowid
         start += size
     return last
 
