@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import configparser
 import importlib
-import importlib.util
 import os
 import shutil
 import subprocess

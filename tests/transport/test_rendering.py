@@ -373,17 +373,23 @@ def test_all_parameter_templates_share_one_time_budget() -> None:
         )
 
 
-def test_a_quick_template_renders_on_the_loop_and_a_slow_one_in_a_thread(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    threaded: list[str] = []
+@pytest.fixture
+def threaded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The templates rendered in a worker thread, in order."""
+    sources: list[str] = []
     to_thread = asyncio.to_thread
 
     async def counted(function: Any, source: str, *args: Any) -> Any:
-        threaded.append(source)
+        sources.append(source)
         return await to_thread(function, source, *args)
 
     monkeypatch.setattr(asyncio, "to_thread", counted)
+    return sources
+
+
+def test_a_quick_template_renders_on_the_loop_and_a_slow_one_in_a_thread(
+    threaded: list[str],
+) -> None:
     clock = FakeClock(0.001)  # each read of the clock is a millisecond
     r = renderer(None, clock, template_timeout_s=10.0)
 
@@ -409,17 +415,9 @@ def test_a_quick_template_renders_on_the_loop_and_a_slow_one_in_a_thread(
     assert threaded == [slow, slow]
 
 
-def test_a_quick_template_held_up_once_goes_back_to_the_loop(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_quick_template_held_up_once_goes_back_to_the_loop(threaded: list[str]) -> None:
     """Out of time on the loop because the process did not run (a busy machine):
     rendered in a thread that time, where it is quick, so on the loop again after."""
-    threaded: list[str] = []
-    to_thread = asyncio.to_thread
-
-    async def counted(function: Any, source: str, *args: Any) -> Any:
-        threaded.append(source)
-        return await to_thread(function, source, *args)
 
     class HeldUpOnce:
         """Still, but 60 ms pass at its third read (the render's first check)."""
@@ -433,7 +431,6 @@ def test_a_quick_template_held_up_once_goes_back_to_the_loop(
                 self.t += 0.060
             return self.t
 
-    monkeypatch.setattr(asyncio, "to_thread", counted)
     r = renderer(None, HeldUpOnce(), template_timeout_s=10.0)  # type: ignore[arg-type]
     source = "{% for i in range(3) %}{{ i }}{% endfor %}"
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Mapping
-from http.cookiejar import CookieJar, CookiePolicy
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import aiohttp
 import certifi
@@ -48,26 +48,6 @@ def _timeout(extensions: Mapping[str, object]) -> aiohttp.ClientTimeout:
     )
 
 
-class _KeepNoCookies(CookiePolicy):
-    """Refuses every cookie a server sets, so none is ever sent back."""
-
-    netscape = True
-    rfc2965 = False
-    hide_cookie2 = True
-
-    def set_ok(self, cookie: object, request: object) -> bool:
-        return False
-
-    def return_ok(self, cookie: object, request: object) -> bool:
-        return False
-
-    def domain_return_ok(self, domain: str, request: object) -> bool:
-        return False
-
-    def path_return_ok(self, path: str, request: object) -> bool:
-        return False
-
-
 def action_client(timeout_s: float) -> httpx.AsyncClient:
     """The client an executor's actions share: pooled connections, no redirects
     followed, and no cookies kept. Prefect's blocks call each webhook with a
@@ -78,7 +58,8 @@ def action_client(timeout_s: float) -> httpx.AsyncClient:
         timeout=timeout_s,
         follow_redirects=False,
         transport=PooledTransport(),
-        cookies=CookieJar(policy=_KeepNoCookies()),
+        # No domain allowed: every cookie a server sets is refused.
+        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
     )
 
 
