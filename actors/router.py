@@ -273,14 +273,15 @@ class Router:
         self.stats.received += len(events)
         now = self._clock.now_us()
         newly_held: list[tuple[Any, int, int]] = []
+        offer, observe = self.causal.offer_us, self.events_clock.observe_us
         for seq, event, body in zip(seqs, events, bodies, strict=True):
-            if self.causal.is_duplicate(event.id, now):
+            ready = offer(event, now)
+            if ready is None:
                 # Processed already (its log row is the first one's): dropped before
                 # anything sees it, the events clock included (SEMANTICS §6).
                 self._metrics.events_dropped.labels("duplicate").inc()
                 continue
-            self.events_clock.observe_us(to_us(event.occurred), now)
-            ready = self.causal.admit_us(event, now)
+            observe(to_us(event.occurred), now)
             if self.events_clock.behind != self._behind_reported[0]:
                 self._report_behind(event, now)
             if not ready:
