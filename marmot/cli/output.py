@@ -7,20 +7,24 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-
-_err = Console(stderr=True, highlight=False)
+# rich is imported where it prints, not here: it takes ~30 ms to import, and
+# commands that print JSON lines (``replay``, ``--json``) never need it.
 
 
 def fail(message: str) -> None:
     """Print an error message to stderr."""
-    _err.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True, highlight=False).print(
+        f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True
+    )
 
 
 def line(markup: str) -> None:
     """One line of rich markup on stdout (escape any value in it that is not markup)."""
+    from rich.console import Console
+
     Console(highlight=False).print(markup, soft_wrap=True)
 
 
@@ -49,6 +53,9 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> 
     if len(cells) > PLAIN_ROWS:
         _plain(title, columns, cells)
         return
+    from rich.console import Console
+    from rich.table import Table
+
     grid = Table(title=title, title_justify="left")
     for column in columns:
         if column in _WHOLE:

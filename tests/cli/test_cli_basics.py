@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 from importlib.metadata import version
@@ -108,6 +109,46 @@ def test_a_command_imports_its_own_module_only_and_help_lists_them_all() -> None
     assert orchestrator == "False"
     # Nor the HTTP client, templates or metrics (a third of its start-up once).
     assert heavy == "[]"
+
+
+def test_replay_prints_its_json_lines_without_importing_rich(tmp_path: Path) -> None:
+    # rich is a tenth of `marmot replay`'s start-up, and replay prints JSON lines.
+    scenario = tmp_path / "s.json"
+    scenario.write_text(
+        json.dumps(
+            {
+                "name": "one",
+                "start": "2026-01-01T00:00:00Z",
+                "until": "2026-01-01T00:01:00Z",
+                "automations": [
+                    {
+                        "name": "a",
+                        "trigger": {"type": "event", "expect": ["x"], "threshold": 1},
+                        "actions": [{"type": "do-nothing"}],
+                    }
+                ],
+                "events": [
+                    {
+                        "id": "0b7f0c9e-7a51-4d1e-9c3f-2a4e6d8b1c01",
+                        "occurred": "2026-01-01T00:00:05Z",
+                        "event": "x",
+                        "resource": {"prefect.resource.id": "r"},
+                    }
+                ],
+            }
+        )
+    )
+    script = (
+        "import sys\nfrom marmot.cli import main\n"
+        f"code = main(['replay', {str(scenario)!r}])\n"
+        "print(code, sorted(m for m in sys.modules if m == 'rich' or m.startswith('rich.')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    firing, summary = done.stdout.strip().splitlines()[-2:]
+    assert json.loads(firing)["automation"] == "a"
+    assert summary == "0 []"
 
 
 def test_an_unknown_command_is_refused_with_every_command_offered(
